@@ -1,0 +1,3 @@
+from pytest_pgsandbox.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,425 @@
+"""A private, throw-away PostgreSQL server started from binaries on this machine.
+
+``initdb`` runs once per set of binaries; its result is cached and copied for every new
+server. ``postgres`` is started directly (no ``pg_ctl``) on a unix socket in a private folder,
+with test-tuned settings, and a random password that is changed for every server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import psycopg
+from filelock import FileLock
+from filelock import Timeout
+from psycopg import sql
+
+from pytest_pgsandbox._engine import janitor
+from pytest_pgsandbox._engine.discovery import PgBinaries
+from pytest_pgsandbox._engine.places import RunAs
+from pytest_pgsandbox._engine.places import copy_tree
+from pytest_pgsandbox._engine.places import make_server_dir
+from pytest_pgsandbox._engine.places import remove_tree
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox.errors import ServerDied
+from pytest_pgsandbox.errors import ServerStartError
+
+SUPERUSER = "postgres"
+SESSION_DB = "pgsandbox"
+SOCKET_PORT = 5432
+LOG_TAIL = 40
+
+# Durability buys nothing for a server whose data is thrown away.
+TEST_SETTINGS: Mapping[str, str] = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+}
+
+
+@dataclass
+class ClusterOptions:
+    tcp: bool = False
+    port: int = 0
+    conf: Sequence[tuple[str, str]] = ()
+    start_timeout: float = 60.0
+    reusable: bool = False
+
+
+def _hba(run_as: RunAs | None) -> str:
+    # Not root: the socket folder is 0700 and ours, so only we (and root) can reach it.
+    # As root the server runs as a shared system user, so the socket wants a password too.
+    local = "trust" if run_as is None else "scram-sha-256"
+    return (
+        "# written by pytest-pgsandbox\n"
+        f"local all all {local}\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+    )
+
+
+def _read_tail(path: Path, lines: int = LOG_TAIL) -> list[str]:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def _run(argv: list[str], run_as: RunAs | None, timeout: float, what: str) -> None:
+    kwargs = run_as.popen_kwargs() if run_as else {}
+    try:
+        subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except subprocess.CalledProcessError as exc:
+        out = (exc.stdout or "") + (exc.stderr or "")
+        raise ServerStartError.with_log(
+            f"{what} failed with exit code {exc.returncode}: {' '.join(argv)}",
+            out.splitlines()[-LOG_TAIL:],
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ServerStartError(
+            f"{what} did not finish within {timeout:.0f} s: {' '.join(argv)}. "
+            "Raise --pg-start-timeout if this machine is very slow."
+        ) from None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class InitdbCache:
+    """A freshly initialised cluster per set of binaries, copied for every new server."""
+
+    root: Path
+    binaries: PgBinaries
+    run_as: RunAs | None
+    runtime: Path
+    timeout: float
+
+    @property
+    def entry(self) -> Path:
+        return self.root / "initdb" / self.binaries.key
+
+    def get(self) -> tuple[Path, str, bool]:
+        """(data folder, superuser password, whether it was built just now)."""
+        entry = self.entry
+        meta = entry / "meta.json"
+        if meta.exists():
+            return entry / "data", json.loads(meta.read_text())["password"], False
+        entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            with FileLock(str(entry) + ".lock", timeout=self.timeout):
+                if meta.exists():  # built by another process while we waited
+                    return entry / "data", json.loads(meta.read_text())["password"], False
+                password = self._build(entry)
+        except Timeout:
+            raise ServerStartError(
+                f"waited {self.timeout:.0f} s for another process to finish initialising "
+                f"the cluster cache {entry}. If no other test run is active, remove "
+                f"{entry}.lock and try again."
+            ) from None
+        return entry / "data", password, True
+
+    def _build(self, entry: Path) -> str:
+        remove_tree(entry)
+        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=self.runtime))
+        try:
+            if self.run_as is not None:
+                os.chown(staging, self.run_as.uid, self.run_as.gid)
+            data = staging / "data"
+            password = _password()
+            pwfile = staging / "pw"
+            pwfile.write_text(password + "\n")
+            pwfile.chmod(0o600)
+            if self.run_as is not None:
+                os.chown(pwfile, self.run_as.uid, self.run_as.gid)
+            _run(
+                [
+                    str(self.binaries.exe("initdb")),
+                    "-D",
+                    str(data),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "-A",
+                    "scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
+                self.run_as,
+                self.timeout,
+                "initdb",
+            )
+            pwfile.unlink()
+            # Create the session database once here, so that every copy already has it.
+            server = LocalCluster(
+                self.binaries,
+                self.runtime,
+                self.run_as,
+                ClusterOptions(start_timeout=self.timeout),
+                data_source=None,
+                name=staging.name,
+            )
+            server.claim()
+            try:
+                server.start_in(staging, data, password)
+                with psycopg.connect(**server.admin.kwargs(), autocommit=True) as conn:
+                    create_session_db(conn)
+                server.stop(fast=True, remove=False)  # a clean shutdown: nothing to replay
+                for leftover in ("postmaster.opts", "postmaster.pid"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (data / leftover).unlink()
+                entry.mkdir(mode=0o700)
+                copy_tree(data, entry / "data")
+            finally:
+                server.stop()
+            (entry / "meta.json").write_text(
+                json.dumps({"password": password, "version": self.binaries.version})
+            )
+            (entry / "meta.json").chmod(0o600)
+            return password
+        finally:
+            remove_tree(staging)
+
+
+def create_session_db(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    from pytest_pgsandbox._engine.provision import create_database
+
+    create_database(conn, SESSION_DB, {"kind": "session"})
+
+
+@dataclass
+class LocalCluster:
+    """A PostgreSQL server of our own: its folder, process, socket and password."""
+
+    binaries: PgBinaries
+    runtime: Path
+    run_as: RunAs | None
+    options: ClusterOptions
+    data_source: InitdbCache | None
+    name: str = field(default_factory=lambda: secrets.token_hex(4))
+    admin: ConnInfo = field(init=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    startup_seconds: float = field(default=0.0, init=False)
+    initdb_cached: bool = field(default=True, init=False)
+    _lock: FileLock | None = field(default=None, init=False)
+    _removed: bool = field(default=False, init=False)
+
+    owns_cluster = True
+
+    @property
+    def folder(self) -> Path:
+        return self.runtime / self.name
+
+    @property
+    def log_path(self) -> Path:
+        return self.runtime / f"{self.name}.log"
+
+    @property
+    def version(self) -> str:
+        return self.binaries.version
+
+    def describe(self) -> str:
+        where = f"socket {self.admin.host}"
+        if self.options.tcp:
+            where += f", tcp 127.0.0.1:{self.options.port}"
+        return f"{self.binaries.describe()}, local server ({where})"
+
+    def start(self) -> None:
+        """Copy the cached cluster into a new folder and start it; the deadline is absolute."""
+        assert self.data_source is not None
+        began = time.monotonic()
+        self.claim()
+        try:
+            source, password, built = self.data_source.get()
+            self.initdb_cached = not built
+            folder = make_server_dir(self.folder, self.run_as)
+            copy_tree(source, folder / "data")
+            self.start_in(folder, folder / "data", password)
+            self._rotate_password()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+
+    def claim(self) -> None:
+        self._lock = janitor.claim(self.runtime, self.name, self.options.reusable)
+
+    def start_in(self, folder: Path, data: Path, password: str) -> None:
+        (data / "pg_hba.conf").write_text(_hba(self.run_as))
+        user_port = self.options.port
+        tcp = self.options.tcp or user_port != 0
+        if tcp and user_port and not _port_free(user_port):
+            raise ServerStartError(
+                f"port {user_port} on 127.0.0.1 is already in use by another program, so a "
+                f"local PostgreSQL server cannot listen there. Choose another --pg-port, or "
+                "--pg-port 0 to let pgsandbox pick a free one."
+            )
+        attempts = 3 if tcp and not user_port else 1
+        for attempt in range(attempts):
+            port = (user_port or _free_port()) if tcp else SOCKET_PORT
+            self.options.tcp = tcp
+            self.options.port = port if tcp else 0
+            self.admin = ConnInfo(host=str(folder), port=port, user=SUPERUSER, password=password)
+            try:
+                self._spawn(folder, data, port, tcp)
+                return
+            except ServerStartError:
+                in_use = any("Address already in use" in ln for ln in _read_tail(self.log_path))
+                if not (in_use and attempt + 1 < attempts):
+                    raise
+
+    def _spawn(self, folder: Path, data: Path, port: int, tcp: bool) -> None:
+        settings = dict(TEST_SETTINGS)
+        settings.update(
+            {
+                "listen_addresses": "127.0.0.1" if tcp else "",
+                "port": str(port),
+                "unix_socket_directories": str(folder),
+                "unix_socket_permissions": "0700",
+            }
+        )
+        settings.update(dict(self.options.conf))
+        argv = [str(self.binaries.exe("postgres")), "-D", str(data)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        kwargs = self.run_as.popen_kwargs() if self.run_as else {}
+        deadline = time.monotonic() + self.options.start_timeout
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **kwargs,  # type: ignore[arg-type]
+            )
+        self._record()
+        self._wait_ready(data, deadline)
+
+    def _wait_ready(self, data: Path, deadline: float) -> None:
+        pidfile = data / "postmaster.pid"
+        delay = 0.002
+        assert self.process is not None
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                hint = ""
+                if any("configuration" in ln or "parameter" in ln for ln in self.log_tail()):
+                    hint = "  check the server settings given with --pg-conf / pg_conf."
+                raise ServerStartError.with_log(
+                    f"PostgreSQL ({self.binaries.describe()}) exited with code {code} while "
+                    f"starting in {data}.",
+                    self.log_tail(),
+                    hint,
+                )
+            try:
+                lines = pidfile.read_text().splitlines()
+            except OSError:
+                lines = []
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                return
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise ServerStartError.with_log(
+                    f"PostgreSQL ({self.binaries.describe()}) did not become ready within "
+                    f"{self.options.start_timeout:.0f} s. Raise --pg-start-timeout if this "
+                    "machine is very slow.",
+                    self.log_tail(),
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    def _rotate_password(self) -> None:
+        """Give this server a password of its own (the cached one is shared by copies)."""
+        password = _password()
+        with psycopg.connect(**self.admin.kwargs(), autocommit=True, connect_timeout=10) as conn:
+            if conn.info.server_version >= 160000:
+                # The password is random and long: many hash iterations only slow connects.
+                conn.execute("SET scram_iterations = 64")
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(SUPERUSER), sql.Literal(password)
+                )
+            )
+        self.admin = ConnInfo(
+            host=self.admin.host, port=self.admin.port, user=SUPERUSER, password=password
+        )
+        self._record()
+
+    def _record(self) -> None:
+        pid = self.process.pid if self.process else 0
+        janitor.record(
+            self.runtime, self.name, pid, self.admin, self.binaries, self.options.reusable
+        )
+
+    def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
+        return _read_tail(self.log_path, lines)
+
+    def check_alive(self) -> None:
+        """Raise ServerDied (with the log's tail) if the server process has exited."""
+        if self.process is None:
+            return
+        code = self.process.poll()
+        if code is None:
+            return
+        raise ServerDied.with_log(
+            f"the local PostgreSQL server (pid {self.process.pid}) exited with code {code} "
+            "while tests were running; tests that need it cannot run.",
+            self.log_tail(),
+            "  If something on this machine kills processes (OOM killer, a CI timeout), "
+            "look there; the server log above may say why it stopped.",
+        )
+
+    def stop(self, *, fast: bool = False, remove: bool = True) -> None:
+        """Stop the server (immediate shutdown unless ``fast``); then remove its files."""
+        if self.process is not None and self.process.poll() is None:
+            sig = signal.SIGINT if fast else signal.SIGQUIT
+            janitor.stop_process(self.process.pid, sig, wait=self.process.wait)
+        if remove and not self._removed:
+            self._removed = True
+            remove_tree(self.folder)
+            with contextlib.suppress(FileNotFoundError):
+                self.log_path.unlink()
+            janitor.release(self.runtime, self.name, self._lock)

@@ -1,0 +1,53 @@
+"""The per-test database handle behind the ``pg`` fixture."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.abc import Params
+from psycopg.abc import Query
+
+from pytest_pgsandbox._engine.urls import ConnInfo
+
+
+class PgDatabase:
+    """This test's database.
+
+    - ``url``: a libpq URL of the database (``postgresql+psycopg`` + the rest for SQLAlchemy).
+    - ``conn``: a psycopg 3 connection inside the test's isolation; ``commit()`` and
+      ``rollback()`` are safe to call.
+    - ``execute``/``fetchone``/``fetchall``/``fetchval``: run a query on ``conn``.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], info: ConnInfo) -> None:
+        self.conn = conn
+        self.info = info
+
+    @property
+    def url(self) -> str:
+        return self.info.url()
+
+    @property
+    def dbname(self) -> str:
+        return self.info.dbname
+
+    def execute(self, query: Query, params: Params | None = None) -> psycopg.Cursor[Any]:
+        """Run ``query`` (with ``%s``/``%(name)s`` placeholders) and return the cursor."""
+        return self.conn.execute(query, params)
+
+    def fetchone(self, query: Query, params: Params | None = None) -> Any:
+        """The first row of ``query``, or None."""
+        return self.conn.execute(query, params).fetchone()
+
+    def fetchall(self, query: Query, params: Params | None = None) -> list[Any]:
+        """All rows of ``query``."""
+        return self.conn.execute(query, params).fetchall()
+
+    def fetchval(self, query: Query, params: Params | None = None) -> Any:
+        """The first column of the first row of ``query``, or None if there is no row."""
+        row = self.conn.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+    def __repr__(self) -> str:
+        return f"<PgDatabase {self.info.url(masked=True)}>"

@@ -1,0 +1,157 @@
+"""Transaction isolation: each test runs inside an outer transaction that is rolled back.
+
+The test's connection is a ``SandboxConnection``: its ``commit()`` releases and re-creates a
+savepoint, and its ``rollback()`` rolls back to it, so application code that commits keeps
+working while nothing reaches the database for good. ``with conn.transaction()`` blocks become
+savepoints by themselves (psycopg does that inside a transaction).
+
+A ``COMMIT`` sent as SQL does end the outer transaction. That is found when the test ends
+(the outer transaction's id shows as committed), reported, and the database is repaired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+from psycopg.rows import TupleRow
+
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox.errors import IsolationBroken
+
+SAVEPOINT = "pgsandbox_test"
+
+_FORBIDDEN_IN_BLOCK = (
+    "Explicit {}() forbidden within a Transaction context. (Transaction will be "
+    "automatically {} on successful exit from context.)"
+)
+
+
+class SandboxConnection(psycopg.Connection[TupleRow]):
+    """A psycopg connection whose commit and rollback stay inside the test's transaction."""
+
+    _pgsb_active: bool = False
+    _pgsb_broken: bool = False
+
+    def _pgsb_check_block(self, what: str, done: str) -> None:
+        if getattr(self, "_num_transactions", 0):
+            raise psycopg.ProgrammingError(_FORBIDDEN_IN_BLOCK.format(what, done))
+
+    def commit(self) -> None:
+        if not self._pgsb_active:
+            super().commit()
+            return
+        self._pgsb_check_block("commit", "committed")
+        status = self.info.transaction_status
+        if status == TransactionStatus.INERROR:
+            # COMMIT of a failed transaction rolls it back; do the same to the savepoint.
+            self._pgsb_to_savepoint(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+        elif status == TransactionStatus.INTRANS:
+            self._pgsb_to_savepoint(f"RELEASE SAVEPOINT {SAVEPOINT}; SAVEPOINT {SAVEPOINT}")
+        else:
+            super().commit()
+
+    def rollback(self) -> None:
+        if not self._pgsb_active:
+            super().rollback()
+            return
+        self._pgsb_check_block("rollback", "rolled back")
+        if self.info.transaction_status == TransactionStatus.IDLE:
+            return
+        self._pgsb_to_savepoint(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+
+    def _pgsb_to_savepoint(self, statement: str) -> None:
+        try:
+            self.execute(statement)
+        except errors.InvalidSavepointSpecification:
+            # The outer transaction was ended by SQL (COMMIT/ROLLBACK) earlier in the test.
+            self._pgsb_broken = True
+            super().rollback()
+            raise IsolationBroken(
+                "the test's outer transaction was ended by a COMMIT or ROLLBACK sent as SQL, "
+                "so commit() and rollback() can no longer be kept inside it. Call "
+                "conn.commit() instead of executing COMMIT, or mark the test with "
+                '@pytest.mark.pg(isolation="clone") to let it commit for real.'
+            ) from None
+
+
+class TransactionIsolation:
+    """One connection to the test database, reused by every test of the session."""
+
+    def __init__(
+        self, info: ConnInfo, repair: Callable[[], None], connect_timeout: float = 60.0
+    ) -> None:
+        self.info = info
+        self._repair = repair
+        self._timeout = connect_timeout
+        self._conn: SandboxConnection | None = None
+        self._xid = 0
+
+    def _connect(self) -> SandboxConnection:
+        conn = SandboxConnection.connect(
+            **self.info.kwargs(), connect_timeout=max(1, int(self._timeout))
+        )
+        conn.execute("SET application_name = 'pgsandbox'")
+        conn.commit()
+        return conn
+
+    def begin(self) -> SandboxConnection:
+        """Start the test's outer transaction and return its connection."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._conn = self._connect()
+        elif conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.rollback()
+        conn._pgsb_active = False
+        conn._pgsb_broken = False
+        row = conn.execute(f"SELECT txid_current(); SAVEPOINT {SAVEPOINT}").fetchone()
+        self._xid = int(row[0]) if row else 0
+        conn._pgsb_active = True
+        return conn
+
+    def end(self) -> str | None:
+        """Roll the test back. Returns how isolation was broken, or None if it held."""
+        conn = self._conn
+        if conn is None:
+            return None
+        conn._pgsb_active = False
+        if conn.closed or conn.broken:
+            # The server rolls back what a closed connection had not committed.
+            self._conn = None
+            state = self._xact_status_elsewhere()
+        else:
+            xid = sql.Literal(self._xid).as_string(conn)
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                cur = conn.execute(f"SELECT txid_status({xid})")
+                state = _first(cur)
+                conn.rollback()
+            else:
+                cur = conn.execute(
+                    f"ROLLBACK; SELECT pg_advisory_unlock_all(); SELECT txid_status({xid})"
+                )
+                cur.nextset()
+                cur.nextset()
+                state = _first(cur)
+        if state != "committed":
+            return None
+        self.close()
+        self._repair()
+        return "committed"
+
+    def _xact_status_elsewhere(self) -> str | None:
+        with psycopg.connect(**self.info.kwargs(), autocommit=True) as conn:
+            return _first(conn.execute("SELECT txid_status(%s)", (self._xid,)))
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+
+def _first(cur: psycopg.Cursor[Any]) -> str | None:
+    row = cur.fetchone()
+    return None if row is None else str(row[0])

@@ -1,0 +1,234 @@
+"""Records of the servers we start, and reaping what a killed run left behind.
+
+Each local server ``NAME`` has, in the runtime folder: its folder ``NAME/`` (data and socket),
+``NAME.log``, ``NAME.json`` (owner, process, how to connect; mode 0600) and ``NAME.lock``,
+held by the owning process for as long as it runs. A lock that can be taken means the owner
+is gone: the server is stopped and its files are removed. Servers started to be reused
+(``pgsandbox start``) are only reaped once their process has died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from filelock import Timeout
+
+from pytest_pgsandbox._engine.discovery import PgBinaries
+from pytest_pgsandbox._engine.places import remove_tree
+from pytest_pgsandbox._engine.urls import ConnInfo
+
+STALE_SECONDS = 3600.0
+
+
+def claim(runtime: Path, name: str, reusable: bool) -> FileLock | None:
+    """Hold ``NAME.lock`` for the life of this process (not for reusable servers)."""
+    if reusable:
+        return None
+    lock = FileLock(str(runtime / f"{name}.lock"), timeout=0)
+    lock.acquire()
+    return lock
+
+
+def record(
+    runtime: Path,
+    name: str,
+    pid: int,
+    admin: ConnInfo,
+    binaries: PgBinaries,
+    reusable: bool = False,
+) -> None:
+    path = runtime / f"{name}.json"
+    data = {
+        "name": name,
+        "owner_pid": os.getpid(),
+        "postmaster_pid": pid,
+        "reusable": reusable,
+        "host": admin.host,
+        "port": admin.port,
+        "user": admin.user,
+        "password": admin.password,
+        "bin_dir": str(binaries.bin_dir),
+        "bin_key": binaries.key,
+        "version": binaries.version,
+        "source": binaries.source,
+        "created": time.time(),
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def release(runtime: Path, name: str, lock: FileLock | None) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (runtime / f"{name}.json").unlink()
+    if lock is not None:
+        lock.release()
+    with contextlib.suppress(FileNotFoundError):
+        (runtime / f"{name}.lock").unlink()
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    name: str
+    data: dict[str, Any]
+    folder: Path
+
+    @property
+    def pid(self) -> int:
+        return int(self.data.get("postmaster_pid") or 0)
+
+    @property
+    def reusable(self) -> bool:
+        return bool(self.data.get("reusable"))
+
+    def admin(self) -> ConnInfo:
+        return ConnInfo(
+            host=self.data["host"],
+            port=int(self.data["port"]),
+            user=self.data["user"],
+            password=self.data.get("password"),
+        )
+
+
+def records(runtime: Path) -> list[ServerRecord]:
+    out = []
+    for path in sorted(runtime.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        out.append(ServerRecord(path.stem, data, runtime / path.stem))
+    return out
+
+
+def cmdline(pid: int) -> str | None:
+    """The command line of a running process, or None if there is no such process."""
+    proc = Path(f"/proc/{pid}/cmdline")
+    if proc.parent.parent.is_dir() and sys.platform.startswith("linux"):
+        try:
+            return proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return None
+    try:
+        out = subprocess.run(
+            ["ps", "-p", str(pid), "-o", "command="],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
+def is_our_postmaster(pid: int, folder: Path) -> bool:
+    line = cmdline(pid)
+    return bool(pid) and line is not None and str(folder / "data") in line
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def stop_process(
+    pid: int, sig: int, wait: Callable[[float], object] | None = None, timeout: float = 10.0
+) -> None:
+    """Send ``sig``; escalate to SIGKILL if the process is still there after ``timeout``."""
+    for current in (sig, signal.SIGKILL):
+        try:
+            os.kill(pid, current)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        if wait is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                wait(timeout)
+                return
+            continue
+        while time.monotonic() < deadline:
+            if _gone(pid):
+                return
+            time.sleep(0.01)
+
+
+def is_alive(rec: ServerRecord) -> bool:
+    return is_our_postmaster(rec.pid, rec.folder)
+
+
+def owner_alive(runtime: Path, rec: ServerRecord) -> bool:
+    """True while the process that started a (non-reusable) server still runs."""
+    if rec.data.get("owner_pid") == os.getpid():
+        return True
+    lock = FileLock(str(runtime / f"{rec.name}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def reap_one(runtime: Path, rec: ServerRecord) -> None:
+    if is_our_postmaster(rec.pid, rec.folder):
+        stop_process(rec.pid, signal.SIGQUIT)
+    remove_tree(rec.folder)
+    for suffix in (".log", ".json", ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (runtime / f"{rec.name}{suffix}").unlink()
+
+
+def reap(runtime: Path) -> list[str]:
+    """Reap servers whose owner has died, and half-written folders. Returns what was reaped."""
+    reaped = []
+    for rec in records(runtime):
+        if rec.reusable:
+            if not is_alive(rec):
+                reap_one(runtime, rec)
+                reaped.append(f"server {rec.name} (reusable, no longer running)")
+            continue
+        if not owner_alive(runtime, rec):
+            reap_one(runtime, rec)
+            reaped.append(f"server {rec.name} (its test run, pid {rec.data.get('owner_pid')}, died)")
+    known = {rec.name for rec in records(runtime)}
+    for lock_path in runtime.glob("*.lock"):
+        name = lock_path.stem
+        if name in known:
+            continue
+        rec = ServerRecord(name, {}, runtime / name)
+        if not owner_alive(runtime, rec):  # killed before its record was written
+            reap_one(runtime, rec)
+            reaped.append(f"server folder {name} (never finished starting)")
+    now = time.time()
+    for path in runtime.iterdir():
+        if path.name.startswith(".trash-"):
+            pass  # a folder whose removal was interrupted
+        elif path.name.startswith(("staging-", "bin-staging-")):
+            with contextlib.suppress(OSError):
+                if now - path.lstat().st_mtime < STALE_SECONDS:
+                    continue  # may still be in use by a run that is initialising
+        else:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        reaped.append(f"folder {path.name}")
+    return reaped

@@ -1,0 +1,195 @@
+"""Who runs the server, and the folders we own: runtime (servers, sockets) and cache.
+
+PostgreSQL refuses to run as root. When we are root (containers, CI), initdb and postgres run
+as the unprivileged ``nobody`` user: their folders are created for that user by us, and if that
+user cannot reach the binaries (a virtualenv under ``/root``, say), the binaries are copied
+into a folder it can reach. We never change the modes of folders we did not create and never
+create system users.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_pgsandbox._engine.discovery import PgBinaries
+from pytest_pgsandbox._engine.discovery import install_root
+from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.errors import ServerStartError
+
+SERVER_USER = "nobody"
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged user to run initdb and postgres as (only when we are root)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def popen_kwargs(self) -> dict[str, object]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": [], "cwd": "/"}
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def server_user() -> RunAs | None:
+    """None when we are not root; else the unprivileged user the server runs as."""
+    if not is_root():
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise PgSandboxError(
+            "running as root, and PostgreSQL refuses to run as root; pgsandbox runs the "
+            f"server as the unprivileged user {SERVER_USER!r}, but this system has no such "
+            "user. Run the tests as a non-root user, or add an unprivileged user named "
+            f"{SERVER_USER!r} to the system image."
+        ) from None
+    return RunAs(SERVER_USER, entry.pw_uid, entry.pw_gid)
+
+
+def _private_dir(path: Path, mode: int) -> Path:
+    """Create ``path`` (ours alone) or check that an existing one is ours and not open."""
+    try:
+        path.mkdir(mode=mode)
+        path.chmod(mode)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise PgSandboxError(
+                f"{path} exists but is not a folder owned by this user; pgsandbox will not "
+                "use it. Remove it, or set PGSANDBOX_RUNTIME_DIR to another folder."
+            ) from None
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PgSandboxError(
+                f"{path} is writable by other users; pgsandbox will not use it. "
+                f"Remove it (it is recreated), or set PGSANDBOX_RUNTIME_DIR elsewhere."
+            )
+    return path
+
+
+def runtime_dir() -> Path:
+    """Where servers live: short (unix socket paths are limited to ~107 bytes) and private.
+
+    As root it is traversable (not listable) by the server user: mode 0711.
+    """
+    override = os.environ.get("PGSANDBOX_RUNTIME_DIR")
+    if override:
+        base = Path(override)
+        base.mkdir(parents=True, exist_ok=True)
+        return base
+    tmp = tempfile.gettempdir()
+    if len(tmp) > 40 and os.path.isdir("/tmp"):  # macOS: /var/folders/... is too long
+        tmp = "/tmp"  # noqa: S108 - a private 0700/0711 folder is created below it
+    uid = os.geteuid() if hasattr(os, "geteuid") else 0
+    return _private_dir(Path(tmp) / f"pgsandbox-{uid}", 0o711 if is_root() else 0o700)
+
+
+def cache_dir(setting: Path | None) -> Path:
+    if setting is not None:
+        base = setting
+    elif os.environ.get("XDG_CACHE_HOME"):
+        base = Path(os.environ["XDG_CACHE_HOME"]) / "pgsandbox"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches" / "pgsandbox"
+    else:
+        base = Path.home() / ".cache" / "pgsandbox"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return base
+
+
+def make_server_dir(path: Path, run_as: RunAs | None) -> Path:
+    path.mkdir(mode=0o700)
+    if run_as is not None:
+        os.chown(path, run_as.uid, run_as.gid)
+    return path
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copy a data directory keeping owners and modes (``cp -a`` is kernel-bound and fast)."""
+    if shutil.which("cp") and sys.platform != "win32":
+        subprocess.run(
+            ["cp", "-a", str(src), str(dst)], check=True, capture_output=True, timeout=300
+        )
+    else:
+        shutil.copytree(src, dst, symlinks=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Rename, then delete: a half-deleted folder never looks like a live one."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    try:
+        path.rename(trash)
+    except OSError:
+        trash = path
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def runs_as(binaries: PgBinaries, run_as: RunAs | None) -> bool:
+    """Can ``run_as`` start these binaries? (Tried for real: permissions are subtle.)"""
+    if run_as is None:
+        return True
+    try:
+        subprocess.run(
+            [str(binaries.exe("postgres")), "--version"],
+            capture_output=True,
+            timeout=20,
+            check=True,
+            **run_as.popen_kwargs(),  # type: ignore[arg-type]
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def reachable_binaries(
+    binaries: PgBinaries, run_as: RunAs | None, runtime: Path
+) -> PgBinaries:
+    """Binaries that ``run_as`` can execute: these, or a copy in a folder it can reach.
+
+    The copy lives under the runtime folder (created by us, mode 0711) and is made once per
+    set of binaries; the user's own folders are never touched.
+    """
+    if runs_as(binaries, run_as):
+        return binaries
+    assert run_as is not None  # runs_as() is True for None
+    base, entries = install_root(binaries)
+    target = runtime / f"bin-{binaries.key}"
+    rel_bin = os.path.relpath(binaries.bin_dir.resolve(), base)
+    copied = PgBinaries(target / rel_bin, binaries.version, binaries.source + ", copied")
+    if not (target / ".complete").exists():
+        staging = Path(tempfile.mkdtemp(prefix="bin-staging-", dir=runtime))
+        staging.chmod(0o755)
+        for entry in entries:
+            (staging / entry).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            shutil.copytree(base / entry, staging / entry, symlinks=True)
+        for folder, dirs, _files in os.walk(staging):
+            for name in dirs:
+                os.chmod(os.path.join(folder, name), 0o755)
+        (staging / ".complete").touch()
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    if not runs_as(copied, run_as):
+        raise ServerStartError(
+            f"running as root, the server must run as {run_as.name!r}, which cannot execute "
+            f"the PostgreSQL binaries in {binaries.bin_dir} nor a copy of them in {target}. "
+            "Install PostgreSQL in a system folder (apt-get install postgresql), or run the "
+            "tests as a non-root user."
+        )
+    return copied

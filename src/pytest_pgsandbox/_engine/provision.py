@@ -1,0 +1,118 @@
+"""Create and drop databases, and only ever drop our own.
+
+Every database pgsandbox creates carries a label in its comment: ``pgsandbox:`` followed by
+JSON (run, host, process, time). A database without that label is never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg import sql
+
+from pytest_pgsandbox.errors import ServerError
+from pytest_pgsandbox.errors import UnsafeOperation
+
+LABEL_PREFIX = "pgsandbox:"
+
+Conn = psycopg.Connection[Any]
+
+
+def make_label(extra: Mapping[str, object] | None = None) -> str:
+    data: dict[str, object] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "created": int(time.time()),
+    }
+    data.update(extra or {})
+    return LABEL_PREFIX + json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def parse_label(comment: str | None) -> dict[str, Any] | None:
+    if not comment or not comment.startswith(LABEL_PREFIX):
+        return None
+    try:
+        data = json.loads(comment[len(LABEL_PREFIX) :])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def database_label(conn: Conn, name: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (name,),
+    ).fetchone()
+    return None if row is None else parse_label(row[0])
+
+
+def exists(conn: Conn, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def create_database(
+    conn: Conn, name: str, label: Mapping[str, object], template: str | None = None
+) -> None:
+    """CREATE DATABASE with our label. ``conn`` must be in autocommit mode."""
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    try:
+        conn.execute(query)
+    except errors.InsufficientPrivilege:
+        user = conn.info.user
+        raise ServerError(
+            f"the role {user!r} may not create databases on {conn.info.host}:"
+            f"{conn.info.port}, and pgsandbox needs one of its own for the tests. Grant it "
+            f"(ALTER ROLE {user} CREATEDB), connect as a role that may, or leave --pg-url "
+            "unset to use a private local server."
+        ) from None
+    conn.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(make_label(label))
+        )
+    )
+
+
+def drop_database(conn: Conn, name: str) -> None:
+    """Drop ``name`` after checking it carries our label; ends its sessions first."""
+    if not exists(conn, name):
+        return
+    if database_label(conn, name) is None:
+        raise UnsafeOperation(
+            f"refusing to drop database {name!r}: it has no pgsandbox label, so pgsandbox "
+            "did not create it. Nothing was changed."
+        )
+    if conn.info.server_version >= 130000:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        return
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+    )
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
+    conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+def labelled_databases(conn: Conn) -> list[tuple[str, dict[str, Any]]]:
+    rows = conn.execute(
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+        "WHERE shobj_description(oid, 'pg_database') LIKE 'pgsandbox:%' ORDER BY datname"
+    ).fetchall()
+    out = []
+    for name, comment in rows:
+        label = parse_label(comment)
+        if label is not None:
+            out.append((str(name), label))
+    return out

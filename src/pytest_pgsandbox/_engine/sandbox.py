@@ -1,0 +1,106 @@
+"""One test session's PostgreSQL: the server, the session database, its isolation.
+
+The plugin and the command line both drive this; it knows nothing of pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import psycopg
+
+from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.cluster import SESSION_DB
+from pytest_pgsandbox._engine.isolation import TransactionIsolation
+from pytest_pgsandbox._engine.naming import database_name
+from pytest_pgsandbox._engine.server import PgServer
+from pytest_pgsandbox._engine.server import open_server
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.settings import Settings
+
+
+class Sandbox:
+    """Starts the server on first use, provides the session database, cleans up."""
+
+    def __init__(self, settings: Settings, run_id: str, worker: str = "main") -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.worker = worker
+        self.server: PgServer | None = None
+        self.error: PgSandboxError | None = None
+        self.dbname = ""
+        self._created_db = False
+        self._isolation: TransactionIsolation | None = None
+        self.startup_seconds = 0.0
+
+    def ensure_server(self) -> PgServer:
+        """The running server; a start failure is remembered and raised again at once."""
+        if self.server is not None:
+            return self.server
+        if self.error is not None:
+            raise self.error
+        began = time.monotonic()
+        try:
+            server = open_server(self.settings)
+            self.server = server
+            self._prepare_session_db(server)
+        except PgSandboxError as exc:
+            self.error = exc
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return server
+
+    def _admin(self, server: PgServer) -> psycopg.Connection[Any]:
+        timeout = max(1, int(self.settings.start_timeout))
+        return psycopg.connect(**server.admin.kwargs(), autocommit=True, connect_timeout=timeout)
+
+    def _prepare_session_db(self, server: PgServer) -> None:
+        if server.owns_cluster:
+            self.dbname = SESSION_DB  # created once in the cached cluster
+            return
+        self.dbname = database_name("session", self.run_id, self.worker)
+        with self._admin(server) as conn:
+            provision.create_database(
+                conn, self.dbname, {"kind": "session", "run": self.run_id, "worker": self.worker}
+            )
+        self._created_db = True
+
+    @property
+    def db_info(self) -> ConnInfo:
+        server = self.ensure_server()
+        return server.admin.for_db(self.dbname)
+
+    def isolation(self) -> TransactionIsolation:
+        if self._isolation is None:
+            self._isolation = TransactionIsolation(
+                self.db_info, self.repair, self.settings.start_timeout
+            )
+        return self._isolation
+
+    def repair(self) -> None:
+        """Replace the session database with a fresh one (after a test committed for real)."""
+        server = self.ensure_server()
+        with self._admin(server) as conn:
+            provision.drop_database(conn, self.dbname)
+            provision.create_database(
+                conn, self.dbname, {"kind": "session", "run": self.run_id, "worker": self.worker}
+            )
+
+    def close(self) -> None:
+        """Drop what this session created and stop a server it started."""
+        if self._isolation is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._isolation.close()
+            self._isolation = None
+        server, self.server = self.server, None
+        if server is None:
+            return
+        try:
+            if self._created_db:
+                with self._admin(server) as conn:
+                    provision.drop_database(conn, self.dbname)
+        finally:
+            server.stop()

@@ -1,0 +1,151 @@
+"""Where PostgreSQL comes from, behind one small interface.
+
+- ``LocalCluster`` (cluster.py): a private server of our own.
+- ``ExternalServer``: an existing server from a URL (or libpq's PG* variables), or a reusable
+  local server started earlier with ``pgsandbox start``. We only create and drop databases
+  there that we labelled.
+
+``open_server`` picks one from the settings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Protocol
+
+import psycopg
+
+from pytest_pgsandbox._engine import janitor
+from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine.cluster import ClusterOptions
+from pytest_pgsandbox._engine.cluster import InitdbCache
+from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.discovery import PgBinaries
+from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox.errors import ServerUnreachable
+from pytest_pgsandbox.settings import Settings
+
+
+class PgServer(Protocol):
+    """A running PostgreSQL server we may create databases on."""
+
+    admin: ConnInfo
+    startup_seconds: float
+
+    @property
+    def owns_cluster(self) -> bool:
+        """True when the whole server is ours (a private local server)."""
+
+    @property
+    def version(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def check_alive(self) -> None:
+        """Raise ServerDied if the server is known to be gone."""
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ExternalServer:
+    """A server we did not start: we connect, and never stop it."""
+
+    admin: ConnInfo
+    source: str
+    timeout: float = 60.0
+    startup_seconds: float = field(default=0.0, init=False)
+    server_version: int = field(default=0, init=False)
+
+    owns_cluster = False
+
+    @property
+    def version(self) -> str:
+        major, minor = divmod(self.server_version, 10000)
+        return f"{major}.{minor}" if major >= 10 else str(self.server_version)
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.version} at {mask(self.admin.url())} ({self.source})"
+
+    def start(self) -> None:
+        began = time.monotonic()
+        try:
+            with psycopg.connect(
+                **self.admin.kwargs(), autocommit=True, connect_timeout=max(1, int(self.timeout))
+            ) as conn:
+                self.server_version = conn.info.server_version
+        except psycopg.Error as exc:
+            raise ServerUnreachable(
+                f"could not connect to the PostgreSQL server at {mask(self.admin.url())} "
+                f"({self.source}); waited up to {self.timeout:.0f} s.\n"
+                f"  The driver said: {mask(str(exc).strip())}\n"
+                "  Check that the server is running and that host, port, user, password and "
+                "database in the URL are right, or unset --pg-url / PGSANDBOX_URL / pg_url "
+                "to let pgsandbox start a private local server."
+            ) from None
+        self.startup_seconds = time.monotonic() - began
+
+    def check_alive(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+
+def _attach_reusable(binaries: PgBinaries, timeout: float) -> ExternalServer | None:
+    """A server from ``pgsandbox start`` for the same binaries, if one is running."""
+    runtime = places.runtime_dir()
+    for rec in janitor.records(runtime):
+        if rec.reusable and rec.data.get("bin_key") == binaries.key and janitor.is_alive(rec):
+            server = ExternalServer(rec.admin(), f"reusable server {rec.name}", timeout)
+            try:
+                server.start()
+            except ServerUnreachable:
+                continue
+            return server
+    return None
+
+
+def local_cluster(
+    settings: Settings, binaries: PgBinaries | None = None, reusable: bool = False
+) -> LocalCluster:
+    """A LocalCluster (not started yet), with its binaries made reachable by the server user."""
+    binaries = binaries or find_binaries(settings.bin_dir)
+    run_as = places.server_user()
+    runtime = places.runtime_dir()
+    janitor.reap(runtime)
+    binaries = places.reachable_binaries(binaries, run_as, runtime)
+    cache = InitdbCache(
+        places.cache_dir(settings.cache_dir), binaries, run_as, runtime, settings.start_timeout
+    )
+    options = ClusterOptions(
+        tcp=settings.tcp or settings.port != 0,
+        port=settings.port,
+        conf=settings.conf,
+        start_timeout=settings.start_timeout,
+        reusable=reusable,
+    )
+    return LocalCluster(binaries, runtime, run_as, options, cache)
+
+
+def open_server(settings: Settings) -> PgServer:
+    """Start or attach to the server the settings ask for."""
+    if settings.server == "url" or (settings.server == "auto" and settings.url):
+        source = f"url from {settings.source('url')}" if settings.url else "libpq PG* variables"
+        external = ExternalServer(
+            ConnInfo.from_conninfo(settings.url or ""), source, settings.start_timeout
+        )
+        external.start()
+        return external
+    binaries = find_binaries(settings.bin_dir)
+    if not (settings.tcp or settings.port or settings.conf):
+        attached = _attach_reusable(binaries, settings.start_timeout)
+        if attached is not None:
+            return attached
+    cluster = local_cluster(settings, binaries)
+    cluster.start()
+    return cluster

@@ -1,0 +1,98 @@
+"""Connection parameters, libpq URLs, and masking passwords out of everything we print."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+from urllib.parse import urlencode
+
+import psycopg.conninfo
+
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """Where a server listens and who we are there. ``repr`` never shows the password."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None = dataclasses.field(default=None, repr=False)
+    dbname: str = "postgres"
+    options: tuple[tuple[str, str], ...] = ()
+
+    def for_db(self, dbname: str) -> ConnInfo:
+        return dataclasses.replace(self, dbname=dbname)
+
+    @property
+    def is_socket(self) -> bool:
+        return self.host.startswith("/")
+
+    def url(self, *, masked: bool = False) -> str:
+        """A libpq URL; with the ``postgresql+psycopg`` scheme SQLAlchemy takes it as is."""
+        auth = quote(self.user, safe="")
+        if self.password is not None:
+            auth += ":" + (MASK if masked else quote(self.password, safe=""))
+        db = quote(self.dbname, safe="")
+        query = list(self.options)
+        if self.is_socket:
+            query = [("host", self.host), ("port", str(self.port)), *query]
+            return f"postgresql://{auth}@/{db}?{urlencode(query, safe='/')}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        tail = f"?{urlencode(query, safe='/')}" if query else ""
+        return f"postgresql://{auth}@{host}:{self.port}/{db}{tail}"
+
+    def kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``psycopg.connect``."""
+        out = dict(self.options)
+        out.update(host=self.host, port=str(self.port), user=self.user, dbname=self.dbname)
+        if self.password is not None:
+            out["password"] = self.password
+        return out
+
+    @classmethod
+    def from_conninfo(cls, conninfo: str) -> ConnInfo:
+        """Parse a URL or key=value string; libpq's PG* variables fill in what is missing."""
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        # Resolve what is still missing the way libpq would (PGHOST, PGPORT, PGUSER, ...).
+        defaults = {
+            d.keyword.decode(): (d.val or d.compiled or b"").decode()
+            for d in psycopg.pq.Conninfo.get_defaults()
+        }
+
+        def pick(key: str, fallback: str) -> str:
+            value = params.get(key)
+            if value is None or str(value) == "":
+                value = defaults.get(key) or fallback
+            return str(value)
+
+        host = pick("host", "/tmp").split(",")[0]
+        port_text = pick("port", "5432").split(",")[0]
+        try:
+            port = int(port_text)
+        except ValueError:
+            port = 5432
+        user = pick("user", "postgres")
+        password = params.get("password") or defaults.get("password") or None
+        known = {"host", "hostaddr", "port", "user", "password", "dbname"}
+        return cls(
+            host=host,
+            port=port,
+            user=user,
+            password=str(password) if password else None,
+            dbname=pick("dbname", user),
+            options=tuple(sorted((k, str(v)) for k, v in params.items() if k not in known)),
+        )
+
+
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)([^@\s]*)(@)")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask(text: str) -> str:
+    """Replace every password in URLs and key=value strings inside ``text``."""
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    return _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)

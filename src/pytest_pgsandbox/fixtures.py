@@ -1,0 +1,100 @@
+"""Public fixtures. They hold no logic of their own: the engine does the work.
+
+- ``pg_server`` (session): the running PostgreSQL server; override it in ``conftest.py``.
+- ``pg`` (function): this test's database, isolated by a transaction that is rolled back.
+- ``pg_conn`` (function): ``pg.conn``, for tests that only want the psycopg connection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from pytest_pgsandbox._engine.handle import PgDatabase
+from pytest_pgsandbox._engine.server import PgServer
+from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.errors import ServerDied
+
+
+def _sandbox(config: pytest.Config) -> Any:
+    from pytest_pgsandbox.plugin import SANDBOX_KEY
+
+    return config.stash[SANDBOX_KEY]
+
+
+def _fail(exc: BaseException) -> None:
+    __tracebackhide__ = True
+    pytest.fail(f"pgsandbox: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> PgServer:
+    """The PostgreSQL server of this test session (started on first use)."""
+    try:
+        server: PgServer = _sandbox(request.config).ensure_server()
+    except PgSandboxError as exc:
+        _fail(exc)
+        raise
+    return server
+
+
+@pytest.fixture
+def pg(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[PgDatabase]:
+    """This test's database; everything the test does to it is rolled back afterwards."""
+    sandbox = _sandbox(request.config)
+    try:
+        pg_server.check_alive()
+        isolation = sandbox.isolation()
+        conn = isolation.begin()
+    except ServerDied as exc:
+        _fail(exc)
+        raise
+    except psycopg.OperationalError as exc:
+        _fail_after_error(pg_server, exc, "could not start the test's transaction")
+        raise
+    handle = PgDatabase(conn, isolation.info)
+    url_env = sandbox.settings.url_env
+    saved = os.environ.get(url_env) if url_env else None
+    if url_env:
+        os.environ[url_env] = handle.url
+    try:
+        yield handle
+    finally:
+        if url_env:
+            if saved is None:
+                os.environ.pop(url_env, None)
+            else:
+                os.environ[url_env] = saved
+    try:
+        broken = isolation.end()
+    except psycopg.OperationalError as exc:
+        _fail_after_error(pg_server, exc, "could not roll the test back")
+        raise
+    if broken:
+        pytest.fail(
+            f"pgsandbox: {request.node.nodeid} sent a top-level COMMIT as SQL, which ended the "
+            "transaction that isolates the test, so its changes were committed for real. The "
+            "database was rebuilt so that later tests start clean. Call pg.conn.commit() "
+            "instead (it is kept inside the test), or give the test a database of its own "
+            'with @pytest.mark.pg(isolation="clone").',
+            pytrace=False,
+        )
+
+
+def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> None:
+    __tracebackhide__ = True
+    try:
+        server.check_alive()
+    except ServerDied as died:
+        _fail(died)
+    _fail(f"{what}: {str(exc).strip()}")
+
+
+@pytest.fixture
+def pg_conn(pg: PgDatabase) -> psycopg.Connection[Any]:
+    """The psycopg connection of this test's database (``pg.conn``)."""
+    return pg.conn

