@@ -3,7 +3,7 @@
 The tree::
 
     PgSandboxError                  base class: catch this to catch them all
-    ├── SettingError                a setting has a value we cannot use (name, value, source, choices)
+    ├── SettingError                a setting's value cannot be used (name, value, source, choices)
     ├── BinariesNotFound            no PostgreSQL binaries anywhere we looked (lists every place)
     ├── ServerError                 a PostgreSQL server could not be used
     │   ├── ServerStartError        a local server did not come up (with the tail of its log)

@@ -26,7 +26,7 @@ def _sandbox(config: pytest.Config) -> Any:
     return config.stash[SANDBOX_KEY]
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException | str) -> None:
     __tracebackhide__ = True
     pytest.fail(f"pgsandbox: {exc}", pytrace=False)
 

@@ -26,9 +26,8 @@ from pytest_pgsandbox.settings import resolve
 
 pytest_plugins = ["pytest_pgsandbox.fixtures"]
 
-SETTINGS_KEY = pytest.StashKey[Settings]()
-SANDBOX_KEY = pytest.StashKey[Sandbox]()
-_ATEXIT_KEY = pytest.StashKey[object]()
+SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
+SANDBOX_KEY: pytest.StashKey[Sandbox] = pytest.StashKey()
 
 # Fixtures that need the server: when a selected test uses one, the server starts right
 # after collection (so its start-up is reported once, up front) instead of inside a test.
@@ -49,14 +48,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             )
         elif s.is_flag:
             group.addoption(
-                s.flag, nargs="?", const="true", dest=_dest(s), default=None, metavar="BOOL",
+                s.flag,
+                nargs="?",
+                const="true",
+                dest=_dest(s),
+                default=None,
+                metavar="BOOL",
                 help=text,
             )
         else:
             group.addoption(s.flag, dest=_dest(s), default=None, metavar=s.metavar, help=text)
-        parser.addini(
-            s.ini, text, type="linelist" if s.repeatable else "string", default=None
-        )
+        if s.repeatable:
+            parser.addini(s.ini, text, type="linelist", default=None)
+        else:
+            parser.addini(s.ini, text, type="string", default=None)
     group.addoption(
         "--pg-info",
         action="store_true",
@@ -98,7 +103,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
     # at least a normal interpreter exit stops the server.
     atexit.register(sandbox.close)
-    config.stash[_ATEXIT_KEY] = sandbox.close
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -201,6 +201,15 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="{transaction}",
     ),
     Setting(
+        "tmpfs",
+        _bool,
+        True,
+        "true or false",
+        "Keep a local server's data in a RAM file system (/dev/shm) when one exists with at "
+        "least 1 GiB free: copying a cluster and creating databases is several times faster.",
+        is_flag=True,
+    ),
+    Setting(
         "start_timeout",
         _seconds,
         60.0,
@@ -241,6 +250,7 @@ class Settings:
     port: int = 0
     conf: tuple[tuple[str, str], ...] = ()
     isolation: IsolationKind = "transaction"
+    tmpfs: bool = True
     start_timeout: float = 60.0
     url_env: str | None = None
     cache_dir: Path | None = None

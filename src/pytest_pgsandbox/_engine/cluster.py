@@ -26,6 +26,7 @@ import psycopg
 from filelock import FileLock
 from filelock import Timeout
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine.discovery import PgBinaries
@@ -33,7 +34,9 @@ from pytest_pgsandbox._engine.places import RunAs
 from pytest_pgsandbox._engine.places import copy_tree
 from pytest_pgsandbox._engine.places import make_server_dir
 from pytest_pgsandbox._engine.places import remove_tree
+from pytest_pgsandbox._engine.places import spawn_args
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import ServerStartError
 
@@ -82,15 +85,9 @@ def _read_tail(path: Path, lines: int = LOG_TAIL) -> list[str]:
 
 
 def _run(argv: list[str], run_as: RunAs | None, timeout: float, what: str) -> None:
-    kwargs = run_as.popen_kwargs() if run_as else {}
     try:
         subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-            **kwargs,  # type: ignore[arg-type]
+            argv, capture_output=True, text=True, timeout=timeout, check=True, **spawn_args(run_as)
         )
     except subprocess.CalledProcessError as exc:
         out = (exc.stdout or "") + (exc.stderr or "")
@@ -204,14 +201,21 @@ class InitdbCache:
             server.claim()
             try:
                 server.start_in(staging, data, password)
-                with psycopg.connect(**server.admin.kwargs(), autocommit=True) as conn:
+                with connect(server.admin, timeout=self.timeout) as conn:
                     create_session_db(conn)
+                    if conn.info.server_version >= 160000:
+                        # initdb hashed the password with 4096 iterations, which costs
+                        # milliseconds per connection; the first one of every copy pays it.
+                        _set_password(conn, password)
                 server.stop(fast=True, remove=False)  # a clean shutdown: nothing to replay
                 for leftover in ("postmaster.opts", "postmaster.pid"):
                     with contextlib.suppress(FileNotFoundError):
                         (data / leftover).unlink()
                 entry.mkdir(mode=0o700)
-                copy_tree(data, entry / "data")
+                try:
+                    data.rename(entry / "data")  # same file system: no copy at all
+                except OSError:
+                    copy_tree(data, entry / "data")
             finally:
                 server.stop()
             (entry / "meta.json").write_text(
@@ -223,7 +227,19 @@ class InitdbCache:
             remove_tree(staging)
 
 
-def create_session_db(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def _set_password(conn: psycopg.Connection[TupleRow], password: str) -> None:
+    if conn.info.server_version >= 160000:
+        # The password is random and long, so hash iterations add no safety, only
+        # milliseconds to every connection.
+        conn.execute("SET scram_iterations = 64")
+    conn.execute(
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(SUPERUSER), sql.Literal(password)
+        )
+    )
+
+
+def create_session_db(conn: psycopg.Connection[TupleRow]) -> None:
     from pytest_pgsandbox._engine.provision import create_database
 
     create_database(conn, SESSION_DB, {"kind": "session"})
@@ -324,16 +340,15 @@ class LocalCluster:
         argv = [str(self.binaries.exe("postgres")), "-D", str(data)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
-        kwargs = self.run_as.popen_kwargs() if self.run_as else {}
         deadline = time.monotonic() + self.options.start_timeout
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            self.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **kwargs,  # type: ignore[arg-type]
+                **spawn_args(self.run_as),
             )
         self._record()
         self._wait_ready(data, deadline)
@@ -374,15 +389,8 @@ class LocalCluster:
     def _rotate_password(self) -> None:
         """Give this server a password of its own (the cached one is shared by copies)."""
         password = _password()
-        with psycopg.connect(**self.admin.kwargs(), autocommit=True, connect_timeout=10) as conn:
-            if conn.info.server_version >= 160000:
-                # The password is random and long: many hash iterations only slow connects.
-                conn.execute("SET scram_iterations = 64")
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    sql.Identifier(SUPERUSER), sql.Literal(password)
-                )
-            )
+        with connect(self.admin, timeout=self.options.start_timeout) as conn:
+            _set_password(conn, password)
         self.admin = ConnInfo(
             host=self.admin.host, port=self.admin.port, user=SUPERUSER, password=password
         )

@@ -147,9 +147,7 @@ def candidates(
     yield pg_config_dir, "pg_config --bindir" + ("" if pg_config_dir else " (no pg_config)")
     found = shutil.which("postgres", path=env_path)
     yield (
-        (Path(found).resolve().parent, "PATH")
-        if found
-        else (None, "PATH (no postgres on PATH)")
+        (Path(found).resolve().parent, "PATH") if found else (None, "PATH (no postgres on PATH)")
     )
     yield from _well_known(patterns)
     if use_embedded:
@@ -184,9 +182,7 @@ def find_binaries(
 
     probed: list[tuple[str, str]] = []
     seen: set[Path] = set()
-    for folder, how in candidates(
-        env_path=env_path, patterns=patterns, use_embedded=use_embedded
-    ):
+    for folder, how in candidates(env_path=env_path, patterns=patterns, use_embedded=use_embedded):
         if folder is None:
             probed.append((how, "nothing found"))
             continue

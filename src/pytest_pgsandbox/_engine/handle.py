@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from typing import Any
+from typing import TypeAlias
 
 import psycopg
+from psycopg import sql
 from psycopg.abc import Params
-from psycopg.abc import Query
 
 from pytest_pgsandbox._engine.urls import ConnInfo
+
+Query: TypeAlias = str | bytes | sql.SQL | sql.Composed
 
 
 class PgDatabase:

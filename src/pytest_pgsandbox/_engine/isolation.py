@@ -21,6 +21,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import IsolationBroken
 
 SAVEPOINT = "pgsandbox_test"
@@ -93,7 +94,7 @@ class TransactionIsolation:
 
     def _connect(self) -> SandboxConnection:
         conn = SandboxConnection.connect(
-            **self.info.kwargs(), connect_timeout=max(1, int(self._timeout))
+            self.info.conninfo(), connect_timeout=max(1, round(self._timeout))
         )
         conn.execute("SET application_name = 'pgsandbox'")
         conn.commit()
@@ -143,7 +144,7 @@ class TransactionIsolation:
         return "committed"
 
     def _xact_status_elsewhere(self) -> str | None:
-        with psycopg.connect(**self.info.kwargs(), autocommit=True) as conn:
+        with connect(self.info, timeout=self._timeout) as conn:
             return _first(conn.execute("SELECT txid_status(%s)", (self._xid,)))
 
     def close(self) -> None:

@@ -209,7 +209,8 @@ def reap(runtime: Path) -> list[str]:
             continue
         if not owner_alive(runtime, rec):
             reap_one(runtime, rec)
-            reaped.append(f"server {rec.name} (its test run, pid {rec.data.get('owner_pid')}, died)")
+            owner = rec.data.get("owner_pid")
+            reaped.append(f"server {rec.name} (its test run, pid {owner}, has ended)")
     known = {rec.name for rec in records(runtime)}
     for lock_path in runtime.glob("*.lock"):
         name = lock_path.stem
@@ -221,6 +222,8 @@ def reap(runtime: Path) -> list[str]:
             reaped.append(f"server folder {name} (never finished starting)")
     now = time.time()
     for path in runtime.iterdir():
+        if path.name == "cache":
+            continue
         if path.name.startswith(".trash-"):
             pass  # a folder whose removal was interrupted
         elif path.name.startswith(("staging-", "bin-staging-")):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from pytest_pgsandbox._engine import provision
 from pytest_pgsandbox._engine.cluster import SESSION_DB
@@ -18,6 +18,7 @@ from pytest_pgsandbox._engine.naming import database_name
 from pytest_pgsandbox._engine.server import PgServer
 from pytest_pgsandbox._engine.server import open_server
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.settings import Settings
 
@@ -53,9 +54,8 @@ class Sandbox:
         self.startup_seconds = time.monotonic() - began
         return server
 
-    def _admin(self, server: PgServer) -> psycopg.Connection[Any]:
-        timeout = max(1, int(self.settings.start_timeout))
-        return psycopg.connect(**server.admin.kwargs(), autocommit=True, connect_timeout=timeout)
+    def _admin(self, server: PgServer) -> psycopg.Connection[TupleRow]:
+        return connect(server.admin, timeout=self.settings.start_timeout)
 
     def _prepare_session_db(self, server: PgServer) -> None:
         if server.owns_cluster:

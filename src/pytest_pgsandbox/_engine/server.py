@@ -25,6 +25,7 @@ from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.discovery import PgBinaries
 from pytest_pgsandbox._engine.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import ServerUnreachable
 from pytest_pgsandbox.settings import Settings
@@ -74,9 +75,7 @@ class ExternalServer:
     def start(self) -> None:
         began = time.monotonic()
         try:
-            with psycopg.connect(
-                **self.admin.kwargs(), autocommit=True, connect_timeout=max(1, int(self.timeout))
-            ) as conn:
+            with connect(self.admin, timeout=self.timeout) as conn:
                 self.server_version = conn.info.server_version
         except psycopg.Error as exc:
             raise ServerUnreachable(
@@ -96,9 +95,10 @@ class ExternalServer:
         return None
 
 
-def _attach_reusable(binaries: PgBinaries, timeout: float) -> ExternalServer | None:
+def _attach_reusable(binaries: PgBinaries, settings: Settings) -> ExternalServer | None:
     """A server from ``pgsandbox start`` for the same binaries, if one is running."""
-    runtime = places.runtime_dir()
+    timeout = settings.start_timeout
+    runtime = places.runtime_dir(settings.tmpfs)
     for rec in janitor.records(runtime):
         if rec.reusable and rec.data.get("bin_key") == binaries.key and janitor.is_alive(rec):
             server = ExternalServer(rec.admin(), f"reusable server {rec.name}", timeout)
@@ -116,11 +116,15 @@ def local_cluster(
     """A LocalCluster (not started yet), with its binaries made reachable by the server user."""
     binaries = binaries or find_binaries(settings.bin_dir)
     run_as = places.server_user()
-    runtime = places.runtime_dir()
+    runtime = places.runtime_dir(settings.tmpfs)
     janitor.reap(runtime)
     binaries = places.reachable_binaries(binaries, run_as, runtime)
     cache = InitdbCache(
-        places.cache_dir(settings.cache_dir), binaries, run_as, runtime, settings.start_timeout
+        places.cache_dir(settings.cache_dir, runtime),
+        binaries,
+        run_as,
+        runtime,
+        settings.start_timeout,
     )
     options = ClusterOptions(
         tcp=settings.tcp or settings.port != 0,
@@ -143,7 +147,7 @@ def open_server(settings: Settings) -> PgServer:
         return external
     binaries = find_binaries(settings.bin_dir)
     if not (settings.tcp or settings.port or settings.conf):
-        attached = _attach_reusable(binaries, settings.start_timeout)
+        attached = _attach_reusable(binaries, settings)
         if attached is not None:
             return attached
     cluster = local_cluster(settings, binaries)

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 from urllib.parse import urlencode
 
+import psycopg
 import psycopg.conninfo
+from psycopg.rows import TupleRow
 
 MASK = "***"
 
@@ -29,7 +31,7 @@ class ConnInfo:
 
     @property
     def is_socket(self) -> bool:
-        return self.host.startswith("/")
+        return self.host == "" or self.host.startswith("/")
 
     def url(self, *, masked: bool = False) -> str:
         """A libpq URL; with the ``postgresql+psycopg`` scheme SQLAlchemy takes it as is."""
@@ -39,16 +41,23 @@ class ConnInfo:
         db = quote(self.dbname, safe="")
         query = list(self.options)
         if self.is_socket:
-            query = [("host", self.host), ("port", str(self.port)), *query]
+            where = [("host", self.host)] if self.host else []
+            query = [*where, ("port", str(self.port)), *query]
             return f"postgresql://{auth}@/{db}?{urlencode(query, safe='/')}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         tail = f"?{urlencode(query, safe='/')}" if query else ""
         return f"postgresql://{auth}@{host}:{self.port}/{db}{tail}"
 
+    def conninfo(self) -> str:
+        """A libpq key=value string (contains the password: never print it)."""
+        return psycopg.conninfo.make_conninfo("", **self.kwargs())
+
     def kwargs(self) -> dict[str, str]:
-        """Keyword arguments for ``psycopg.connect``."""
+        """The connection parameters by libpq keyword."""
         out = dict(self.options)
-        out.update(host=self.host, port=str(self.port), user=self.user, dbname=self.dbname)
+        out.update(port=str(self.port), user=self.user, dbname=self.dbname)
+        if self.host:
+            out["host"] = self.host
         if self.password is not None:
             out["password"] = self.password
         return out
@@ -69,7 +78,7 @@ class ConnInfo:
                 value = defaults.get(key) or fallback
             return str(value)
 
-        host = pick("host", "/tmp").split(",")[0]
+        host = pick("host", "").split(",")[0]  # "" = libpq's own default socket folder
         port_text = pick("port", "5432").split(",")[0]
         try:
             port = int(port_text)
@@ -86,6 +95,15 @@ class ConnInfo:
             dbname=pick("dbname", user),
             options=tuple(sorted((k, str(v)) for k, v in params.items() if k not in known)),
         )
+
+
+def connect(
+    info: ConnInfo, *, autocommit: bool = True, timeout: float = 60.0
+) -> psycopg.Connection[TupleRow]:
+    """A connection (autocommit by default) that gives up after ``timeout`` seconds."""
+    return psycopg.connect(
+        info.conninfo(), autocommit=autocommit, connect_timeout=max(1, round(timeout))
+    )
 
 
 _URL_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)([^@\s]*)(@)")

@@ -1,0 +1,332 @@
+"""The ``pgsandbox`` command: look at, start, stop and clean up what the plugin uses.
+
+Settings come from the same places as in pytest (environment ``PGSANDBOX_*`` and the ``pg_*``
+keys of the pytest configuration file found from the current folder), and from the few flags
+each command takes. It calls the engine directly; pytest is not involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_pgsandbox._engine import janitor
+from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.discovery import candidates
+from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
+from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox._version import __version__
+from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.settings import SETTINGS
+from pytest_pgsandbox.settings import RawValue
+from pytest_pgsandbox.settings import Settings
+from pytest_pgsandbox.settings import resolve
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def _ini_file(start: Path) -> tuple[dict[str, RawValue | None], str]:
+    """The ``pg_*`` keys of the pytest configuration file pytest would find from ``start``."""
+    names = {s.ini: s for s in SETTINGS}
+    for folder in (start, *start.parents):
+        for filename, section in (
+            ("pytest.ini", "pytest"),
+            ("pyproject.toml", None),
+            ("tox.ini", "pytest"),
+            ("setup.cfg", "tool:pytest"),
+        ):
+            path = folder / filename
+            if not path.is_file():
+                continue
+            raw: dict[str, object] | None
+            if section is None:
+                tool = tomllib.loads(path.read_text()).get("tool", {})
+                pytest_table = tool.get("pytest", {})
+                raw = pytest_table.get("ini_options", pytest_table) if pytest_table else None
+            else:
+                parser = configparser.ConfigParser(interpolation=None)
+                parser.read(path)
+                raw = dict(parser[section]) if parser.has_section(section) else None
+            if raw is None:
+                continue
+            values: dict[str, RawValue | None] = {}
+            for key, value in raw.items():
+                setting = names.get(key)
+                if setting is None:
+                    continue
+                if isinstance(value, list):
+                    values[setting.name] = [str(v) for v in value]
+                elif setting.repeatable:
+                    values[setting.name] = [ln for ln in str(value).splitlines() if ln.strip()]
+                else:
+                    values[setting.name] = str(value)
+            return values, str(path)
+    return {}, "the ini file"
+
+
+def load_settings(flags: dict[str, RawValue | None]) -> Settings:
+    ini, ini_file = _ini_file(Path.cwd())
+    return resolve(flags, os.environ, ini, ini_file)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, RawValue | None]:
+    return {s.name: getattr(args, s.name, None) for s in SETTINGS if getattr(args, s.name, None)}
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    settings = load_settings(_flags(args))
+    print(f"pytest-pgsandbox {__version__}, Python {sys.version.split()[0]}")
+    print("settings (flag > environment > ini > default):")
+    for name, value, source in settings.non_default() or [("(all)", "defaults", "")]:
+        shown = mask(str(value)) if isinstance(value, str) else value
+        print(f"  {name} = {shown}" + (f"  ({source})" if source else ""))
+    if places.is_root():
+        user = places.server_user()
+        print(f"running as root: local servers run as {user.name if user else '?'!r}")
+    print("PostgreSQL binaries (searched in this order):")
+    if settings.bin_dir is not None:
+        print(f"  bin_dir setting: {settings.bin_dir}")
+    else:
+        for folder, how in candidates():
+            print(f"  {how}: {folder or '-'}")
+    ok = True
+    try:
+        binaries = find_binaries(settings.bin_dir)
+        print(f"  -> using {binaries.describe()}")
+    except PgSandboxError as exc:
+        print(f"  -> {exc}")
+        ok = False
+    runtime = places.runtime_dir(settings.tmpfs)
+    print(f"runtime folder: {runtime}")
+    print(f"initdb cache: {places.cache_dir(settings.cache_dir, runtime)}")
+    _print_servers(runtime)
+    if settings.url or settings.server == "url":
+        print(f"existing server: {mask(settings.url or '(libpq PG* variables)')}")
+        ok = _check_url(settings) and ok
+    elif ok:
+        ok = _check_local(settings)
+    print("doctor: everything needed works" if ok else "doctor: see the problem above")
+    return 0 if ok else 1
+
+
+def _check_url(settings: Settings) -> bool:
+    info = ConnInfo.from_conninfo(settings.url or "")
+    try:
+        with connect(info, timeout=settings.start_timeout) as conn:
+            print(f"  connected: PostgreSQL {conn.info.server_version}")
+            print(f"  databases labelled by pgsandbox: {len(provision.labelled_databases(conn))}")
+    except Exception as exc:
+        print(f"  cannot connect: {mask(str(exc).strip())}")
+        return False
+    return True
+
+
+def _check_local(settings: Settings) -> bool:
+    print("starting a throw-away local server to check that it works ...")
+    began = time.monotonic()
+    try:
+        cluster = local_cluster(settings)
+        cluster.start()
+    except PgSandboxError as exc:
+        print(f"  failed: {exc}")
+        return False
+    try:
+        print(f"  ok: ready in {time.monotonic() - began:.2f} s ({cluster.describe()})")
+    finally:
+        cluster.stop()
+    return True
+
+
+def _print_servers(runtime: Path) -> None:
+    recs = janitor.records(runtime)
+    if not recs:
+        print("servers: none")
+        return
+    print("servers:")
+    now = time.time()
+    for rec in recs:
+        alive = "running" if janitor.is_alive(rec) else "not running"
+        kind = "reusable" if rec.reusable else f"test run pid {rec.data.get('owner_pid')}"
+        age = _age(now - float(rec.data.get("created", now)))
+        print(
+            f"  {rec.name}: PostgreSQL {rec.data.get('version')}, {kind}, {alive}, "
+            f"up {age}, {mask(rec.admin().url())}"
+        )
+
+
+def _reusable(runtime: Path, name: str | None) -> list[janitor.ServerRecord]:
+    return [
+        rec
+        for rec in janitor.records(runtime)
+        if rec.reusable and (name is None or rec.name == name) and janitor.is_alive(rec)
+    ]
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    settings = load_settings(_flags(args))
+    runtime = places.runtime_dir(settings.tmpfs)
+    binaries = find_binaries(settings.bin_dir)
+    for rec in _reusable(runtime, None):
+        if rec.data.get("bin_key") == binaries.key:
+            print(f"already running: {rec.name} ({mask(rec.admin().url())})")
+            return 0
+    cluster = local_cluster(settings, binaries, reusable=True)
+    cluster.start()
+    print(f"started {cluster.name}: {cluster.describe()} in {cluster.startup_seconds:.2f} s")
+    print(f"url: {mask(cluster.admin.url())}   (pgsandbox url --reveal-password to see it)")
+    print("test runs with the same binaries use it; stop it with: pgsandbox stop")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    runtime = places.runtime_dir(not args.no_tmpfs)
+    recs = [r for r in janitor.records(runtime) if r.reusable and args.name in (None, r.name)]
+    if not recs:
+        print("no reusable server is running")
+        return 0
+    for rec in recs:
+        janitor.reap_one(runtime, rec)
+        print(f"stopped {rec.name}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    runtime = places.runtime_dir(not args.no_tmpfs)
+    _print_servers(runtime)
+    return 0
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    runtime = places.runtime_dir(not args.no_tmpfs)
+    recs = _reusable(runtime, args.name)
+    if not recs:
+        print("no reusable server is running; start one with: pgsandbox start", file=sys.stderr)
+        return 1
+    info = recs[0].admin().for_db(args.dbname)
+    print(info.url(masked=not args.reveal_password))
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    settings = load_settings(_flags(args))
+    runtime = places.runtime_dir(settings.tmpfs)
+    reaped = janitor.reap(runtime)
+    if args.all:
+        for rec in _reusable(runtime, None):
+            janitor.reap_one(runtime, rec)
+            reaped.append(f"server {rec.name} (reusable; --all)")
+    if settings.url:
+        reaped += _gc_databases(settings, args.older_than)
+    for line in reaped:
+        print(f"reaped {line}")
+    if not reaped:
+        print("nothing to reap")
+    return 0
+
+
+def _gc_databases(settings: Settings, older_than_hours: float) -> list[str]:
+    """Drop labelled databases whose run has ended (same host) or that are too old."""
+    import socket
+
+    info = ConnInfo.from_conninfo(settings.url or "")
+    out = []
+    now = time.time()
+    with connect(info, timeout=settings.start_timeout) as conn:
+        for name, label in provision.labelled_databases(conn):
+            same_host = label.get("host") == socket.gethostname()
+            pid = int(label.get("pid", 0))
+            ended = same_host and pid and janitor.cmdline(pid) is None
+            too_old = now - float(label.get("created", now)) > older_than_hours * 3600
+            if ended or too_old:
+                provision.drop_database(conn, name)
+                why = "its run has ended" if ended else f"older than {older_than_hours} h"
+                out.append(f"database {name} ({why})")
+    return out
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        s = next(s for s in SETTINGS if s.name == name)
+        flag = "--" + name.replace("_", "-")
+        if s.repeatable:
+            parser.add_argument(flag, dest=name, action="append", metavar=s.metavar, help=s.help)
+        elif s.is_flag:
+            parser.add_argument(flag, dest=name, nargs="?", const="true", help=s.help)
+        else:
+            parser.add_argument(flag, dest=name, metavar=s.metavar, help=s.help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgsandbox",
+        description="Look at, start, stop and clean up the PostgreSQL servers and databases "
+        "that pytest-pgsandbox uses.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    local = ("bin_dir", "tcp", "port", "conf", "tmpfs", "cache_dir", "start_timeout")
+
+    p = sub.add_parser("doctor", help="explain what was found here, and check that it works")
+    _add_setting_flags(p, ("url", *local))
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("start", help="start a local server that test runs reuse")
+    _add_setting_flags(p, local)
+    p.set_defaults(func=cmd_start)
+
+    for name, func, text in (
+        ("stop", cmd_stop, "stop reusable local servers"),
+        ("status", cmd_status, "list local servers and whether they run"),
+        ("url", cmd_url, "print the URL of the reusable local server"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--no-tmpfs", action="store_true", help="look outside /dev/shm")
+        if name in ("stop", "url"):
+            p.add_argument("--name", help="the server's name (see pgsandbox status)")
+        if name == "url":
+            p.add_argument("--dbname", default="postgres", help="database in the URL")
+            p.add_argument("--reveal-password", action="store_true", help="print the real password")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("gc", help="reap servers, folders and databases left by ended runs")
+    _add_setting_flags(p, ("url", "tmpfs"))
+    p.add_argument("--all", action="store_true", help="also stop reusable servers")
+    p.add_argument(
+        "--older-than",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="with --url: also drop labelled databases older than this (default 24)",
+    )
+    p.set_defaults(func=cmd_gc)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PgSandboxError as exc:
+        print(f"pgsandbox: {exc}", file=sys.stderr)
+        return 1
+    return code
