@@ -116,7 +116,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except PgSandboxError as exc:
         print(f"  -> {exc}")
         ok = False
-    runtime = places.runtime_dir(settings.tmpfs)
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     print(f"runtime folder: {runtime}")
     print(f"initdb cache: {places.cache_dir(settings.cache_dir, runtime)}")
     _print_servers(runtime)
@@ -184,7 +184,7 @@ def _reusable(runtime: Path, name: str | None) -> list[janitor.ServerRecord]:
 
 def cmd_start(args: argparse.Namespace) -> int:
     settings = load_settings(_flags(args))
-    runtime = places.runtime_dir(settings.tmpfs)
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     binaries = find_binaries(settings.bin_dir)
     for rec in _reusable(runtime, None):
         if rec.data.get("bin_key") == binaries.key:
@@ -199,7 +199,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    runtime = places.runtime_dir(not args.no_tmpfs)
+    settings = load_settings(_flags(args))
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     recs = [r for r in janitor.records(runtime) if r.reusable and args.name in (None, r.name)]
     if not recs:
         print("no reusable server is running")
@@ -211,13 +212,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    runtime = places.runtime_dir(not args.no_tmpfs)
+    settings = load_settings(_flags(args))
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     _print_servers(runtime)
     return 0
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    runtime = places.runtime_dir(not args.no_tmpfs)
+    settings = load_settings(_flags(args))
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     recs = _reusable(runtime, args.name)
     if not recs:
         print("no reusable server is running; start one with: pgsandbox start", file=sys.stderr)
@@ -229,7 +232,7 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     settings = load_settings(_flags(args))
-    runtime = places.runtime_dir(settings.tmpfs)
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     reaped = janitor.reap(runtime)
     if args.all:
         for rec in _reusable(runtime, None):
@@ -284,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    local = ("bin_dir", "tcp", "port", "conf", "tmpfs", "cache_dir", "start_timeout")
+    where = ("tmpfs", "runtime_dir")
+    local = ("bin_dir", "tcp", "port", "conf", "cache_dir", "start_timeout", *where)
 
     p = sub.add_parser("doctor", help="explain what was found here, and check that it works")
     _add_setting_flags(p, ("url", *local))
@@ -300,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("url", cmd_url, "print the URL of the reusable local server"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--no-tmpfs", action="store_true", help="look outside /dev/shm")
+        _add_setting_flags(p, where)
         if name in ("stop", "url"):
             p.add_argument("--name", help="the server's name (see pgsandbox status)")
         if name == "url":
@@ -309,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("gc", help="reap servers, folders and databases left by ended runs")
-    _add_setting_flags(p, ("url", "tmpfs"))
+    _add_setting_flags(p, ("url", *where))
     p.add_argument("--all", action="store_true", help="also stop reusable servers")
     p.add_argument(
         "--older-than",

@@ -226,12 +226,21 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="NAME",
     ),
     Setting(
+        "runtime_dir",
+        _path,
+        None,
+        "a folder path (short: unix socket paths are limited to about 100 bytes)",
+        "Where local servers keep their data and sockets (default: /dev/shm/pgsandbox-UID "
+        "when the tmpfs setting allows, else pgsandbox-UID in the temporary folder).",
+        metavar="PATH",
+    ),
+    Setting(
         "cache_dir",
         _path,
         None,
         "a folder path",
-        "Where initialised clusters are cached (default: $XDG_CACHE_HOME/pgsandbox or "
-        "~/.cache/pgsandbox).",
+        "Where initialised clusters are cached (default: beside the servers when they are "
+        "in /dev/shm, else $XDG_CACHE_HOME/pgsandbox or ~/.cache/pgsandbox).",
         metavar="PATH",
     ),
 )
@@ -253,6 +262,7 @@ class Settings:
     tmpfs: bool = True
     start_timeout: float = 60.0
     url_env: str | None = None
+    runtime_dir: Path | None = None
     cache_dir: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -277,7 +277,7 @@ class LocalCluster:
         return self.binaries.version
 
     def describe(self) -> str:
-        where = f"socket {self.admin.host}"
+        where = f"socket {self.folder}"
         if self.options.tcp:
             where += f", tcp 127.0.0.1:{self.options.port}"
         return f"{self.binaries.describe()}, local server ({where})"
@@ -317,7 +317,8 @@ class LocalCluster:
             port = (user_port or _free_port()) if tcp else SOCKET_PORT
             self.options.tcp = tcp
             self.options.port = port if tcp else 0
-            self.admin = ConnInfo(host=str(folder), port=port, user=SUPERUSER, password=password)
+            host = "127.0.0.1" if tcp else str(folder)  # with TCP on, every URL uses it
+            self.admin = ConnInfo(host=host, port=port, user=SUPERUSER, password=password)
             try:
                 self._spawn(folder, data, port, tcp)
                 return

@@ -82,12 +82,12 @@ def _private_dir(path: Path, mode: int) -> Path:
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             raise PgSandboxError(
                 f"{path} exists but is not a folder owned by this user; pgsandbox will not "
-                "use it. Remove it, or set PGSANDBOX_RUNTIME_DIR to another folder."
+                "use it. Remove it, or choose another --pg-runtime-dir."
             ) from None
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise PgSandboxError(  # noqa: B904 - not caused by the FileExistsError
                 f"{path} is writable by other users; pgsandbox will not use it. "
-                f"Remove it (it is recreated), or set PGSANDBOX_RUNTIME_DIR elsewhere."
+                "Remove it (it is recreated), or choose another --pg-runtime-dir."
             )
     return path
 
@@ -107,23 +107,22 @@ def ram_dir() -> str | None:
     return RAM_DIR
 
 
-def runtime_dir(use_ram: bool = True) -> Path:
+def runtime_dir(setting: Path | None = None, use_ram: bool = True) -> Path:
     """Where servers live: short (unix socket paths are limited to ~107 bytes) and private.
 
     On a RAM file system when there is one with room (copying a cluster and creating
     databases is several times faster there), else in the temporary folder. As root it is
     traversable (not listable) by the server user: mode 0711.
     """
-    override = os.environ.get("PGSANDBOX_RUNTIME_DIR")
-    if override:
-        base = Path(override)
-        base.mkdir(parents=True, exist_ok=True)
-        return base
+    mode = 0o711 if is_root() else 0o700
+    if setting is not None:
+        setting.parent.mkdir(parents=True, exist_ok=True)
+        return _private_dir(setting, mode)
     tmp = (ram_dir() if use_ram else None) or tempfile.gettempdir()
     if len(tmp) > 40 and os.path.isdir("/tmp"):  # noqa: S108 - macOS' TMPDIR is too long
         tmp = "/tmp"  # noqa: S108 - a private 0700/0711 folder is created below it
     uid = os.geteuid() if hasattr(os, "geteuid") else 0
-    return _private_dir(Path(tmp) / f"pgsandbox-{uid}", 0o711 if is_root() else 0o700)
+    return _private_dir(Path(tmp) / f"pgsandbox-{uid}", mode)
 
 
 def cache_dir(setting: Path | None, runtime: Path) -> Path:
@@ -144,6 +143,27 @@ def cache_dir(setting: Path | None, runtime: Path) -> Path:
         base = Path.home() / ".cache" / "pgsandbox"
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     return base
+
+
+def check_reachable(folder: Path, run_as: RunAs | None) -> None:
+    """Raise if ``run_as`` cannot get to ``folder`` (every parent needs the x bit for it)."""
+    if run_as is None:
+        return
+    for parent in (folder, *folder.parents):
+        st = parent.stat()
+        if st.st_uid == run_as.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == run_as.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise PgSandboxError(
+                f"running as root, local servers run as {run_as.name!r}, which cannot get "
+                f"into {parent} (mode {stat.S_IMODE(st.st_mode):o}), so it cannot reach the "
+                f"server folder {folder}. Choose a --pg-runtime-dir below a folder that "
+                "everyone may enter, such as /tmp or /dev/shm."
+            )
 
 
 def make_server_dir(path: Path, run_as: RunAs | None) -> Path:

@@ -98,7 +98,7 @@ class ExternalServer:
 def _attach_reusable(binaries: PgBinaries, settings: Settings) -> ExternalServer | None:
     """A server from ``pgsandbox start`` for the same binaries, if one is running."""
     timeout = settings.start_timeout
-    runtime = places.runtime_dir(settings.tmpfs)
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     for rec in janitor.records(runtime):
         if rec.reusable and rec.data.get("bin_key") == binaries.key and janitor.is_alive(rec):
             server = ExternalServer(rec.admin(), f"reusable server {rec.name}", timeout)
@@ -116,7 +116,8 @@ def local_cluster(
     """A LocalCluster (not started yet), with its binaries made reachable by the server user."""
     binaries = binaries or find_binaries(settings.bin_dir)
     run_as = places.server_user()
-    runtime = places.runtime_dir(settings.tmpfs)
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
+    places.check_reachable(runtime, run_as)
     janitor.reap(runtime)
     binaries = places.reachable_binaries(binaries, run_as, runtime)
     cache = InitdbCache(

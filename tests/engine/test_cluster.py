@@ -1,0 +1,146 @@
+"""Local servers, for real: start, connect, TCP with a password, failures, clean stop."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pytest_pgsandbox._engine import janitor
+from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.urls import connect
+from pytest_pgsandbox.errors import ServerStartError
+from pytest_pgsandbox.settings import Settings
+
+
+def test_start_connect_stop_leaves_nothing(settings: Settings, bin_dir: Path) -> None:
+    cluster = local_cluster(settings.with_values(bin_dir=bin_dir))
+    cluster.start()
+    try:
+        assert cluster.process is not None
+        with connect(cluster.admin.for_db("pgsandbox")) as conn:
+            assert conn.execute("SELECT current_setting('fsync')").fetchone() == ("off",)
+            version = conn.info.server_version // 10000
+        assert str(version) == cluster.version.split(".")[0]
+        assert cluster.admin.is_socket
+        assert os.stat(cluster.folder).st_mode & 0o777 == 0o700
+    finally:
+        cluster.stop()
+    assert not cluster.folder.exists()
+    assert janitor.records(settings.runtime_dir or Path()) == []
+    assert cluster.process.poll() is not None
+
+
+@pytest.mark.skipif(not places.is_root(), reason="only root has a server user")
+def test_as_root_the_server_runs_as_nobody(settings: Settings) -> None:
+    cluster = local_cluster(settings.with_values(bin_dir=Path("embedded")))
+    cluster.start()
+    try:
+        assert cluster.process is not None
+        status = Path(f"/proc/{cluster.process.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert int(uid_line.split()[1]) == places.server_user().uid  # type: ignore[union-attr]
+    finally:
+        cluster.stop()
+
+
+def test_tcp_listens_on_localhost_with_a_random_password(settings: Settings) -> None:
+    cluster = local_cluster(settings.with_values(bin_dir=Path("embedded"), tcp=True))
+    cluster.start()
+    try:
+        port = cluster.options.port
+        assert port > 0
+        password = cluster.admin.password
+        assert password and len(password) >= 24
+        tcp = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        with psycopg.connect(f"{tcp} password={password}") as conn:
+            assert conn.execute("SELECT current_setting('listen_addresses')").fetchone() == (
+                "127.0.0.1",
+            )
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"{tcp} password=wrong").close()
+    finally:
+        cluster.stop()
+
+
+def test_each_server_gets_its_own_password(settings: Settings) -> None:
+    a = local_cluster(settings.with_values(bin_dir=Path("embedded"), tcp=True))
+    b = local_cluster(settings.with_values(bin_dir=Path("embedded"), tcp=True))
+    a.start()
+    b.start()
+    try:
+        assert a.admin.password != b.admin.password
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_port_in_use_is_named(settings: Settings) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cluster = local_cluster(settings.with_values(bin_dir=Path("embedded"), port=port))
+        with pytest.raises(ServerStartError) as info:
+            cluster.start()
+    assert f"port {port} on 127.0.0.1 is already in use" in str(info.value)
+    assert "--pg-port" in str(info.value)
+    assert not cluster.folder.exists()
+
+
+def test_a_bad_server_setting_shows_the_log(settings: Settings) -> None:
+    bad = settings.with_values(bin_dir=Path("embedded"), conf=(("no_such_setting", "1"),))
+    cluster = local_cluster(bad)
+    with pytest.raises(ServerStartError) as info:
+        cluster.start()
+    message = str(info.value)
+    assert "no_such_setting" in message
+    assert "last lines of the server log" in message
+    assert "--pg-conf" in message
+    assert not cluster.folder.exists()
+
+
+def test_conf_reaches_the_server(settings: Settings) -> None:
+    cluster = local_cluster(
+        settings.with_values(bin_dir=Path("embedded"), conf=(("work_mem", "12MB"),))
+    )
+    cluster.start()
+    try:
+        with connect(cluster.admin) as conn:
+            assert conn.execute("SHOW work_mem").fetchone() == ("12MB",)
+    finally:
+        cluster.stop()
+
+
+def test_servers_of_a_dead_owner_are_reaped(settings: Settings, tmp_path: Path) -> None:
+    runtime = settings.runtime_dir
+    assert runtime is not None
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from pytest_pgsandbox.settings import Settings\n"
+        "from pytest_pgsandbox._engine.server import local_cluster\n"
+        f"s = Settings(runtime_dir=Path({str(runtime)!r}),"
+        f" cache_dir=Path({str(settings.cache_dir)!r}), bin_dir=Path('embedded'))\n"
+        "c = local_cluster(s)\n"
+        "c.start()\n"
+        "print(c.name, c.process.pid, flush=True)\n"
+        "os._exit(0)  # dies without stopping anything, like kill -9\n"
+    )
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split()
+    name, pid = out[0], int(out[1])
+    assert janitor.cmdline(pid) is not None, "the orphaned server should still run"
+    reaped = janitor.reap(runtime)
+    assert any(name in line for line in reaped)
+    assert not (runtime / name).exists()
+    assert janitor.cmdline(pid) is None

@@ -1,0 +1,93 @@
+"""Resolving settings: precedence, sources, and errors that name everything (no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_pgsandbox.errors import SettingError
+from pytest_pgsandbox.settings import SETTINGS
+from pytest_pgsandbox.settings import Settings
+from pytest_pgsandbox.settings import resolve
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    settings = resolve({}, {}, {})
+    assert settings == Settings()
+    assert settings.non_default() == []
+    assert settings.source("tcp") == "default"
+
+
+def test_names_mirror_each_other() -> None:
+    for s in SETTINGS:
+        assert s.flag == "--pg-" + s.name.replace("_", "-")
+        assert s.ini == "pg_" + s.name
+        assert s.env == "PGSANDBOX_" + s.name.upper()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "ini", "value", "source"),
+    [
+        ({"port": "5001"}, {"PGSANDBOX_PORT": "5002"}, {"port": "5003"}, 5001, "--pg-port"),
+        ({}, {"PGSANDBOX_PORT": "5002"}, {"port": "5003"}, 5002, "PGSANDBOX_PORT"),
+        ({}, {}, {"port": "5003"}, 5003, "pg_port in pytest.ini"),
+        ({"port": None}, {}, {"port": None}, 0, "default"),
+    ],
+)
+def test_precedence_flag_env_ini_default(
+    flags: dict[str, str], env: dict[str, str], ini: dict[str, str], value: int, source: str
+) -> None:
+    settings = resolve(flags, env, ini, "pytest.ini")
+    assert settings.port == value
+    assert source in settings.source("port")
+
+
+def test_repeatable_conf_from_each_source() -> None:
+    assert resolve({"conf": ["work_mem=8MB", "jit=off"]}, {}, {}).conf == (
+        ("work_mem", "8MB"),
+        ("jit", "off"),
+    )
+    env = {"PGSANDBOX_CONF": "work_mem=8MB 'application_name=a b'"}
+    assert resolve({}, env, {}).conf == (("work_mem", "8MB"), ("application_name", "a b"))
+    assert resolve({}, {}, {"conf": ["work_mem = 8MB"]}).conf == (("work_mem", "8MB"),)
+
+
+def test_types() -> None:
+    settings = resolve(
+        {"tcp": "yes", "bin_dir": "~/pg/bin", "start_timeout": "2.5"},
+        {"PGSANDBOX_URL_ENV": "DATABASE_URL"},
+        {"server": "LOCAL"},
+    )
+    assert settings.tcp is True
+    assert settings.bin_dir == Path("~/pg/bin").expanduser()
+    assert settings.start_timeout == 2.5
+    assert settings.url_env == "DATABASE_URL"
+    assert settings.server == "local"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "accepted"),
+    [
+        ("server", "docker-compose", "auto, local, url"),
+        ("tcp", "maybe", "true or false"),
+        ("port", "70000", "0 for a free one"),
+        ("port", "http", "0 for a free one"),
+        ("isolation", "nested", "transaction"),
+        ("start_timeout", "-1", "seconds"),
+        ("conf", "no_equals_sign", "key=value"),
+        ("url", "mysql://x@y/z", "libpq URL"),
+        ("url_env", "1BAD-NAME", "environment variable name"),
+    ],
+)
+def test_bad_values_name_setting_value_source_and_choices(
+    name: str, raw: str, accepted: str
+) -> None:
+    env_name = "PGSANDBOX_" + name.upper()
+    with pytest.raises(SettingError) as info:
+        resolve({}, {env_name: raw}, {})
+    message = str(info.value)
+    assert repr(name) in message
+    assert raw in message
+    assert f"environment variable {env_name}" in message
+    assert accepted in message
