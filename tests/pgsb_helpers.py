@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "PGSANDBOX_CACHE_DIR",
         ):
             monkeypatch.delenv(key)
+
+
+def pgsandbox(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run the ``pgsandbox`` command (as ``python -m pytest_pgsandbox``, PATH or not)."""
+    return pytester.run(sys.executable, "-m", "pytest_pgsandbox", *args, timeout=120)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import Any
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -26,7 +27,7 @@ def _sandbox(config: pytest.Config) -> Any:
     return config.stash[SANDBOX_KEY]
 
 
-def _fail(exc: BaseException | str) -> None:
+def _fail(exc: BaseException | str) -> NoReturn:
     __tracebackhide__ = True
     pytest.fail(f"pgsandbox: {exc}", pytrace=False)
 
@@ -37,25 +38,25 @@ def pg_server(request: pytest.FixtureRequest) -> PgServer:
     try:
         server: PgServer = _sandbox(request.config).ensure_server()
     except PgSandboxError as exc:
-        _fail(exc)
-        raise
-    return server
+        error = exc  # reported outside the except block: no "during handling" noise
+    else:
+        return server
+    _fail(error)
 
 
 @pytest.fixture
 def pg(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[PgDatabase]:
     """This test's database; everything the test does to it is rolled back afterwards."""
     sandbox = _sandbox(request.config)
+    error: BaseException | None = None
     try:
         pg_server.check_alive()
         isolation = sandbox.isolation()
         conn = isolation.begin()
-    except ServerDied as exc:
-        _fail(exc)
-        raise
-    except psycopg.OperationalError as exc:
-        _fail_after_error(pg_server, exc, "could not start the test's transaction")
-        raise
+    except (ServerDied, psycopg.OperationalError) as exc:
+        error = exc
+    if error is not None:
+        _fail_after_error(pg_server, error, "could not start the test's transaction")
     handle = PgDatabase(conn, isolation.info)
     url_env = sandbox.settings.url_env
     saved = os.environ.get(url_env) if url_env else None
@@ -72,8 +73,9 @@ def pg(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[PgDataba
     try:
         broken = isolation.end()
     except psycopg.OperationalError as exc:
-        _fail_after_error(pg_server, exc, "could not roll the test back")
-        raise
+        error = exc
+    if error is not None:
+        _fail_after_error(pg_server, error, "could not roll the test back")
     if broken:
         pytest.fail(
             f"pgsandbox: {request.node.nodeid} sent a top-level COMMIT as SQL, which ended the "
@@ -85,13 +87,17 @@ def pg(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[PgDataba
         )
 
 
-def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> None:
+def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoReturn:
+    """Fail with why the server is gone if it is, else with what the driver said."""
     __tracebackhide__ = True
+    if isinstance(exc, ServerDied):
+        _fail(exc)
+    died: ServerDied | None = None
     try:
         server.check_alive()
-    except ServerDied as died:
-        _fail(died)
-    _fail(f"{what}: {str(exc).strip()}")
+    except ServerDied as gone:
+        died = gone
+    _fail(died or f"{what}: {str(exc).strip()}")
 
 
 @pytest.fixture

@@ -46,11 +46,16 @@ class Sandbox:
         began = time.monotonic()
         try:
             server = open_server(self.settings)
-            self.server = server
-            self._prepare_session_db(server)
         except PgSandboxError as exc:
             self.error = exc
             raise
+        try:
+            self._prepare_session_db(server)
+        except PgSandboxError as exc:
+            self.error = exc
+            server.stop()
+            raise
+        self.server = server
         self.startup_seconds = time.monotonic() - began
         return server
 

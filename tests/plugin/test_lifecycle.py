@@ -1,0 +1,117 @@
+"""What a session leaves behind: nothing, even when it is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pgsb_helpers import leftovers
+from pgsb_helpers import pgsandbox
+from pgsb_helpers import postgres_processes
+
+WAITS = """
+import os
+import time
+from pathlib import Path
+
+def test_waits_to_be_killed(pg):
+    pg.execute("CREATE TABLE t (id int)")
+    Path(os.environ["READY_FILE"]).write_text(str(os.getpid()))
+    time.sleep(120)
+"""
+
+
+def test_a_finished_session_leaves_no_process_and_no_folder(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    pytester.copy_example("commit_is_rolled_back.py")
+    pytester.runpytest_subprocess("commit_is_rolled_back.py").assert_outcomes(passed=4)
+    assert leftovers(runtime) == []
+    assert postgres_processes(runtime) == []
+
+
+def test_a_failing_session_leaves_nothing_either(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    pytester.makepyfile("def test_fails(pg):\n    assert pg.fetchval('SELECT 1') == 2\n")
+    pytester.runpytest_subprocess("-x").assert_outcomes(failed=1)
+    assert leftovers(runtime) == []
+    assert postgres_processes(runtime) == []
+
+
+def _killed_session(pytester: pytest.Pytester, runtime: Path) -> None:
+    """Run a session, kill -9 it mid-test, and check that it did leave a server behind."""
+    pytester.makepyfile(test_waits=WAITS)
+    ready = pytester.path / "ready"
+    env = dict(os.environ, READY_FILE=str(ready))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert proc.poll() is None, "the session ended before it was killed"
+        assert time.monotonic() < deadline, "the test never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert postgres_processes(runtime), "a killed run leaves its server running"
+    assert leftovers(runtime)
+
+
+def test_the_next_run_reaps_what_a_killed_run_left(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    _killed_session(pytester, runtime)
+    (pytester.path / "test_waits.py").unlink()
+    pytester.makepyfile(test_next="def test_next(pg):\n    pg.execute('SELECT 1')\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert postgres_processes(runtime) == []
+    assert leftovers(runtime) == []
+
+
+def test_gc_reaps_what_a_killed_run_left(pytester: pytest.Pytester, runtime: Path) -> None:
+    _killed_session(pytester, runtime)
+    result = pgsandbox(pytester, "gc")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["reaped server * (its test run, pid *, has ended)"])
+    assert postgres_processes(runtime) == []
+    assert leftovers(runtime) == []
+    again = pgsandbox(pytester, "gc")
+    again.stdout.fnmatch_lines(["nothing to reap"])
+
+
+def test_a_reusable_server_is_used_by_test_runs(pytester: pytest.Pytester, runtime: Path) -> None:
+    started = pgsandbox(pytester, "start", "--bin-dir", "embedded")
+    assert started.ret == 0, started.stderr.str()
+    try:
+        started.stdout.fnmatch_lines(["started * in *s", "url: postgresql://postgres:***@*"])
+        pytester.copy_example("commit_is_rolled_back.py")
+        result = pytester.runpytest_subprocess("commit_is_rolled_back.py", "--pg-bin-dir=embedded")
+        result.assert_outcomes(passed=4)
+        result.stdout.fnmatch_lines(["*(reusable server *), ready in *"])
+        two = ("commit_is_rolled_back.py", "--pg-bin-dir=embedded", "-n", "2")
+        pytester.runpytest_subprocess(*two).assert_outcomes(passed=4)
+        status = pgsandbox(pytester, "status")
+        status.stdout.fnmatch_lines(["*PostgreSQL 18.*, reusable, running*"])
+        # The runs dropped their databases again: only the built-in ones are left.
+        url = pgsandbox(pytester, "url", "--reveal-password")
+        import psycopg
+
+        with psycopg.connect(url.outlines[0]) as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        assert names == {"postgres", "template0", "template1", "pgsandbox"}
+    finally:
+        stopped = pgsandbox(pytester, "stop")
+    stopped.stdout.fnmatch_lines(["stopped *"])
+    assert postgres_processes(runtime) == []
+    assert leftovers(runtime) == []

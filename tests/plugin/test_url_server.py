@@ -1,0 +1,122 @@
+"""An existing server (``url``): our own labelled databases only, and no password shown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from pytest_pgsandbox import UnsafeOperation
+from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.urls import connect
+from pytest_pgsandbox.settings import Settings
+
+PROBE = """
+import json
+from pytest_pgsandbox._engine.provision import database_label
+
+def test_runs_in_a_labelled_database_of_its_own(pg):
+    name = pg.fetchval("SELECT current_database()")
+    assert name.startswith("pgsandbox_session_")
+    with pg.conn.cursor() as cur:
+        pass
+    print("DB:", name)
+    pg.execute("CREATE TABLE t (id int)")
+    pg.conn.commit()
+"""
+
+
+@pytest.fixture
+def existing(settings: Settings) -> Iterator[LocalCluster]:
+    """A server that is already running, reached over TCP with a password."""
+    server = local_cluster(settings.with_values(bin_dir=Path("embedded"), tcp=True))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _user_dbs(server: LocalCluster) -> set[str]:
+    with connect(server.admin) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate").fetchall()
+    return {r[0] for r in rows} - {"postgres", "pgsandbox"}
+
+
+def test_tests_run_in_a_database_that_is_created_labelled_and_dropped(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    url = existing.admin.url()
+    password = existing.admin.password
+    assert password
+    pytester.makepyfile(PROBE)
+    pytester.makeconftest(
+        """
+        def pytest_sessionfinish(session):
+            import psycopg
+            from pytest_pgsandbox._engine.provision import labelled_databases
+            with psycopg.connect(session.config.getoption("pg_url"), autocommit=True) as c:
+                for name, label in labelled_databases(c):
+                    print("LABEL:", name, label.get("kind"), label.get("run"))
+        """
+    )
+    result = pytester.runpytest_subprocess(f"--pg-url={url}", "-s")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert password not in out
+    assert password not in result.stderr.str()
+    result.stdout.fnmatch_lines(
+        [
+            "postgresql: existing server postgresql://postgres:***@127.0.0.1:*/postgres",
+            "pgsandbox: url=postgresql://postgres:***@127.0.0.1:* (from the command line*",
+        ]
+    )
+    name = next(ln for ln in result.outlines if "DB:" in ln).split("DB:")[1].split()[0]
+    assert any(ln.startswith(f"LABEL: {name} session ") for ln in result.outlines)
+    assert _user_dbs(existing) == set(), "the session database is dropped at the end"
+
+
+def test_databases_without_our_label_are_never_dropped(existing: LocalCluster) -> None:
+    with connect(existing.admin) as conn:
+        conn.execute("CREATE DATABASE precious")
+        with pytest.raises(UnsafeOperation, match="refusing to drop database 'precious'"):
+            provision.drop_database(conn, "precious")
+        conn.execute("COMMENT ON DATABASE precious IS 'pgsandbox-lookalike'")
+        with pytest.raises(UnsafeOperation):
+            provision.drop_database(conn, "precious")
+        assert provision.exists(conn, "precious")
+
+
+def test_a_role_that_may_not_create_databases_gets_told_how_to_fix_it(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    with connect(existing.admin) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE app LOGIN NOCREATEDB PASSWORD {}").format(sql.Literal("s3cret!"))
+        )
+    url = existing.admin.url().replace("postgres:", "app:", 1).split("@")[1]
+    pytester.makepyfile("def test_x(pg):\n    pass\n")
+    result = pytester.runpytest_subprocess(f"--pg-url=postgresql://app:s3cret!@{url}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*the role 'app' may not create databases*ALTER ROLE app CREATEDB*unset*"]
+    )
+    assert "s3cret" not in result.stdout.str()
+
+
+def test_server_url_with_libpq_variables(
+    pytester: pytest.Pytester, existing: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = existing.admin
+    monkeypatch.setenv("PGHOST", admin.host)
+    monkeypatch.setenv("PGPORT", str(admin.port))
+    monkeypatch.setenv("PGUSER", admin.user)
+    monkeypatch.setenv("PGPASSWORD", admin.password or "")
+    monkeypatch.setenv("PGDATABASE", "postgres")
+    pytester.makepyfile("def test_x(pg):\n    assert pg.fetchval('SELECT 1') == 1\n")
+    result = pytester.runpytest_subprocess("--pg-server=url")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["postgresql: existing server (libpq PG* variables)"])
+    assert _user_dbs(existing) == set()
