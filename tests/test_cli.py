@@ -78,12 +78,12 @@ def test_start_status_url_stop(pytester: pytest.Pytester, runtime: Path) -> None
 def test_gc_drops_labelled_databases_of_ended_runs_on_a_url_server(
     pytester: pytest.Pytester, runtime: Path
 ) -> None:
+    import os
+
     from pytest_pgsandbox._engine import provision
     from pytest_pgsandbox._engine.server import local_cluster
     from pytest_pgsandbox._engine.urls import connect
     from pytest_pgsandbox.settings import Settings
-
-    import os
 
     server = local_cluster(
         Settings(
@@ -99,7 +99,9 @@ def test_gc_drops_labelled_databases_of_ended_runs_on_a_url_server(
             provision.create_database(conn, "pgsandbox_session_live_run", {"pid": os.getpid()})
             conn.execute("CREATE DATABASE not_ours")
         result = pgsandbox(pytester, "gc", "--url", server.admin.url())
-        result.stdout.fnmatch_lines(["reaped database pgsandbox_session_dead_run (its run has ended)"])
+        result.stdout.fnmatch_lines(
+            ["reaped database pgsandbox_session_dead_run (its run has ended)"]
+        )
         with connect(server.admin) as conn:
             names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
         assert "pgsandbox_session_dead_run" not in names

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import NoReturn
 
-import psycopg
 import pytest
 
+from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.handle import PgDatabase
-from pytest_pgsandbox._engine.server import PgServer
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerDied
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def _sandbox(config: pytest.Config) -> Any:
@@ -47,6 +50,8 @@ def pg_server(request: pytest.FixtureRequest) -> PgServer:
 @pytest.fixture
 def pg(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[PgDatabase]:
     """This test's database; everything the test does to it is rolled back afterwards."""
+    import psycopg  # already imported by the server start; here it costs nothing
+
     sandbox = _sandbox(request.config)
     error: BaseException | None = None
     try:

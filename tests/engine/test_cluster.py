@@ -56,7 +56,8 @@ def test_tcp_listens_on_localhost_with_a_random_password(settings: Settings) -> 
         port = cluster.options.port
         assert port > 0
         password = cluster.admin.password
-        assert password and len(password) >= 24
+        assert password
+        assert len(password) >= 24
         tcp = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
         with psycopg.connect(f"{tcp} password={password}") as conn:
             assert conn.execute("SELECT current_setting('listen_addresses')").fetchone() == (

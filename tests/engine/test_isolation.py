@@ -58,16 +58,23 @@ def test_commit_after_a_failure_rolls_back_like_postgresql(table: PgDatabase) ->
 def test_transaction_blocks_become_savepoints(table: PgDatabase) -> None:
     with table.conn.transaction():
         table.execute("INSERT INTO people VALUES (1, 'Alice Chen')")
-    with pytest.raises(errors.UniqueViolation), table.conn.transaction():
-        table.execute("INSERT INTO people VALUES (2, 'Bob Okafor')")
-        table.execute("INSERT INTO people VALUES (1, 'duplicate')")
+
+    def two_inserts_one_bad() -> None:
+        with table.conn.transaction():
+            table.execute("INSERT INTO people VALUES (2, 'Bob Okafor')")
+            table.execute("INSERT INTO people VALUES (1, 'duplicate')")
+
+    with pytest.raises(errors.UniqueViolation):
+        two_inserts_one_bad()
     assert count(table) == 1
 
 
 def test_commit_inside_a_transaction_block_is_refused_as_by_psycopg(table: PgDatabase) -> None:
-    with pytest.raises(psycopg.ProgrammingError, match="forbidden within a Transaction"):
-        with table.conn.transaction():
-            table.conn.commit()
+    with (
+        table.conn.transaction(),
+        pytest.raises(psycopg.ProgrammingError, match="forbidden within a Transaction"),
+    ):
+        table.conn.commit()
 
 
 def test_autocommit_cannot_be_switched_on_mid_test(pg: PgDatabase) -> None:

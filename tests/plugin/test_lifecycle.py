@@ -36,9 +36,7 @@ def test_a_finished_session_leaves_no_process_and_no_folder(
     assert postgres_processes(runtime) == []
 
 
-def test_a_failing_session_leaves_nothing_either(
-    pytester: pytest.Pytester, runtime: Path
-) -> None:
+def test_a_failing_session_leaves_nothing_either(pytester: pytest.Pytester, runtime: Path) -> None:
     pytester.makepyfile("def test_fails(pg):\n    assert pg.fetchval('SELECT 1') == 2\n")
     pytester.runpytest_subprocess("-x").assert_outcomes(failed=1)
     assert leftovers(runtime) == []

@@ -69,8 +69,10 @@ def test_flag_beats_env_beats_ini(
     monkeypatch.setenv("PGSANDBOX_START_TIMEOUT", "8")
     result = pytester.runpytest_inprocess("--pg-info", "--pg-port=6003")
     out = result.stdout.str()
-    assert "6003" in out and "--pg-port" in out
-    assert "8.0" in out and "PGSANDBOX_START_TIMEOUT" in out
+    assert "6003" in out
+    assert "--pg-port" in out
+    assert "8.0" in out
+    assert "PGSANDBOX_START_TIMEOUT" in out
     assert "pg_tmpfs in tox.ini" in out
 
 

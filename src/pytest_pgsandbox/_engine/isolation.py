@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 from psycopg import errors
-from psycopg import sql
+from psycopg.pq import ConnStatus
+from psycopg.pq import ExecStatus
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
@@ -109,8 +110,9 @@ class TransactionIsolation:
             conn.rollback()
         conn._pgsb_active = False
         conn._pgsb_broken = False
-        row = conn.execute(f"SELECT txid_current(); SAVEPOINT {SAVEPOINT}").fetchone()
-        self._xid = int(row[0]) if row else 0
+        # One round trip (psycopg would send its own BEGIN first, costing another).
+        xid = _batch(conn, f"BEGIN; SAVEPOINT {SAVEPOINT}; SELECT txid_current()")
+        self._xid = int(xid or 0)
         conn._pgsb_active = True
         return conn
 
@@ -125,18 +127,15 @@ class TransactionIsolation:
             self._conn = None
             state = self._xact_status_elsewhere()
         else:
-            xid = sql.Literal(self._xid).as_string(conn)
-            if conn.info.transaction_status == TransactionStatus.IDLE:
-                cur = conn.execute(f"SELECT txid_status({xid})")
-                state = _first(cur)
-                conn.rollback()
-            else:
-                cur = conn.execute(
-                    f"ROLLBACK; SELECT pg_advisory_unlock_all(); SELECT txid_status({xid})"
-                )
-                cur.nextset()
-                cur.nextset()
-                state = _first(cur)
+            # Roll back (whatever transaction is open), drop session advisory locks, and ask
+            # how the test's outer transaction ended, all in one round trip.
+            rollback = (
+                "" if conn.info.transaction_status == TransactionStatus.IDLE else "ROLLBACK; "
+            )
+            state = _batch(
+                conn,
+                f"{rollback}SELECT pg_advisory_unlock_all(); SELECT txid_status({self._xid:d})",
+            )
         if state != "committed":
             return None
         self.close()
@@ -151,6 +150,26 @@ class TransactionIsolation:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
+
+
+def _batch(conn: psycopg.Connection[Any], statements: str) -> str | None:
+    """Run ``statements`` in one round trip; the first value of the last result.
+
+    Only for our own fixed statements: they go to libpq as they are.
+    """
+    with conn.lock:
+        result = conn.pgconn.exec_(statements.encode())
+    if result.status not in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
+        if conn.pgconn.status != ConnStatus.OK:
+            raise psycopg.OperationalError(
+                conn.pgconn.error_message.decode(errors="replace").strip()
+                or "the connection to the server was lost"
+            )
+        raise errors.error_from_result(result, encoding=conn.info.encoding)
+    if result.ntuples == 0:
+        return None
+    value = result.get_value(0, 0)
+    return None if value is None else value.decode()
 
 
 def _first(cur: psycopg.Cursor[Any]) -> str | None:

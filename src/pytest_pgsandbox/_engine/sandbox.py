@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg.rows import TupleRow
-
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine.cluster import SESSION_DB
-from pytest_pgsandbox._engine.isolation import TransactionIsolation
+from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.naming import database_name
-from pytest_pgsandbox._engine.server import PgServer
-from pytest_pgsandbox._engine.server import open_server
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.settings import Settings
+
+if TYPE_CHECKING:  # these import psycopg: only once a database is needed
+    import psycopg
+    from psycopg.rows import TupleRow
+
+    from pytest_pgsandbox._engine.isolation import TransactionIsolation
 
 
 class Sandbox:
@@ -43,6 +43,8 @@ class Sandbox:
             return self.server
         if self.error is not None:
             raise self.error
+        from pytest_pgsandbox._engine.server import open_server
+
         began = time.monotonic()
         try:
             server = open_server(self.settings)
@@ -63,6 +65,9 @@ class Sandbox:
         return connect(server.admin, timeout=self.settings.start_timeout)
 
     def _prepare_session_db(self, server: PgServer) -> None:
+        from pytest_pgsandbox._engine import provision
+        from pytest_pgsandbox._engine.cluster import SESSION_DB
+
         if server.owns_cluster:
             self.dbname = SESSION_DB  # created once in the cached cluster
             return
@@ -79,6 +84,8 @@ class Sandbox:
         return server.admin.for_db(self.dbname)
 
     def isolation(self) -> TransactionIsolation:
+        from pytest_pgsandbox._engine.isolation import TransactionIsolation
+
         if self._isolation is None:
             self._isolation = TransactionIsolation(
                 self.db_info, self.repair, self.settings.start_timeout
@@ -87,6 +94,8 @@ class Sandbox:
 
     def repair(self) -> None:
         """Replace the session database with a fresh one (after a test committed for real)."""
+        from pytest_pgsandbox._engine import provision
+
         server = self.ensure_server()
         with self._admin(server) as conn:
             provision.drop_database(conn, self.dbname)
@@ -97,6 +106,9 @@ class Sandbox:
     def close(self) -> None:
         """Drop what this session created and stop a server it started."""
         if self._isolation is not None:
+            import psycopg
+
+            # The server may be gone already: then there is nothing left to roll back.
             with contextlib.suppress(psycopg.Error):
                 self._isolation.close()
             self._isolation = None
@@ -105,6 +117,8 @@ class Sandbox:
             return
         try:
             if self._created_db:
+                from pytest_pgsandbox._engine import provision
+
                 with self._admin(server) as conn:
                     provision.drop_database(conn, self.dbname)
         finally:

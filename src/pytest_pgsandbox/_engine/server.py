@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from dataclasses import field
-from typing import Protocol
 
 import psycopg
 
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.cluster import ClusterOptions
 from pytest_pgsandbox._engine.cluster import InitdbCache
 from pytest_pgsandbox._engine.cluster import LocalCluster
@@ -29,27 +29,6 @@ from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import ServerUnreachable
 from pytest_pgsandbox.settings import Settings
-
-
-class PgServer(Protocol):
-    """A running PostgreSQL server we may create databases on."""
-
-    admin: ConnInfo
-    startup_seconds: float
-
-    @property
-    def owns_cluster(self) -> bool:
-        """True when the whole server is ours (a private local server)."""
-
-    @property
-    def version(self) -> str: ...
-
-    def describe(self) -> str: ...
-
-    def check_alive(self) -> None:
-        """Raise ServerDied if the server is known to be gone."""
-
-    def stop(self) -> None: ...
 
 
 @dataclass

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 from urllib.parse import urlencode
 
-import psycopg
-import psycopg.conninfo
-from psycopg.rows import TupleRow
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
 
 MASK = "***"
 
@@ -50,6 +51,8 @@ class ConnInfo:
 
     def conninfo(self) -> str:
         """A libpq key=value string (contains the password: never print it)."""
+        import psycopg.conninfo
+
         return psycopg.conninfo.make_conninfo("", **self.kwargs())
 
     def kwargs(self) -> dict[str, str]:
@@ -65,6 +68,9 @@ class ConnInfo:
     @classmethod
     def from_conninfo(cls, conninfo: str) -> ConnInfo:
         """Parse a URL or key=value string; libpq's PG* variables fill in what is missing."""
+        import psycopg.conninfo
+        import psycopg.pq
+
         params = psycopg.conninfo.conninfo_to_dict(conninfo)
         # Resolve what is still missing the way libpq would (PGHOST, PGPORT, PGUSER, ...).
         defaults = {
@@ -101,6 +107,8 @@ def connect(
     info: ConnInfo, *, autocommit: bool = True, timeout: float = 60.0
 ) -> psycopg.Connection[TupleRow]:
     """A connection (autocommit by default) that gives up after ``timeout`` seconds."""
+    import psycopg
+
     return psycopg.connect(
         info.conninfo(), autocommit=autocommit, connect_timeout=max(1, round(timeout))
     )

