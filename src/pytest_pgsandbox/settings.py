@@ -332,3 +332,16 @@ def resolve(
             sources[setting.name] = source
             break
     return Settings(sources=sources).with_values(**values)
+
+
+def markdown_table() -> str:
+    """The settings table as Markdown (the README's copy is checked against it by a test)."""
+    rows = [
+        "| setting | flag / env / ini | default | accepted | what it does |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = "(none)" if s.default in (None, ()) else f"`{s.default}`"
+        names = f"`{s.flag}`<br>`{s.env}`<br>`{s.ini}`"
+        rows.append(f"| `{s.name}` | {names} | {default} | {s.accepted} | {s.help} |")
+    return "\n".join(rows)
