@@ -115,3 +115,29 @@ def test_works_under_xdist(pytester: pytest.Pytester, runtime: Path) -> None:
     pytester.copy_example("commit_is_rolled_back.py")
     result = pytester.runpytest_subprocess("commit_is_rolled_back.py", "-n", "2")
     result.assert_outcomes(passed=4)
+
+
+def test_commit_after_a_sql_commit_says_what_happened(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_mixes_sql_commit_and_commit(pg):
+            pg.execute("CREATE TABLE t (id int)")
+            pg.execute("COMMIT")
+            pg.execute("INSERT INTO t VALUES (1)")
+            pg.conn.commit()
+
+        def test_next_is_clean(pg):
+            assert pg.fetchval("SELECT to_regclass('t')") is None
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(failed=1, passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_mixes_sql_commit_and_commit sent a top-level COMMIT*",
+            "*IsolationBroken: the test's outer transaction was ended by a COMMIT or ROLLBACK "
+            "sent as SQL*",
+        ]
+    )

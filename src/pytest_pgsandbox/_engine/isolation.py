@@ -44,6 +44,7 @@ class SandboxConnection(psycopg.Connection[TupleRow]):
             raise psycopg.ProgrammingError(_FORBIDDEN_IN_BLOCK.format(what, done))
 
     def commit(self) -> None:
+        __tracebackhide__ = True
         if not self._pgsb_active:
             super().commit()
             return
@@ -58,6 +59,7 @@ class SandboxConnection(psycopg.Connection[TupleRow]):
             super().commit()
 
     def rollback(self) -> None:
+        __tracebackhide__ = True
         if not self._pgsb_active:
             super().rollback()
             return
@@ -67,6 +69,7 @@ class SandboxConnection(psycopg.Connection[TupleRow]):
         self._pgsb_to_savepoint(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
 
     def _pgsb_to_savepoint(self, statement: str) -> None:
+        __tracebackhide__ = True  # test reports show the caller's line, not ours
         try:
             self.execute(statement)
         except errors.InvalidSavepointSpecification:
