@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -134,8 +137,6 @@ def test_servers_of_a_dead_owner_are_reaped(settings: Settings, tmp_path: Path) 
         "print(c.name, c.process.pid, flush=True)\n"
         "os._exit(0)  # dies without stopping anything, like kill -9\n"
     )
-    import subprocess
-
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
     ).stdout.split()
@@ -145,3 +146,19 @@ def test_servers_of_a_dead_owner_are_reaped(settings: Settings, tmp_path: Path) 
     assert any(name in line for line in reaped)
     assert not (runtime / name).exists()
     assert janitor.cmdline(pid) is None
+
+
+@pytest.mark.skipif(not shutil.which("ipcs"), reason="needs ipcs to look at shared memory")
+def test_a_killed_server_leaves_no_shared_memory(settings: Settings) -> None:
+    cluster = local_cluster(settings.with_values(bin_dir=Path("embedded")))
+    cluster.start()
+    assert cluster.process is not None
+    pidfile = (cluster.folder / "data" / "postmaster.pid").read_text().splitlines()
+    shmid = pidfile[6].split()[1]
+    with connect(cluster.admin) as conn:
+        assert conn.execute("SHOW dynamic_shared_memory_type").fetchone() == ("mmap",)
+    os.kill(cluster.process.pid, signal.SIGKILL)
+    cluster.process.wait(10)
+    cluster.stop()
+    segments = subprocess.run(["ipcs", "-m"], capture_output=True, text=True, check=True)
+    assert f" {shmid} " not in segments.stdout

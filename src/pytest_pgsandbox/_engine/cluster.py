@@ -50,6 +50,9 @@ TEST_SETTINGS: Mapping[str, str] = {
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
+    # Dynamic shared memory as files in the data folder, not in /dev/shm: a server that is
+    # killed (SIGKILL, OOM killer) then leaves nothing behind once its folder is removed.
+    "dynamic_shared_memory_type": "mmap",
 }
 
 
@@ -428,6 +431,7 @@ class LocalCluster:
             janitor.stop_process(self.process.pid, sig, wait=self.process.wait)
         if remove and not self._removed:
             self._removed = True
+            janitor.release_shared_memory(self.folder / "data")
             remove_tree(self.folder)
             with contextlib.suppress(FileNotFoundError):
                 self.log_path.unlink()

@@ -172,6 +172,21 @@ def stop_process(
             time.sleep(0.01)
 
 
+def release_shared_memory(data: Path) -> None:
+    """Remove the System V segment of a postmaster that died without cleaning up.
+
+    A clean shutdown removes ``postmaster.pid``; if it is still there once the process is
+    gone (SIGKILL, OOM killer), its line 7 names the segment, which would outlive the folder.
+    """
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return
+    fields = lines[6].split() if len(lines) > 6 else []
+    if len(fields) == 2 and fields[1].isdigit() and shutil.which("ipcrm"):
+        subprocess.run(["ipcrm", "-m", fields[1]], capture_output=True, timeout=10, check=False)
+
+
 def is_alive(rec: ServerRecord) -> bool:
     return is_our_postmaster(rec.pid, rec.folder)
 
@@ -192,6 +207,7 @@ def owner_alive(runtime: Path, rec: ServerRecord) -> bool:
 def reap_one(runtime: Path, rec: ServerRecord) -> None:
     if is_our_postmaster(rec.pid, rec.folder):
         stop_process(rec.pid, signal.SIGQUIT)
+    release_shared_memory(rec.folder / "data")
     remove_tree(rec.folder)
     for suffix in (".log", ".json", ".lock"):
         with contextlib.suppress(FileNotFoundError):
