@@ -256,6 +256,8 @@ def _gc_databases(settings: Settings, older_than_hours: float) -> list[str]:
     now = time.time()
     with connect(info, timeout=settings.start_timeout) as conn:
         for name, label in provision.labelled_databases(conn):
+            if label.get("builtin"):
+                continue
             same_host = label.get("host") == socket.gethostname()
             pid = int(label.get("pid", 0))
             ended = same_host and pid and janitor.cmdline(pid) is None

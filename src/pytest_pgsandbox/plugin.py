@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -110,7 +111,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if sandbox is None:
         return
     atexit.unregister(sandbox.close)
-    sandbox.close()
+    try:
+        sandbox.close()
+    except Exception as exc:  # the tests have run; a cleanup problem must not hide them
+        sys.stderr.write(f"pgsandbox: cleanup after the session failed: {mask(str(exc))}\n")
 
 
 def _postgres_line(settings: Settings) -> str:

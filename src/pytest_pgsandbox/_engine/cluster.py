@@ -41,6 +41,7 @@ from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import ServerStartError
 
 SUPERUSER = "postgres"
+CACHE_LAYOUT = 2  # bump when what a cached cluster contains changes
 SESSION_DB = "pgsandbox"
 SOCKET_PORT = 5432
 LOG_TAIL = 40
@@ -136,7 +137,7 @@ class InitdbCache:
 
     @property
     def entry(self) -> Path:
-        return self.root / "initdb" / self.binaries.key
+        return self.root / "initdb" / f"{self.binaries.key}-v{CACHE_LAYOUT}"
 
     def get(self) -> tuple[Path, str, bool]:
         """(data folder, superuser password, whether it was built just now)."""
@@ -245,7 +246,8 @@ def _set_password(conn: psycopg.Connection[TupleRow], password: str) -> None:
 def create_session_db(conn: psycopg.Connection[TupleRow]) -> None:
     from pytest_pgsandbox._engine.provision import create_database
 
-    create_database(conn, SESSION_DB, {"kind": "session"})
+    # "builtin": part of every private server, so `pgsandbox gc` leaves it alone.
+    create_database(conn, SESSION_DB, {"kind": "session", "builtin": True})
 
 
 @dataclass

@@ -30,6 +30,9 @@ from pytest_pgsandbox._engine.places import remove_tree
 from pytest_pgsandbox._engine.urls import ConnInfo
 
 STALE_SECONDS = 3600.0
+# A lock file without a record is a server that never finished starting, or one that is
+# starting right now: only the first kind is old.
+UNRECORDED_GRACE_SECONDS = 300.0
 
 
 def claim(runtime: Path, name: str, reusable: bool) -> FileLock | None:
@@ -228,15 +231,19 @@ def reap(runtime: Path) -> list[str]:
             owner = rec.data.get("owner_pid")
             reaped.append(f"server {rec.name} (its test run, pid {owner}, has ended)")
     known = {rec.name for rec in records(runtime)}
+    now = time.time()
     for lock_path in runtime.glob("*.lock"):
         name = lock_path.stem
-        if name in known:
+        try:
+            young = now - lock_path.stat().st_mtime < UNRECORDED_GRACE_SECONDS
+        except OSError:
+            continue
+        if name in known or young:
             continue
         rec = ServerRecord(name, {}, runtime / name)
         if not owner_alive(runtime, rec):  # killed before its record was written
             reap_one(runtime, rec)
             reaped.append(f"server folder {name} (never finished starting)")
-    now = time.time()
     for path in runtime.iterdir():
         if path.name == "cache":
             continue
