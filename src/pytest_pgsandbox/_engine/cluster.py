@@ -35,6 +35,7 @@ from pytest_pgsandbox._engine.places import copy_tree
 from pytest_pgsandbox._engine.places import make_server_dir
 from pytest_pgsandbox._engine.places import remove_tree
 from pytest_pgsandbox._engine.places import spawn_args
+from pytest_pgsandbox._engine.places import write_private_json
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerDied
@@ -186,7 +187,6 @@ class InitdbCache:
                     "UTF8",
                     "--no-locale",
                     "--no-sync",
-                    "--no-instructions",
                 ],
                 self.run_as,
                 self.timeout,
@@ -222,10 +222,9 @@ class InitdbCache:
                     copy_tree(data, entry / "data")
             finally:
                 server.stop()
-            (entry / "meta.json").write_text(
-                json.dumps({"password": password, "version": self.binaries.version})
-            )
-            (entry / "meta.json").chmod(0o600)
+            # Written last: its presence means the entry is complete.
+            meta = {"password": password, "version": self.binaries.version}
+            write_private_json(entry / "meta.json", meta)
             return password
         finally:
             remove_tree(staging)

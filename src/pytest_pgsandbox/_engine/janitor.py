@@ -27,6 +27,7 @@ from filelock import Timeout
 
 from pytest_pgsandbox._engine.discovery import PgBinaries
 from pytest_pgsandbox._engine.places import remove_tree
+from pytest_pgsandbox._engine.places import write_private_json
 from pytest_pgsandbox._engine.urls import ConnInfo
 
 STALE_SECONDS = 3600.0
@@ -68,11 +69,7 @@ def record(
         "source": binaries.source,
         "created": time.time(),
     }
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    write_private_json(path, data)
 
 
 def release(runtime: Path, name: str, lock: FileLock | None) -> None:

@@ -9,6 +9,7 @@ create system users.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -164,6 +165,15 @@ def check_reachable(folder: Path, run_as: RunAs | None) -> None:
                 f"server folder {folder}. Choose a --pg-runtime-dir below a folder that "
                 "everyone may enter, such as /tmp or /dev/shm."
             )
+
+
+def write_private_json(path: Path, data: object) -> None:
+    """Write ``data`` as JSON readable by us alone, atomically (readers never see half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
 
 
 def make_server_dir(path: Path, run_as: RunAs | None) -> Path:
