@@ -14,6 +14,7 @@ from pytest_pgsandbox.errors import ServerError
 from pytest_pgsandbox.errors import ServerStartError
 from pytest_pgsandbox.errors import ServerUnreachable
 from pytest_pgsandbox.errors import SettingError
+from pytest_pgsandbox.errors import TemplateError
 from pytest_pgsandbox.errors import UnsafeOperation
 from pytest_pgsandbox.settings import Settings
 
@@ -30,6 +31,7 @@ __all__ = [
     "ServerUnreachable",
     "SettingError",
     "Settings",
+    "TemplateError",
     "UnsafeOperation",
     "__version__",
 ]

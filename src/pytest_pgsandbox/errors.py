@@ -9,6 +9,7 @@ The tree::
     │   ├── ServerStartError        a local server did not come up (with the tail of its log)
     │   ├── ServerDied              a local server went away while tests were running
     │   └── ServerUnreachable       an existing server (``url``) refused or timed out
+    ├── TemplateError               the template could not be built (source, file, server message)
     ├── UnsafeOperation             refused to drop or change something we did not create
     └── IsolationBroken             a test escaped its isolation (e.g. a top-level COMMIT)
 
@@ -86,6 +87,10 @@ class ServerDied(ServerError):
 
 class ServerUnreachable(ServerError):
     """An existing server could not be reached or refused us."""
+
+
+class TemplateError(PgSandboxError):
+    """The template database could not be built from the schema and seed sources."""
 
 
 class UnsafeOperation(PgSandboxError):

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import NoReturn
@@ -22,6 +24,8 @@ from pytest_pgsandbox.errors import ServerDied
 
 if TYPE_CHECKING:
     import psycopg
+
+    from pytest_pgsandbox._engine.template import PgTemplate
 
 
 def _sandbox(config: pytest.Config) -> Any:
@@ -47,8 +51,55 @@ def pg_server(request: pytest.FixtureRequest) -> PgServer:
     _fail(error)
 
 
+@pytest.fixture(scope="session")
+def pg_template(pg_server: PgServer, request: pytest.FixtureRequest) -> PgTemplate | None:
+    """The template tests' databases are copied from (None when no schema is configured).
+
+    Built from the ``schema``, ``seed`` and ``extensions`` settings. Override it in
+    ``conftest.py`` to build another one, e.g. with ``pg_build_template``.
+    """
+    template: PgTemplate | None = _sandbox(request.config).template
+    return template
+
+
+@pytest.fixture(scope="session")
+def pg_build_template(
+    pg_server: PgServer, request: pytest.FixtureRequest
+) -> Callable[..., PgTemplate]:
+    """Build (or find) a template from sources, like the settings do::
+
+    @pytest.fixture(scope="session")
+    def pg_template(pg_build_template):
+        return pg_build_template(schema=["sql:db/schema.sql"], seed=["callable:db.seed:run"])
+    """
+    from pytest_pgsandbox._engine.template import Source
+    from pytest_pgsandbox._engine.template import TemplateSpec
+
+    sandbox = _sandbox(request.config)
+
+    def build(
+        schema: Sequence[str] = (), seed: Sequence[str] = (), extensions: Sequence[str] = ()
+    ) -> PgTemplate:
+        __tracebackhide__ = True
+        try:
+            spec = TemplateSpec(
+                schema=tuple(Source(*s.split(":", 1)) for s in schema),
+                seed=tuple(Source(*s.split(":", 1)) for s in seed),
+                extensions=tuple(extensions),
+                base=request.config.rootpath,
+            )
+            return sandbox.build_template(pg_server, spec)  # type: ignore[no-any-return]
+        except PgSandboxError as exc:
+            error = exc
+        _fail(error)
+
+    return build
+
+
 @pytest.fixture
-def pg(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[PgDatabase]:
+def pg(
+    request: pytest.FixtureRequest, pg_server: PgServer, pg_template: PgTemplate | None
+) -> Iterator[PgDatabase]:
     """This test's database; everything the test does to it is rolled back afterwards."""
     import psycopg  # already imported by the server start; here it costs nothing
 
@@ -56,7 +107,7 @@ def pg(request: pytest.FixtureRequest, pg_server: PgServer) -> Iterator[PgDataba
     error: BaseException | None = None
     try:
         pg_server.check_alive()
-        isolation = sandbox.isolation()
+        isolation = sandbox.isolation(pg_template)
         conn = isolation.begin()
     except (ServerDied, psycopg.OperationalError) as exc:
         error = exc

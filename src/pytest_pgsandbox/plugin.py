@@ -11,15 +11,18 @@ import atexit
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from pytest_pgsandbox._engine.discovery import find_binaries
 from pytest_pgsandbox._engine.naming import new_run_id
 from pytest_pgsandbox._engine.sandbox import Sandbox
+from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import SettingError
+from pytest_pgsandbox.errors import TemplateError
 from pytest_pgsandbox.settings import SETTINGS
 from pytest_pgsandbox.settings import Setting
 from pytest_pgsandbox.settings import Settings
@@ -29,10 +32,11 @@ pytest_plugins = ["pytest_pgsandbox.fixtures"]
 
 SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
 SANDBOX_KEY: pytest.StashKey[Sandbox] = pytest.StashKey()
+_XDIST_RUN_KEY: pytest.StashKey[str] = pytest.StashKey()
 
 # Fixtures that need the server: when a selected test uses one, the server starts right
 # after collection (so its start-up is reported once, up front) instead of inside a test.
-SERVER_FIXTURES = frozenset({"pg_server"})
+SERVER_FIXTURES = frozenset({"pg_server", "pg_template"})
 
 
 def _dest(setting: Setting) -> str:
@@ -94,16 +98,26 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from_config(config)
     config.stash[SETTINGS_KEY] = settings
     workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        run_id = str(workerinput.get("testrun_uid", ""))[:8] or new_run_id()
-        worker = str(workerinput.get("workerid", "main"))
+    xdist = None
+    if workerinput is not None:  # an xdist worker: share the run's server with the others
+        uid = str(workerinput.get("testrunuid") or new_run_id())
+        run_id, worker = uid[:8], str(workerinput.get("workerid", "main"))
+        controller = int(workerinput.get("pgsandbox_controller_pid") or os.getppid())
+        xdist = XdistRun(uid, controller)
     else:
         run_id, worker = new_run_id(), "main"
-    sandbox = Sandbox(settings, run_id, worker)
+    sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist)
     config.stash[SANDBOX_KEY] = sandbox
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
     # at least a normal interpreter exit stops the server.
     atexit.register(sandbox.close)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: tell each worker who owns the server the workers will share."""
+    node.workerinput["pgsandbox_controller_pid"] = os.getpid()
+    node.config.stash[_XDIST_RUN_KEY] = str(node.workerinput["testrunuid"])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -113,6 +127,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     atexit.unregister(sandbox.close)
     try:
         sandbox.close()
+        run = config.stash.get(_XDIST_RUN_KEY, None)
+        if run is not None:  # the controller stops the server its workers shared
+            from pytest_pgsandbox._engine import janitor
+            from pytest_pgsandbox._engine import places
+
+            s = sandbox.settings
+            janitor.stop_run(places.runtime_dir(s.runtime_dir, s.tmpfs), run)
     except Exception as exc:  # the tests have run; a cleanup problem must not hide them
         sys.stderr.write(f"pgsandbox: cleanup after the session failed: {mask(str(exc))}\n")
 
@@ -150,6 +171,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     sandbox = config.stash[SANDBOX_KEY]
     try:
         sandbox.ensure_server()
+    except TemplateError as exc:
+        # One message for the session, not one error per test.
+        pytest.exit(f"pgsandbox: the template could not be built.\n{mask(str(exc))}", 1)
     except PgSandboxError:
         return  # remembered: each test that needs the server reports it
     server = sandbox.server
@@ -162,6 +186,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     reporter.write_line(
         f"postgresql: {server.describe()}, ready in {sandbox.startup_seconds:.2f} s{cache_note}"
     )
+    if sandbox.template is not None:
+        reporter.write_line(f"postgresql: {sandbox.template.describe()}")
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:

@@ -101,6 +101,26 @@ def _url(raw: str) -> str | None:
     return text
 
 
+SOURCE_KINDS = ("alembic", "sql", "metadata", "callable")
+
+
+def _source(raw: str) -> tuple[str, str]:
+    kind, sep, target = raw.strip().partition(":")
+    if not sep or kind not in SOURCE_KINDS or not target.strip():
+        raise _Invalid
+    if kind in ("metadata", "callable") and target.count(":") != 1:
+        raise _Invalid
+    return kind, target.strip()
+
+
+def _extensions(raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.replace(" ", ",").split(",") if n.strip())
+    for name in names:
+        if not name.replace("_", "a").replace("-", "a").isalnum():
+            raise _Invalid
+    return names
+
+
 def _conf_item(raw: str) -> tuple[str, str]:
     key, sep, value = raw.partition("=")
     key = key.strip()
@@ -192,6 +212,44 @@ SETTINGS: tuple[Setting, ...] = (
         repeatable=True,
     ),
     Setting(
+        "schema",
+        _source,
+        (),
+        "alembic:PATH_TO_INI, sql:PATH (a file, or a folder applied in sorted order), "
+        "metadata:MODULE:ATTR or callable:MODULE:FUNC (repeatable, applied in order)",
+        "How the template database's schema is built, once; tests start from a copy. Its "
+        "name carries a hash of every input, so an unchanged schema is never built again on "
+        "a server that still has it.",
+        metavar="KIND:TARGET",
+        repeatable=True,
+    ),
+    Setting(
+        "seed",
+        _source,
+        (),
+        "the same forms as schema (repeatable, applied in order after it)",
+        "Baseline data loaded into the template after the schema.",
+        metavar="KIND:TARGET",
+        repeatable=True,
+    ),
+    Setting(
+        "extensions",
+        _extensions,
+        (),
+        "extension names separated by commas, e.g. pg_trgm,hstore",
+        "Extensions created in the template before the schema.",
+        metavar="NAMES",
+    ),
+    Setting(
+        "reuse",
+        _bool,
+        False,
+        "true or false",
+        "Keep the local server running after the session, with its templates, and use it "
+        "again next time (pgsandbox stop ends it).",
+        is_flag=True,
+    ),
+    Setting(
         "isolation",
         _choice("transaction"),
         "transaction",
@@ -258,6 +316,10 @@ class Settings:
     tcp: bool = False
     port: int = 0
     conf: tuple[tuple[str, str], ...] = ()
+    schema: tuple[tuple[str, str], ...] = ()
+    seed: tuple[tuple[str, str], ...] = ()
+    extensions: tuple[str, ...] = ()
+    reuse: bool = False
     isolation: IsolationKind = "transaction"
     tmpfs: bool = True
     start_timeout: float = 60.0

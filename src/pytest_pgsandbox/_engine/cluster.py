@@ -65,6 +65,14 @@ class ClusterOptions:
     conf: Sequence[tuple[str, str]] = ()
     start_timeout: float = 60.0
     reusable: bool = False
+    # Shared by the xdist workers of one run: ``run`` is the run's id, ``owner_pid`` the
+    # controller, which stops it; it is reaped if that process dies.
+    run: str | None = None
+    owner_pid: int | None = None
+
+    @property
+    def outlives_session(self) -> bool:
+        return self.reusable or self.run is not None
 
 
 def _hba(run_as: RunAs | None) -> str:
@@ -304,7 +312,7 @@ class LocalCluster:
         self.startup_seconds = time.monotonic() - began
 
     def claim(self) -> None:
-        self._lock = janitor.claim(self.runtime, self.name, self.options.reusable)
+        self._lock = janitor.claim(self.runtime, self.name, self.options.outlives_session)
 
     def start_in(self, folder: Path, data: Path, password: str) -> None:
         (data / "pg_hba.conf").write_text(_hba(self.run_as))
@@ -403,9 +411,7 @@ class LocalCluster:
 
     def _record(self) -> None:
         pid = self.process.pid if self.process else 0
-        janitor.record(
-            self.runtime, self.name, pid, self.admin, self.binaries, self.options.reusable
-        )
+        janitor.record(self.runtime, self.name, pid, self.admin, self.binaries, self.options)
 
     def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
         return _read_tail(self.log_path, lines)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 from filelock import FileLock
@@ -30,15 +31,18 @@ from pytest_pgsandbox._engine.places import remove_tree
 from pytest_pgsandbox._engine.places import write_private_json
 from pytest_pgsandbox._engine.urls import ConnInfo
 
+if TYPE_CHECKING:
+    from pytest_pgsandbox._engine.cluster import ClusterOptions
+
 STALE_SECONDS = 3600.0
 # A lock file without a record is a server that never finished starting, or one that is
 # starting right now: only the first kind is old.
 UNRECORDED_GRACE_SECONDS = 300.0
 
 
-def claim(runtime: Path, name: str, reusable: bool) -> FileLock | None:
-    """Hold ``NAME.lock`` for the life of this process (not for reusable servers)."""
-    if reusable:
+def claim(runtime: Path, name: str, outlives_owner: bool) -> FileLock | None:
+    """Hold ``NAME.lock`` for the life of this process (not for servers that outlive it)."""
+    if outlives_owner:
         return None
     lock = FileLock(str(runtime / f"{name}.lock"), timeout=0)
     lock.acquire()
@@ -51,14 +55,17 @@ def record(
     pid: int,
     admin: ConnInfo,
     binaries: PgBinaries,
-    reusable: bool = False,
+    options: ClusterOptions,
 ) -> None:
     path = runtime / f"{name}.json"
     data = {
         "name": name,
-        "owner_pid": os.getpid(),
+        "owner_pid": options.owner_pid or os.getpid(),
         "postmaster_pid": pid,
-        "reusable": reusable,
+        "reusable": options.reusable,
+        "run": options.run,
+        "tcp": options.tcp,
+        "conf": [list(item) for item in options.conf],
         "host": admin.host,
         "port": admin.port,
         "user": admin.user,
@@ -94,6 +101,11 @@ class ServerRecord:
     @property
     def reusable(self) -> bool:
         return bool(self.data.get("reusable"))
+
+    @property
+    def run(self) -> str | None:
+        run = self.data.get("run")
+        return str(run) if run else None
 
     def admin(self) -> ConnInfo:
         return ConnInfo(
@@ -214,10 +226,26 @@ def reap_one(runtime: Path, rec: ServerRecord) -> None:
             (runtime / f"{rec.name}{suffix}").unlink()
 
 
+def stop_run(runtime: Path, run: str) -> list[str]:
+    """Stop the servers that the xdist workers of ``run`` shared."""
+    stopped = []
+    for rec in records(runtime):
+        if rec.run == run:
+            reap_one(runtime, rec)
+            stopped.append(rec.name)
+    return stopped
+
+
 def reap(runtime: Path) -> list[str]:
     """Reap servers whose owner has died, and half-written folders. Returns what was reaped."""
     reaped = []
     for rec in records(runtime):
+        if rec.run is not None:  # shared by a run's xdist workers; its controller owns it
+            owner = int(rec.data.get("owner_pid") or 0)
+            if cmdline(owner) is None or not is_alive(rec):
+                reap_one(runtime, rec)
+                reaped.append(f"server {rec.name} (its test run, pid {owner}, has ended)")
+            continue
         if rec.reusable:
             if not is_alive(rec):
                 reap_one(runtime, rec)
@@ -225,8 +253,9 @@ def reap(runtime: Path) -> list[str]:
             continue
         if not owner_alive(runtime, rec):
             reap_one(runtime, rec)
-            owner = rec.data.get("owner_pid")
-            reaped.append(f"server {rec.name} (its test run, pid {owner}, has ended)")
+            reaped.append(
+                f"server {rec.name} (its test run, pid {rec.data.get('owner_pid')}, has ended)"
+            )
     known = {rec.name for rec in records(runtime)}
     now = time.time()
     for lock_path in runtime.glob("*.lock"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 from collections.abc import Mapping
@@ -66,7 +67,7 @@ def create_database(
     if template is not None:
         query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
     try:
-        conn.execute(query)
+        _create_retrying(conn, query, template)
     except errors.InsufficientPrivilege:
         user = conn.info.user
         raise ServerError(
@@ -80,6 +81,24 @@ def create_database(
             sql.Identifier(name), sql.Literal(make_label(label))
         )
     )
+
+
+def _create_retrying(conn: Conn, query: sql.Composed, template: str | None) -> None:
+    """CREATE DATABASE, retried while the template is briefly in use by another session."""
+    deadline = time.monotonic() + 30
+    delay = 0.01
+    while True:
+        try:
+            conn.execute(query)
+            return
+        except errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"could not copy template {template!r} for 30 s: other sessions keep "
+                    "connecting to it. Close connections to the template database."
+                ) from None
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)
 
 
 def drop_database(conn: Conn, name: str) -> None:

@@ -1,12 +1,15 @@
-"""One test session's PostgreSQL: the server, the session database, its isolation.
+"""One test session's PostgreSQL: the server, the template, the test databases, isolation.
 
-The plugin and the command line both drive this; it knows nothing of pytest.
+The plugin and the command line both drive this; it knows nothing of pytest. Heavy imports
+(psycopg) happen on first use, so that merely loading the plugin stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_pgsandbox._engine.base import PgServer
@@ -21,24 +24,56 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     from psycopg.rows import TupleRow
 
     from pytest_pgsandbox._engine.isolation import TransactionIsolation
+    from pytest_pgsandbox._engine.template import PgTemplate
+    from pytest_pgsandbox._engine.template import TemplateSpec
+
+
+@dataclass(frozen=True)
+class XdistRun:
+    """This process is an xdist worker: the run's id and its controller's process id."""
+
+    run_id: str
+    controller_pid: int
 
 
 class Sandbox:
-    """Starts the server on first use, provides the session database, cleans up."""
+    """Starts the server on first use, builds the template, provides the test databases."""
 
-    def __init__(self, settings: Settings, run_id: str, worker: str = "main") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str,
+        worker: str = "main",
+        base: Path | None = None,
+        xdist: XdistRun | None = None,
+    ) -> None:
         self.settings = settings
         self.run_id = run_id
         self.worker = worker
+        self.base = base or Path.cwd()
+        self.xdist = xdist
         self.server: PgServer | None = None
+        self.template: PgTemplate | None = None
         self.error: PgSandboxError | None = None
-        self.dbname = ""
-        self._created_db = False
-        self._isolation: TransactionIsolation | None = None
         self.startup_seconds = 0.0
+        self._databases: dict[str | None, str] = {}  # template name -> test database
+        self._created: list[str] = []
+        self._isolations: dict[str, TransactionIsolation] = {}
+
+    def spec(self) -> TemplateSpec:
+        from pytest_pgsandbox._engine.template import Source
+        from pytest_pgsandbox._engine.template import TemplateSpec
+
+        s = self.settings
+        return TemplateSpec(
+            schema=tuple(Source(*item) for item in s.schema),
+            seed=tuple(Source(*item) for item in s.seed),
+            extensions=s.extensions,
+            base=self.base,
+        )
 
     def ensure_server(self) -> PgServer:
-        """The running server; a start failure is remembered and raised again at once."""
+        """The running server (and template); a failure is remembered and raised again."""
         if self.server is not None:
             return self.server
         if self.error is not None:
@@ -46,80 +81,118 @@ class Sandbox:
         from pytest_pgsandbox._engine.server import open_server
 
         began = time.monotonic()
+        xdist = self.xdist
         try:
-            server = open_server(self.settings)
+            server = open_server(
+                self.settings,
+                run=xdist.run_id if xdist else None,
+                owner_pid=xdist.controller_pid if xdist else None,
+            )
         except PgSandboxError as exc:
             self.error = exc
             raise
         try:
-            self._prepare_session_db(server)
+            spec = self.spec()
+            if not spec.empty:
+                self.template = self.build_template(server, spec)
         except PgSandboxError as exc:
             self.error = exc
-            server.stop()
+            self._stop(server)
             raise
         self.server = server
         self.startup_seconds = time.monotonic() - began
         return server
 
+    def build_template(self, server: PgServer, spec: TemplateSpec) -> PgTemplate:
+        from pytest_pgsandbox._engine.template import ensure_template
+
+        major = int(server.version.split(".")[0])
+        return ensure_template(
+            server.admin,
+            spec,
+            major,
+            self.run_id,
+            timeout=self.settings.start_timeout,
+            url_env=self.settings.url_env,
+        )
+
     def _admin(self, server: PgServer) -> psycopg.Connection[TupleRow]:
         return connect(server.admin, timeout=self.settings.start_timeout)
 
-    def _prepare_session_db(self, server: PgServer) -> None:
+    def database(self, template: PgTemplate | None) -> ConnInfo:
+        """This session's test database (a copy of ``template``), created on first use."""
         from pytest_pgsandbox._engine import provision
         from pytest_pgsandbox._engine.cluster import SESSION_DB
 
-        if server.owns_cluster:
-            self.dbname = SESSION_DB  # created once in the cached cluster
-            return
-        self.dbname = database_name("session", self.run_id, self.worker)
-        with self._admin(server) as conn:
-            provision.create_database(
-                conn, self.dbname, {"kind": "session", "run": self.run_id, "worker": self.worker}
-            )
-        self._created_db = True
-
-    @property
-    def db_info(self) -> ConnInfo:
         server = self.ensure_server()
-        return server.admin.for_db(self.dbname)
+        key = template.name if template else None
+        name = self._databases.get(key)
+        if name is None:
+            if template is None and server.owns_cluster:
+                name = SESSION_DB  # an empty database made once in the cached cluster
+            else:
+                parts = [template.fingerprint[:8]] if template else []
+                name = database_name("session", self.run_id, self.worker, *parts)
+                with self._admin(server) as conn:
+                    provision.create_database(
+                        conn, name, self._label(), template.name if template else None
+                    )
+                self._created.append(name)
+            self._databases[key] = name
+        return server.admin.for_db(name)
 
-    def isolation(self) -> TransactionIsolation:
+    def _label(self) -> dict[str, object]:
+        return {"kind": "session", "run": self.run_id, "worker": self.worker}
+
+    def isolation(self, template: PgTemplate | None) -> TransactionIsolation:
         from pytest_pgsandbox._engine.isolation import TransactionIsolation
 
-        if self._isolation is None:
-            self._isolation = TransactionIsolation(
-                self.db_info, self.repair, self.settings.start_timeout
+        info = self.database(template)
+        found = self._isolations.get(info.dbname)
+        if found is None:
+            found = TransactionIsolation(
+                info, lambda: self.repair(info.dbname, template), self.settings.start_timeout
             )
-        return self._isolation
+            self._isolations[info.dbname] = found
+        return found
 
-    def repair(self) -> None:
-        """Replace the session database with a fresh one (after a test committed for real)."""
+    def repair(self, dbname: str, template: PgTemplate | None) -> None:
+        """Replace a test database with a fresh copy (after a test committed for real)."""
         from pytest_pgsandbox._engine import provision
 
         server = self.ensure_server()
         with self._admin(server) as conn:
-            provision.drop_database(conn, self.dbname)
+            provision.drop_database(conn, dbname)
             provision.create_database(
-                conn, self.dbname, {"kind": "session", "run": self.run_id, "worker": self.worker}
+                conn, dbname, self._label(), template.name if template else None
             )
+
+    def _stop(self, server: PgServer) -> None:
+        options = getattr(server, "options", None)
+        if options is not None and options.outlives_session:
+            return  # reusable, or shared with the other workers of this run
+        server.stop()
 
     def close(self) -> None:
         """Drop what this session created and stop a server it started."""
-        if self._isolation is not None:
-            import psycopg
+        import psycopg
 
+        for isolation in self._isolations.values():
             # The server may be gone already: then there is nothing left to roll back.
             with contextlib.suppress(psycopg.Error):
-                self._isolation.close()
-            self._isolation = None
+                isolation.close()
+        self._isolations.clear()
         server, self.server = self.server, None
         if server is None:
             return
         try:
-            if self._created_db:
+            if self._created:
                 from pytest_pgsandbox._engine import provision
 
                 with self._admin(server) as conn:
-                    provision.drop_database(conn, self.dbname)
+                    for name in self._created:
+                        provision.drop_database(conn, name)
         finally:
-            server.stop()
+            self._created.clear()
+            self._databases.clear()
+            self._stop(server)

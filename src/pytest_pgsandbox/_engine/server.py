@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from dataclasses import field
 
 import psycopg
+from filelock import FileLock
+from filelock import Timeout
 
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
@@ -27,6 +29,7 @@ from pytest_pgsandbox._engine.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox.errors import ServerStartError
 from pytest_pgsandbox.errors import ServerUnreachable
 from pytest_pgsandbox.settings import Settings
 
@@ -74,13 +77,30 @@ class ExternalServer:
         return None
 
 
-def _attach_reusable(binaries: PgBinaries, settings: Settings) -> ExternalServer | None:
-    """A server from ``pgsandbox start`` for the same binaries, if one is running."""
+def _matches(rec: janitor.ServerRecord, binaries: PgBinaries, settings: Settings) -> bool:
+    """Was this server started with these binaries and these server options?"""
+    data = rec.data
+    return (
+        data.get("bin_key") == binaries.key
+        and bool(data.get("tcp")) == bool(settings.tcp or settings.port)
+        and (not settings.port or data.get("port") == settings.port)
+        and data.get("conf", []) == [list(item) for item in settings.conf]
+    )
+
+
+def _attach(
+    binaries: PgBinaries, settings: Settings, run: str | None = None
+) -> ExternalServer | None:
+    """A running server to share: reusable (``run`` None) or shared by the run ``run``."""
     timeout = settings.start_timeout
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     for rec in janitor.records(runtime):
-        if rec.reusable and rec.data.get("bin_key") == binaries.key and janitor.is_alive(rec):
-            server = ExternalServer(rec.admin(), f"reusable server {rec.name}", timeout)
+        wanted = rec.run == run if run is not None else rec.reusable
+        if wanted and _matches(rec, binaries, settings) and janitor.is_alive(rec):
+            what = (
+                f"reusable server {rec.name}" if run is None else f"server {rec.name} of this run"
+            )
+            server = ExternalServer(rec.admin(), what, timeout)
             try:
                 server.start()
             except ServerUnreachable:
@@ -90,7 +110,11 @@ def _attach_reusable(binaries: PgBinaries, settings: Settings) -> ExternalServer
 
 
 def local_cluster(
-    settings: Settings, binaries: PgBinaries | None = None, reusable: bool = False
+    settings: Settings,
+    binaries: PgBinaries | None = None,
+    reusable: bool = False,
+    run: str | None = None,
+    owner_pid: int | None = None,
 ) -> LocalCluster:
     """A LocalCluster (not started yet), with its binaries made reachable by the server user."""
     binaries = binaries or find_binaries(settings.bin_dir)
@@ -112,12 +136,20 @@ def local_cluster(
         conf=settings.conf,
         start_timeout=settings.start_timeout,
         reusable=reusable,
+        run=run,
+        owner_pid=owner_pid,
     )
     return LocalCluster(binaries, runtime, run_as, options, cache)
 
 
-def open_server(settings: Settings) -> PgServer:
-    """Start or attach to the server the settings ask for."""
+def open_server(
+    settings: Settings, run: str | None = None, owner_pid: int | None = None
+) -> PgServer:
+    """Start or attach to the server the settings ask for.
+
+    ``run``: the id of an xdist run whose workers share one local server; the first worker
+    to get here starts it (under a lock), on behalf of ``owner_pid`` (the controller).
+    """
     if settings.server == "url" or (settings.server == "auto" and settings.url):
         source = f"url from {settings.source('url')}" if settings.url else "libpq PG* variables"
         external = ExternalServer(
@@ -126,10 +158,24 @@ def open_server(settings: Settings) -> PgServer:
         external.start()
         return external
     binaries = find_binaries(settings.bin_dir)
-    if not (settings.tcp or settings.port or settings.conf):
-        attached = _attach_reusable(binaries, settings)
-        if attached is not None:
-            return attached
-    cluster = local_cluster(settings, binaries)
-    cluster.start()
-    return cluster
+    attached = _attach(binaries, settings)
+    if attached is not None:
+        return attached
+    if settings.reuse or run is None:
+        cluster = local_cluster(settings, binaries, reusable=settings.reuse)
+        cluster.start()
+        return cluster
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
+    try:
+        with FileLock(str(runtime / f"run-{run}.lock"), timeout=settings.start_timeout):
+            attached = _attach(binaries, settings, run)
+            if attached is not None:
+                return attached
+            cluster = local_cluster(settings, binaries, run=run, owner_pid=owner_pid)
+            cluster.start()
+            return cluster
+    except Timeout:
+        raise ServerStartError(
+            f"waited {settings.start_timeout:.0f} s for another worker of this run to start "
+            "the shared server. Raise --pg-start-timeout if this machine is very slow."
+        ) from None

@@ -1,0 +1,453 @@
+"""The template database: the schema (and baseline data) built once, copied for tests.
+
+Its name is ``pgsandbox_tpl_<hash>``, where the hash covers every input: the files of each
+schema and seed source, the extensions, the PostgreSQL major version and the plugin version.
+A server that already has a template of that name is never asked to build it again; a changed
+input gives another name, so a stale template is never used. Building happens under an
+advisory lock, so concurrent runs and xdist workers on one server build it once.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg import sql
+
+from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
+from pytest_pgsandbox._version import __version__
+from pytest_pgsandbox.errors import TemplateError
+
+PREFIX = "pgsandbox_tpl_"
+KEEP_OLD = 3  # templates of earlier inputs kept on a server, newest first
+LOCK_SECONDS = 900  # how long to wait for another process building the same template
+
+
+@dataclass(frozen=True)
+class Source:
+    """One schema or seed source, e.g. ``sql:db/schema`` or ``metadata:app.models:Base``."""
+
+    kind: str
+    target: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target}"
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """Everything a template is built from; ``base`` anchors relative paths."""
+
+    schema: tuple[Source, ...]
+    seed: tuple[Source, ...] = ()
+    extensions: tuple[str, ...] = ()
+    base: Path = Path()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.schema or self.seed or self.extensions)
+
+    def path(self, target: str) -> Path:
+        path = Path(target).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+
+@dataclass(frozen=True)
+class PgTemplate:
+    """A template database on a server: tests' databases are copies of it."""
+
+    name: str
+    fingerprint: str
+    reused: bool
+    build_seconds: float = 0.0
+
+    def describe(self) -> str:
+        how = "reused" if self.reused else f"built in {self.build_seconds:.2f} s"
+        return f"template {self.fingerprint[:12]} ({how})"
+
+
+# -- fingerprint -------------------------------------------------------------------------
+
+
+def _files(folder: Path, pattern: str = "*") -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob(pattern)
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+
+
+def sql_files(spec: TemplateSpec, src: Source) -> list[Path]:
+    path = spec.path(src.target)
+    if path.is_dir():
+        found = _files(path, "*.sql")
+        if not found:
+            raise TemplateError(f"{src}: the folder {path} has no .sql files.")
+        return found
+    if not path.is_file():
+        raise TemplateError(f"{src}: no such file or folder: {path}.")
+    return [path]
+
+
+def alembic_inputs(spec: TemplateSpec, src: Source) -> tuple[Path, Path]:
+    """(the ini file, the script location) of an alembic source."""
+    ini = spec.path(src.target)
+    if not ini.is_file():
+        raise TemplateError(
+            f"{src}: no such file: {ini}. Give the path of alembic.ini, relative to the "
+            "folder pytest runs in (rootdir) or absolute."
+        )
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    parser.read(ini)
+    location = parser.get("alembic", "script_location", fallback=None)
+    if not location:
+        raise TemplateError(f"{src}: {ini} has no script_location in its [alembic] section.")
+    folder = Path(location)
+    if ":" in location and not folder.exists():  # "package:folder" form
+        package, _, sub = location.partition(":")
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise TemplateError(f"{src}: script_location {location}: no package {package}.")
+        folder = Path(next(iter(found.submodule_search_locations))) / sub
+    elif not folder.is_absolute():
+        folder = ini.parent / folder
+    if not folder.is_dir():
+        raise TemplateError(f"{src}: script_location {folder} (from {ini}) is not a folder.")
+    return ini, folder
+
+
+def module_files(src: Source) -> list[Path]:
+    """The source files of the module a metadata/callable source names, and its package's."""
+    module = src.target.split(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise TemplateError(f"{src}: cannot find module {module}: {exc}") from None
+    if found is None or found.origin is None or not os.path.isfile(found.origin):
+        raise TemplateError(
+            f"{src}: cannot find module {module!r}. Is it importable from the folder pytest "
+            "runs in (check pythonpath in the pytest configuration)?"
+        )
+    return _files(Path(found.origin).parent, "*.py")
+
+
+def _inputs(spec: TemplateSpec, src: Source) -> list[Path]:
+    if src.kind == "sql":
+        return sql_files(spec, src)
+    if src.kind == "alembic":
+        ini, folder = alembic_inputs(spec, src)
+        return [ini, *_files(folder)]
+    return module_files(src)
+
+
+def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
+    """A hash of every input: equal hashes mean an equal template."""
+    h = hashlib.sha256()
+    h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\n".encode())
+    h.update(("extensions " + ",".join(spec.extensions) + "\n").encode())
+    for role, sources in (("schema", spec.schema), ("seed", spec.seed)):
+        for src in sources:
+            h.update(f"{role} {src}\n".encode())
+            for path in _inputs(spec, src):
+                h.update(f"file {path.name} {len(path.read_bytes())}\n".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+# -- building -----------------------------------------------------------------------------
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def ensure_template(
+    admin: ConnInfo,
+    spec: TemplateSpec,
+    pg_major: int,
+    run_id: str,
+    timeout: float = 60.0,
+    url_env: str | None = None,
+) -> PgTemplate:
+    """The template for ``spec`` on this server: found, or built now (once, under a lock)."""
+    digest = fingerprint(spec, pg_major)
+    name = PREFIX + digest[:16]
+    with connect(admin, timeout=timeout) as conn:
+        if _is_ready(conn, name):
+            return PgTemplate(name, digest, reused=True)
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{LOCK_SECONDS}s")))
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(name),))
+        except errors.LockNotAvailable:
+            raise TemplateError(
+                f"waited {LOCK_SECONDS} s for another test run to finish building template "
+                f"{name} on this server. If none is running, end stale sessions on it."
+            ) from None
+        try:
+            if _is_ready(conn, name):  # another process built it while we waited
+                return PgTemplate(name, digest, reused=True)
+            began = time.monotonic()
+            _build(conn, admin, spec, name, digest, run_id, timeout, url_env)
+            built = PgTemplate(name, digest, reused=False, build_seconds=time.monotonic() - began)
+            reap_old_templates(conn, keep=name)
+            return built
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
+
+
+def _is_ready(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute(
+        "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _build(
+    admin_conn: psycopg.Connection[Any],
+    admin: ConnInfo,
+    spec: TemplateSpec,
+    name: str,
+    digest: str,
+    run_id: str,
+    timeout: float,
+    url_env: str | None,
+) -> None:
+    building = f"{name}_building"
+    provision.drop_database(admin_conn, building)  # a build that was interrupted
+    label = {"kind": "template", "hash": digest, "run": run_id}
+    provision.create_database(admin_conn, building, {**label, "state": "building"})
+    info = admin.for_db(building)
+    try:
+        with connect(info, autocommit=False, timeout=timeout) as conn:
+            _create_extensions(conn, spec.extensions)
+            conn.commit()
+        for src in spec.schema + spec.seed:
+            _apply(src, spec, info, timeout, url_env)
+    except BaseException:
+        provision.drop_database(admin_conn, building)
+        raise
+    admin_conn.execute(
+        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(building), sql.Identifier(name)
+        )
+    )
+    admin_conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(name)))
+    admin_conn.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(provision.make_label(label))
+        )
+    )
+
+
+def _create_extensions(conn: psycopg.Connection[Any], names: Sequence[str]) -> None:
+    for ext in names:
+        try:
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext))
+                )
+        except psycopg.Error as exc:
+            available = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM pg_available_extensions ORDER BY name"
+                ).fetchall()
+            ]
+            raise TemplateError(
+                f"extension {ext!r} could not be created: {_first_line(exc)}\n"
+                f"  available on this server ({len(available)}): {', '.join(available)}\n"
+                "  Remove it from --pg-extensions / pg_extensions, or use PostgreSQL binaries "
+                "that ship it (--pg-bin-dir)."
+            ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _apply(
+    src: Source, spec: TemplateSpec, info: ConnInfo, timeout: float, env: str | None
+) -> None:
+    if src.kind == "sql":
+        for path in sql_files(spec, src):
+            _run_sql_file(src, path, info, timeout)
+    elif src.kind == "alembic":
+        _run_alembic(src, spec, info, env)
+    elif src.kind == "metadata":
+        _run_metadata(src, info)
+    elif src.kind == "callable":
+        _run_callable(src, info, timeout)
+    else:  # pragma: no cover - settings validate the kind
+        raise TemplateError(f"unknown source kind in {src}")
+
+
+def _run_sql_file(src: Source, path: Path, info: ConnInfo, timeout: float) -> None:
+    text = path.read_text()
+    with connect(info, autocommit=False, timeout=timeout) as conn:
+        try:
+            conn.execute(text.encode())  # no parameters: % signs are left alone
+            conn.commit()
+        except psycopg.Error as exc:
+            where = ""
+            position = exc.diag.statement_position
+            if position and position.isdigit():
+                line = text.encode()[: int(position)].decode(errors="replace").count("\n") + 1
+                where = f" line {line}"
+            raise TemplateError(
+                f"{src}: {path}{where}: {_first_line(exc)}"
+                + (f"\n  {exc.diag.message_detail}" if exc.diag.message_detail else "")
+            ) from None
+
+
+def sqlalchemy_url(info: ConnInfo) -> str:
+    return info.url().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _import(src: Source) -> Any:
+    module_name, _, attr = src.target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise TemplateError(
+            f"{src}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise TemplateError(f"{src}: module {module_name} has no attribute {attr!r}.") from None
+
+
+def _run_metadata(src: Source, info: ConnInfo) -> None:
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise TemplateError(
+            f"{src} needs SQLAlchemy: pip install 'pytest-pgsandbox[sqlalchemy]'"
+        ) from None
+    metadata = _import(src)
+    metadata = getattr(metadata, "metadata", metadata)
+    if not isinstance(metadata, sqlalchemy.MetaData):
+        raise TemplateError(
+            f"{src} is a {type(metadata).__name__}, not a SQLAlchemy MetaData (or a "
+            "declarative base with .metadata)."
+        )
+    engine = sqlalchemy.create_engine(sqlalchemy_url(info), poolclass=sqlalchemy.NullPool)
+    try:
+        metadata.create_all(engine)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise TemplateError(f"{src}: create_all failed: {_first_line(exc)}") from None
+    finally:
+        engine.dispose()
+
+
+def _run_callable(src: Source, info: ConnInfo, timeout: float) -> None:
+    func = _import(src)
+    if not callable(func):
+        raise TemplateError(f"{src} is not callable.")
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    with connect(info, autocommit=False, timeout=timeout) as conn:
+        try:
+            if "url" in params:
+                func(conn, url=info.url()) if len(params) > 1 else func(url=info.url())
+            else:
+                func(conn)
+            conn.commit()
+        except Exception as exc:
+            raise TemplateError(
+                f"{src} raised {type(exc).__name__}: {exc}\n{_user_frames(exc)}"
+            ) from None
+
+
+def _user_frames(exc: BaseException, limit: int = 3) -> str:
+    """The last frames of a traceback that are not ours or a library's."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "site-packages" not in f.filename and "pytest_pgsandbox" not in f.filename
+    ][-limit:]
+    return "\n".join(f"  at {f.filename}:{f.lineno} in {f.name}" for f in frames)
+
+
+def _run_alembic(src: Source, spec: TemplateSpec, info: ConnInfo, url_env: str | None) -> None:
+    try:
+        from alembic import command
+        from alembic.config import Config
+    except ImportError:
+        raise TemplateError(
+            f"{src} needs Alembic: pip install 'pytest-pgsandbox[alembic]'"
+        ) from None
+    ini, folder = alembic_inputs(spec, src)
+    config = Config(str(ini))
+    config.set_main_option("script_location", str(folder))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(info).replace("%", "%%"))
+    _ = config.file_config  # read the ini now; then env.py's fileConfig() is skipped, so the
+    config.config_file_name = None  # test process keeps its own logging set-up
+    saved = os.environ.get(url_env) if url_env else None
+    if url_env:
+        os.environ[url_env] = info.url()  # env.py that reads the URL from there gets ours
+    try:
+        command.upgrade(config, "head")
+    except Exception as exc:
+        frames = [
+            f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(folder))
+        ]
+        where = f"\n  in {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+        raise TemplateError(
+            f"{src}: alembic upgrade head failed: {type(exc).__name__}: {_first_line(exc)}{where}"
+        ) from None
+    finally:
+        if url_env:
+            if saved is None:
+                os.environ.pop(url_env, None)
+            else:
+                os.environ[url_env] = saved
+
+
+# -- clean-up -----------------------------------------------------------------------------
+
+
+def templates(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, label in provision.labelled_databases(conn):
+        if label.get("kind") == "template":
+            yield name, label
+
+
+def reap_old_templates(
+    conn: psycopg.Connection[Any], keep: str, count: int = KEEP_OLD
+) -> list[str]:
+    """Drop our templates but ``keep`` and the ``count`` newest others. Returns the names."""
+    others = sorted(
+        (t for t in templates(conn) if t[0] != keep),
+        key=lambda t: float(t[1].get("created", 0)),
+        reverse=True,
+    )
+    dropped = []
+    for name, _label in others[count:]:
+        try:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name))
+            )
+            provision.drop_database(conn, name)
+            dropped.append(name)
+        except psycopg.Error:
+            continue  # in use by another run right now: next time
+    return dropped
