@@ -114,6 +114,7 @@ def pg(
     if error is not None:
         _fail_after_error(pg_server, error, "could not start the test's transaction")
     handle = PgDatabase(conn, isolation.info)
+    sandbox.current = conn
     url_env = sandbox.settings.url_env
     saved = os.environ.get(url_env) if url_env else None
     if url_env:
@@ -121,6 +122,7 @@ def pg(
     try:
         yield handle
     finally:
+        sandbox.current = None
         if url_env:
             if saved is None:
                 os.environ.pop(url_env, None)
@@ -154,6 +156,46 @@ def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoRetu
     except ServerDied as gone:
         died = gone
     _fail(died or f"{what}: {str(exc).strip()}")
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A SQLAlchemy 2 Engine whose connections are the running test's connection.
+
+    Inside a test that uses ``pg`` (or ``pg_session``), ``pg_engine.connect()`` works in that
+    test's transaction; everything is rolled back afterwards.
+    """
+    from pytest_pgsandbox._engine.sqla import make_engine
+
+    sandbox = _sandbox(request.config)
+
+    def current() -> Any:
+        if sandbox.current is None:
+            raise PgSandboxError(
+                "pg_engine was used outside a test that uses the pg fixture; its connections "
+                "are the test's own. Add pg (or pg_session) to the test's arguments."
+            )
+        return sandbox.current
+
+    try:
+        engine = make_engine(current)
+    except PgSandboxError as exc:
+        _fail(exc)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_session(pg: PgDatabase, pg_engine: Any) -> Iterator[Any]:
+    """A SQLAlchemy 2 ``Session`` in this test's transaction: ``commit()`` is a savepoint."""
+    from sqlalchemy.orm import Session
+
+    with pg_engine.connect() as connection:
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
 
 
 @pytest.fixture

@@ -233,6 +233,8 @@ def stop_run(runtime: Path, run: str) -> list[str]:
         if rec.run == run:
             reap_one(runtime, rec)
             stopped.append(rec.name)
+    with contextlib.suppress(FileNotFoundError):
+        (runtime / f"run-{run}.lock").unlink()
     return stopped
 
 
@@ -260,6 +262,11 @@ def reap(runtime: Path) -> list[str]:
     now = time.time()
     for lock_path in runtime.glob("*.lock"):
         name = lock_path.stem
+        if name.startswith("run-"):  # an xdist run's start-up lock: stale after an hour
+            with contextlib.suppress(OSError):
+                if now - lock_path.stat().st_mtime > STALE_SECONDS:
+                    lock_path.unlink()
+            continue
         try:
             young = now - lock_path.stat().st_mtime < UNRECORDED_GRACE_SECONDS
         except OSError:

@@ -59,6 +59,7 @@ class Sandbox:
         self._databases: dict[str | None, str] = {}  # template name -> test database
         self._created: list[str] = []
         self._isolations: dict[str, TransactionIsolation] = {}
+        self.current: psycopg.Connection[TupleRow] | None = None  # the running test's
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.template import Source

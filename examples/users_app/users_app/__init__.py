@@ -1,0 +1,1 @@
+"""A tiny application with users, to show a schema built once from Alembic migrations."""

@@ -1,0 +1,44 @@
+"""SQLAlchemy 2 on the test's own connection, so ``session.commit()`` stays in the test.
+
+The engine's connections are the current test's psycopg connection, never closed by it; the
+``Session`` joins the test's transaction with ``join_transaction_mode="create_savepoint"``,
+so its commits and rollbacks are savepoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pytest_pgsandbox.errors import PgSandboxError
+
+
+def require_sqlalchemy() -> Any:
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise PgSandboxError(
+            "this needs SQLAlchemy 2: pip install 'pytest-pgsandbox[sqlalchemy]'"
+        ) from None
+    return sqlalchemy
+
+
+def make_engine(current: Callable[[], Any]) -> Any:
+    """An Engine whose every connection is ``current()`` (the running test's connection).
+
+    The pool never closes it (``do_close`` is a no-op for this engine's dialect) and never
+    rolls it back on return: the connection belongs to the test, which pgsandbox rolls back.
+    """
+    sa = require_sqlalchemy()
+    engine = sa.create_engine(
+        "postgresql+psycopg://",
+        creator=current,
+        poolclass=sa.pool.NullPool,
+        pool_reset_on_return=None,
+    )
+    engine.dialect.do_close = _keep_open
+    return engine
+
+
+def _keep_open(dbapi_connection: Any) -> None:
+    return None

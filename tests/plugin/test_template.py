@@ -1,0 +1,253 @@
+"""Templates: built once from their sources, reused while the inputs stay the same."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pgsb_helpers import leftovers
+from pgsb_helpers import pgsandbox
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "users_app"
+
+ORDER = """
+import os
+import random
+
+def pytest_collection_modifyitems(items):
+    order = os.environ.get("PGSB_ORDER")
+    if order == "reversed":
+        items.reverse()
+    elif order and order.startswith("random-"):
+        random.Random(int(order.split("-")[1])).shuffle(items)
+"""
+
+
+@pytest.fixture
+def users_app(pytester: pytest.Pytester) -> Path:
+    """The example project (SQLAlchemy model, Alembic history, 5 seeded users), copied."""
+    shutil.copytree(EXAMPLE, pytester.path, dirs_exist_ok=True)
+    (pytester.path / "conftest.py").write_text(ORDER)
+    return pytester.path
+
+
+@pytest.mark.parametrize(
+    ("order", "args"),
+    [
+        ("forward", ()),
+        ("reversed", ()),
+        (f"random-{random.randrange(10**6)}", ()),
+        ("forward", ("-n", "2")),
+    ],
+)
+def test_the_example_project_passes_in_any_order(
+    pytester: pytest.Pytester,
+    runtime: Path,
+    users_app: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    order: str,
+    args: tuple[str, ...],
+) -> None:
+    monkeypatch.setenv("PGSB_ORDER", order)
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2)
+    assert leftovers(runtime) == []
+
+
+def test_a_reused_server_reuses_the_template_until_a_migration_changes(
+    pytester: pytest.Pytester, runtime: Path, users_app: Path
+) -> None:
+    try:
+        first = pytester.runpytest_subprocess("--pg-reuse")
+        first.assert_outcomes(passed=2)
+        first.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+        line = next(ln for ln in first.outlines if ln.startswith("postgresql: template"))
+        digest = line.split()[2]
+
+        second = pytester.runpytest_subprocess("--pg-reuse")
+        second.assert_outcomes(passed=2)
+        second.stdout.fnmatch_lines(
+            ["*(reusable server *), ready in *", f"postgresql: template {digest} (reused)"]
+        )
+
+        migration = users_app / "migrations" / "versions" / "0001_create_users.py"
+        migration.write_text(migration.read_text() + "\n# touched\n")
+        third = pytester.runpytest_subprocess("--pg-reuse")
+        third.assert_outcomes(passed=2)
+        third.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+        assert digest not in third.stdout.str()
+    finally:
+        pgsandbox(pytester, "stop").stdout.fnmatch_lines(["stopped *"])
+    assert leftovers(runtime) == []
+
+
+COUNTING_SCHEMA = """
+import os
+from pathlib import Path
+
+def build(conn):
+    with open(os.environ["BUILD_LOG"], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    conn.execute("CREATE TABLE things (id int PRIMARY KEY)")
+"""
+
+MANY_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("n", range(8))
+def test_things(pg, n):
+    pg.execute("INSERT INTO things VALUES (%s)", (n,))
+    pg.conn.commit()
+    assert pg.fetchval("SELECT count(*) FROM things") == 1
+"""
+
+
+@pytest.mark.parametrize("workers", ["2", "4"])
+def test_xdist_builds_the_template_once_for_all_workers(
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    log = pytester.path / "builds.log"
+    monkeypatch.setenv("BUILD_LOG", str(log))
+    pytester.makepyfile(schema_mod=COUNTING_SCHEMA, test_many=MANY_TESTS)
+    pytester.makeini("[pytest]\npythonpath = .\npg_schema = callable:schema_mod:build\n")
+    result = pytester.runpytest_subprocess("-n", workers)
+    result.assert_outcomes(passed=8)
+    assert len(log.read_text().splitlines()) == 1
+    assert leftovers(runtime) == []
+
+
+def test_sql_folder_in_sorted_order_metadata_and_seed(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    db = pytester.mkdir("db")
+    (db / "02_orders.sql").write_text(
+        "CREATE TABLE orders (id serial PRIMARY KEY,\n"
+        "  customer_id int REFERENCES customers, note text DEFAULT '100%');\n"
+    )
+    (db / "01_customers.sql").write_text("CREATE TABLE customers (id int PRIMARY KEY);\n")
+    pytester.makepyfile(
+        models="""
+        from sqlalchemy import Column, Integer, MetaData, Table
+        metadata = MetaData()
+        Table("audit", metadata, Column("id", Integer, primary_key=True))
+        """,
+        seed="""
+        def load(conn):
+            conn.execute("INSERT INTO customers VALUES (1), (2)")
+        """,
+        test_schema="""
+        def test_schema(pg):
+            assert pg.fetchval("SELECT count(*) FROM customers") == 2
+            assert pg.fetchval("SELECT to_regclass('orders')") == "orders"
+            assert pg.fetchval("SELECT to_regclass('audit')") == "audit"
+            assert pg.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'hstore'") == 1
+        """,
+    )
+    pytester.makeini(
+        "[pytest]\npythonpath = .\npg_schema =\n    sql:db\n    metadata:models:metadata\n"
+        "pg_seed = callable:seed:load\npg_extensions = hstore\n"
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_pg_template_can_be_overridden(pytester: pytest.Pytester, runtime: Path) -> None:
+    pytester.makepyfile(
+        conftest="""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def pg_template(pg_build_template):
+            return pg_build_template(schema=["sql:schema.sql"])
+        """,
+        test_override="""
+        def test_uses_it(pg, pg_template):
+            assert pg_template.name.startswith("pgsandbox_tpl_")
+            assert pg.fetchval("SELECT to_regclass('from_override')") == "from_override"
+        """,
+    )
+    (pytester.path / "schema.sql").write_text("CREATE TABLE from_override (id int);\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("files", "ini", "expected"),
+    [
+        (
+            {},
+            "pg_schema = alembic:missing/alembic.ini",
+            ["*alembic:missing/alembic.ini: no such file: *missing/alembic.ini*"],
+        ),
+        (
+            {"db/schema.sql": "CREATE TABLE ok (id int);\n\nCREATE TABLE broken (id int,);\n"},
+            "pg_schema = sql:db",
+            ['*sql:db: *schema.sql line 3: syntax error at or near ")"*'],
+        ),
+        (
+            {},
+            "pg_schema = metadata:no_such_module:metadata",
+            ["*metadata:no_such_module:metadata: cannot find module 'no_such_module'*"],
+        ),
+        (
+            {"schema.sql": "CREATE TABLE t (id int);\n"},
+            "pg_schema = sql:schema.sql\npg_extensions = no_such_extension",
+            [
+                "*extension 'no_such_extension' could not be created*",
+                "*available on this server (*): *plpgsql*",
+            ],
+        ),
+    ],
+    ids=["missing-alembic-ini", "sql-syntax-error", "metadata-import", "extension"],
+)
+def test_a_bad_input_stops_the_session_with_one_message(
+    pytester: pytest.Pytester,
+    runtime: Path,
+    files: dict[str, str],
+    ini: str,
+    expected: list[str],
+) -> None:
+    for name, text in files.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    pytester.makeini(f"[pytest]\npythonpath = .\n{ini}\n")
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_x(pg, n):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*pgsandbox: the template could not be built.*", *expected])
+    assert "ERROR at setup" not in result.stdout.str()
+    assert leftovers(runtime) == []
+
+
+def test_a_migration_that_raises_names_its_file(
+    pytester: pytest.Pytester, runtime: Path, users_app: Path
+) -> None:
+    (users_app / "migrations" / "versions" / "0003_broken.py").write_text(
+        '"""broken"""\n'
+        "from alembic import op\n"
+        'revision = "0003"\n'
+        'down_revision = "0002"\n\n'
+        "def upgrade():\n"
+        '    op.execute("ALTER TABLE users ADD COLUMN age int NOT NULL DEFAULT")\n\n'
+        "def downgrade():\n"
+        "    pass\n"
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*pgsandbox: the template could not be built.*",
+            "*alembic:alembic.ini: alembic upgrade head failed: ProgrammingError: *syntax error*",
+            "*in *0003_broken.py:7*",
+        ]
+    )
