@@ -248,15 +248,21 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _gc_databases(settings: Settings, older_than_hours: float) -> list[str]:
-    """Drop labelled databases whose run has ended (same host) or that are too old."""
+    """Drop labelled databases whose run has ended (same host) or that are too old.
+
+    Templates are meant to outlive runs: only the newest few are kept.
+    """
     import socket
+
+    from pytest_pgsandbox._engine.template import reap_old_templates
 
     info = ConnInfo.from_conninfo(settings.url or "")
     out = []
     now = time.time()
     with connect(info, timeout=settings.start_timeout) as conn:
+        out += [f"database {name} (an old template)" for name in reap_old_templates(conn, "")]
         for name, label in provision.labelled_databases(conn):
-            if label.get("builtin"):
+            if label.get("builtin") or label.get("kind") == "template":
                 continue
             same_host = label.get("host") == socket.gethostname()
             pid = int(label.get("pid", 0))

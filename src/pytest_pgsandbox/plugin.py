@@ -182,7 +182,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     cache_note = ""
     if getattr(server, "initdb_cached", None) is False:
-        cache_note = ", initdb ran (cached for next time)"
+        cache_note = ", its cluster cache was prepared (once for these inputs)"
     reporter.write_line(
         f"postgresql: {server.describe()}, ready in {sandbox.startup_seconds:.2f} s{cache_note}"
     )

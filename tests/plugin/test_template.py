@@ -34,6 +34,12 @@ def users_app(pytester: pytest.Pytester) -> Path:
     return pytester.path
 
 
+def make_unique(users_app: Path) -> None:
+    """Change an input, so that no cache from an earlier test holds this template."""
+    migration = users_app / "migrations" / "versions" / "0001_create_users.py"
+    migration.write_text(migration.read_text() + f"\n# {random.getrandbits(64):x}\n")
+
+
 @pytest.mark.parametrize(
     ("order", "args"),
     [
@@ -60,6 +66,7 @@ def test_the_example_project_passes_in_any_order(
 def test_a_reused_server_reuses_the_template_until_a_migration_changes(
     pytester: pytest.Pytester, runtime: Path, users_app: Path
 ) -> None:
+    make_unique(users_app)
     try:
         first = pytester.runpytest_subprocess("--pg-reuse")
         first.assert_outcomes(passed=2)
@@ -85,6 +92,7 @@ def test_a_reused_server_reuses_the_template_until_a_migration_changes(
 
 
 COUNTING_SCHEMA = """
+# {unique}
 import os
 from pathlib import Path
 
@@ -111,7 +119,8 @@ def test_xdist_builds_the_template_once_for_all_workers(
 ) -> None:
     log = pytester.path / "builds.log"
     monkeypatch.setenv("BUILD_LOG", str(log))
-    pytester.makepyfile(schema_mod=COUNTING_SCHEMA, test_many=MANY_TESTS)
+    unique = COUNTING_SCHEMA.replace("{unique}", f"{random.getrandbits(64):x}")
+    pytester.makepyfile(schema_mod=unique, test_many=MANY_TESTS)
     pytester.makeini("[pytest]\npythonpath = .\npg_schema = callable:schema_mod:build\n")
     result = pytester.runpytest_subprocess("-n", workers)
     result.assert_outcomes(passed=8)
@@ -251,3 +260,19 @@ def test_a_migration_that_raises_names_its_file(
             "*in *0003_broken.py:7*",
         ]
     )
+
+
+def test_throwaway_servers_start_with_the_template_already_built(
+    pytester: pytest.Pytester, runtime: Path, users_app: Path
+) -> None:
+    make_unique(users_app)
+    first = pytester.runpytest_subprocess()
+    first.assert_outcomes(passed=2)
+    first.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+    second = pytester.runpytest_subprocess()
+    second.assert_outcomes(passed=2)
+    second.stdout.fnmatch_lines(["*local server (socket *)*", "postgresql: template * (reused)"])
+    make_unique(users_app)
+    third = pytester.runpytest_subprocess()
+    third.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+    assert leftovers(runtime) == []

@@ -120,3 +120,28 @@ def test_server_url_with_libpq_variables(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["postgresql: existing server (libpq PG* variables)"])
     assert _user_dbs(existing) == set()
+
+
+def test_templates_on_an_existing_server_are_kept_and_reused(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    from pgsb_helpers import pgsandbox
+
+    (pytester.path / "schema.sql").write_text("CREATE TABLE kept (id int);\n")
+    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
+    pytester.makepyfile(
+        "def test_x(pg):\n    assert pg.fetchval(\"SELECT to_regclass('kept')\") == 'kept'\n"
+    )
+    url = existing.admin.url()
+    first = pytester.runpytest_subprocess(f"--pg-url={url}")
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+    second = pytester.runpytest_subprocess(f"--pg-url={url}")
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["postgresql: template * (reused)"])
+    gc = pgsandbox(pytester, "gc", "--url", url)
+    assert "pgsandbox_tpl_" not in gc.stdout.str()
+    with connect(existing.admin) as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    assert [n for n in names if n.startswith("pgsandbox_tpl_")]
+    assert not [n for n in names if n.startswith("pgsandbox_session_")]

@@ -1,30 +1,28 @@
 """A private, throw-away PostgreSQL server started from binaries on this machine.
 
-``initdb`` runs once per set of binaries; its result is cached and copied for every new
-server. ``postgres`` is started directly (no ``pg_ctl``) on a unix socket in a private folder,
+``initdb`` runs once per set of binaries; its result is cached (cache.py) and copied for every
+new server. ``postgres`` is started directly (no ``pg_ctl``) on a unix socket in a private folder,
 with test-tuned settings, and a random password that is changed for every server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from filelock import FileLock
-from filelock import Timeout
 from psycopg import sql
 from psycopg.rows import TupleRow
 
@@ -35,10 +33,13 @@ from pytest_pgsandbox._engine.places import copy_tree
 from pytest_pgsandbox._engine.places import make_server_dir
 from pytest_pgsandbox._engine.places import remove_tree
 from pytest_pgsandbox._engine.places import spawn_args
-from pytest_pgsandbox._engine.places import write_private_json
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerDied
+
+if TYPE_CHECKING:
+    from pytest_pgsandbox._engine.cache import InitdbCache
+    from pytest_pgsandbox._engine.cache import TemplateClusterCache
 from pytest_pgsandbox.errors import ServerStartError
 
 SUPERUSER = "postgres"
@@ -134,110 +135,6 @@ def _password() -> str:
     return secrets.token_urlsafe(24)
 
 
-@dataclass
-class InitdbCache:
-    """A freshly initialised cluster per set of binaries, copied for every new server."""
-
-    root: Path
-    binaries: PgBinaries
-    run_as: RunAs | None
-    runtime: Path
-    timeout: float
-
-    @property
-    def entry(self) -> Path:
-        return self.root / "initdb" / f"{self.binaries.key}-v{CACHE_LAYOUT}"
-
-    def get(self) -> tuple[Path, str, bool]:
-        """(data folder, superuser password, whether it was built just now)."""
-        entry = self.entry
-        meta = entry / "meta.json"
-        if meta.exists():
-            return entry / "data", json.loads(meta.read_text())["password"], False
-        entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            with FileLock(str(entry) + ".lock", timeout=self.timeout):
-                if meta.exists():  # built by another process while we waited
-                    return entry / "data", json.loads(meta.read_text())["password"], False
-                password = self._build(entry)
-        except Timeout:
-            raise ServerStartError(
-                f"waited {self.timeout:.0f} s for another process to finish initialising "
-                f"the cluster cache {entry}. If no other test run is active, remove "
-                f"{entry}.lock and try again."
-            ) from None
-        return entry / "data", password, True
-
-    def _build(self, entry: Path) -> str:
-        remove_tree(entry)
-        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=self.runtime))
-        try:
-            if self.run_as is not None:
-                os.chown(staging, self.run_as.uid, self.run_as.gid)
-            data = staging / "data"
-            password = _password()
-            pwfile = staging / "pw"
-            pwfile.write_text(password + "\n")
-            pwfile.chmod(0o600)
-            if self.run_as is not None:
-                os.chown(pwfile, self.run_as.uid, self.run_as.gid)
-            _run(
-                [
-                    str(self.binaries.exe("initdb")),
-                    "-D",
-                    str(data),
-                    "-U",
-                    SUPERUSER,
-                    f"--pwfile={pwfile}",
-                    "-A",
-                    "scram-sha-256",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                ],
-                self.run_as,
-                self.timeout,
-                "initdb",
-            )
-            pwfile.unlink()
-            # Create the session database once here, so that every copy already has it.
-            server = LocalCluster(
-                self.binaries,
-                self.runtime,
-                self.run_as,
-                ClusterOptions(start_timeout=self.timeout),
-                data_source=None,
-                name=staging.name,
-            )
-            server.claim()
-            try:
-                server.start_in(staging, data, password)
-                with connect(server.admin, timeout=self.timeout) as conn:
-                    create_session_db(conn)
-                    if conn.info.server_version >= 160000:
-                        # initdb hashed the password with 4096 iterations, which costs
-                        # milliseconds per connection; the first one of every copy pays it.
-                        _set_password(conn, password)
-                server.stop(fast=True, remove=False)  # a clean shutdown: nothing to replay
-                for leftover in ("postmaster.opts", "postmaster.pid"):
-                    with contextlib.suppress(FileNotFoundError):
-                        (data / leftover).unlink()
-                entry.mkdir(mode=0o700)
-                try:
-                    data.rename(entry / "data")  # same file system: no copy at all
-                except OSError:
-                    copy_tree(data, entry / "data")
-            finally:
-                server.stop()
-            # Written last: its presence means the entry is complete.
-            meta = {"password": password, "version": self.binaries.version}
-            write_private_json(entry / "meta.json", meta)
-            return password
-        finally:
-            remove_tree(staging)
-
-
 def _set_password(conn: psycopg.Connection[TupleRow], password: str) -> None:
     if conn.info.server_version >= 160000:
         # The password is random and long, so hash iterations add no safety, only
@@ -250,13 +147,6 @@ def _set_password(conn: psycopg.Connection[TupleRow], password: str) -> None:
     )
 
 
-def create_session_db(conn: psycopg.Connection[TupleRow]) -> None:
-    from pytest_pgsandbox._engine.provision import create_database
-
-    # "builtin": part of every private server, so `pgsandbox gc` leaves it alone.
-    create_database(conn, SESSION_DB, {"kind": "session", "builtin": True})
-
-
 @dataclass
 class LocalCluster:
     """A PostgreSQL server of our own: its folder, process, socket and password."""
@@ -265,7 +155,7 @@ class LocalCluster:
     runtime: Path
     run_as: RunAs | None
     options: ClusterOptions
-    data_source: InitdbCache | None
+    data_source: InitdbCache | TemplateClusterCache | None
     name: str = field(default_factory=lambda: secrets.token_hex(4))
     admin: ConnInfo = field(init=False)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)

@@ -30,7 +30,7 @@ def make_label(extra: Mapping[str, object] | None = None) -> str:
     data: dict[str, object] = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "created": int(time.time()),
+        "created": round(time.time(), 3),
     }
     data.update(extra or {})
     return LABEL_PREFIX + json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -110,6 +110,9 @@ def drop_database(conn: Conn, name: str) -> None:
             f"refusing to drop database {name!r}: it has no pgsandbox label, so pgsandbox "
             "did not create it. Nothing was changed."
         )
+    row = conn.execute("SELECT datistemplate FROM pg_database WHERE datname = %s", (name,))
+    if (row.fetchone() or (False,))[0]:  # a template cannot be dropped as it is
+        conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name)))
     if conn.info.server_version >= 130000:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         return

@@ -79,23 +79,34 @@ class Sandbox:
             return self.server
         if self.error is not None:
             raise self.error
+        from pytest_pgsandbox._engine.server import Prebuild
         from pytest_pgsandbox._engine.server import open_server
+        from pytest_pgsandbox._engine.template import fingerprint
 
         began = time.monotonic()
         xdist = self.xdist
+        spec = self.spec()
+        prebuilt: list[PgTemplate] = []
+
+        def build(admin: ConnInfo, major: int) -> None:
+            prebuilt.append(self._ensure_template(admin, spec, major))
+
         try:
             server = open_server(
                 self.settings,
                 run=xdist.run_id if xdist else None,
                 owner_pid=xdist.controller_pid if xdist else None,
+                prebuild=None if spec.empty else Prebuild(lambda m: fingerprint(spec, m), build),
             )
         except PgSandboxError as exc:
             self.error = exc
             raise
         try:
-            spec = self.spec()
             if not spec.empty:
-                self.template = self.build_template(server, spec)
+                # Already in a new private server's data when it came from the cache (and
+                # built there just now if ``prebuilt``); else found or built on the server.
+                found = self.build_template(server, spec)
+                self.template = prebuilt[0] if prebuilt else found
         except PgSandboxError as exc:
             self.error = exc
             self._stop(server)
@@ -105,11 +116,14 @@ class Sandbox:
         return server
 
     def build_template(self, server: PgServer, spec: TemplateSpec) -> PgTemplate:
+        """The template for ``spec`` on ``server``: found there, or built now."""
+        return self._ensure_template(server.admin, spec, int(server.version.split(".")[0]))
+
+    def _ensure_template(self, admin: ConnInfo, spec: TemplateSpec, major: int) -> PgTemplate:
         from pytest_pgsandbox._engine.template import ensure_template
 
-        major = int(server.version.split(".")[0])
         return ensure_template(
-            server.admin,
+            admin,
             spec,
             major,
             self.run_id,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -21,8 +22,9 @@ from filelock import Timeout
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
 from pytest_pgsandbox._engine.base import PgServer
+from pytest_pgsandbox._engine.cache import InitdbCache
+from pytest_pgsandbox._engine.cache import TemplateClusterCache
 from pytest_pgsandbox._engine.cluster import ClusterOptions
-from pytest_pgsandbox._engine.cluster import InitdbCache
 from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.discovery import PgBinaries
 from pytest_pgsandbox._engine.discovery import find_binaries
@@ -109,12 +111,21 @@ def _attach(
     return None
 
 
+@dataclass(frozen=True)
+class Prebuild:
+    """How to put the template into a new local server's data before it starts."""
+
+    digest: Callable[[int], str]  # PostgreSQL major version -> fingerprint of the inputs
+    build: Callable[[ConnInfo, int], object]  # builds it on a server (admin info, major)
+
+
 def local_cluster(
     settings: Settings,
     binaries: PgBinaries | None = None,
     reusable: bool = False,
     run: str | None = None,
     owner_pid: int | None = None,
+    prebuild: Prebuild | None = None,
 ) -> LocalCluster:
     """A LocalCluster (not started yet), with its binaries made reachable by the server user."""
     binaries = binaries or find_binaries(settings.bin_dir)
@@ -123,13 +134,19 @@ def local_cluster(
     places.check_reachable(runtime, run_as)
     janitor.reap(runtime)
     binaries = places.reachable_binaries(binaries, run_as, runtime)
-    cache = InitdbCache(
+    initdb = InitdbCache(
         places.cache_dir(settings.cache_dir, runtime),
         binaries,
         run_as,
         runtime,
         settings.start_timeout,
     )
+    cache: InitdbCache | TemplateClusterCache = initdb
+    if prebuild is not None:
+        major = binaries.major
+        cache = TemplateClusterCache(
+            initdb, prebuild.digest(major), lambda admin: prebuild.build(admin, major)
+        )
     options = ClusterOptions(
         tcp=settings.tcp or settings.port != 0,
         port=settings.port,
@@ -143,7 +160,10 @@ def local_cluster(
 
 
 def open_server(
-    settings: Settings, run: str | None = None, owner_pid: int | None = None
+    settings: Settings,
+    run: str | None = None,
+    owner_pid: int | None = None,
+    prebuild: Prebuild | None = None,
 ) -> PgServer:
     """Start or attach to the server the settings ask for.
 
@@ -162,7 +182,7 @@ def open_server(
     if attached is not None:
         return attached
     if settings.reuse or run is None:
-        cluster = local_cluster(settings, binaries, reusable=settings.reuse)
+        cluster = local_cluster(settings, binaries, reusable=settings.reuse, prebuild=prebuild)
         cluster.start()
         return cluster
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
@@ -171,7 +191,9 @@ def open_server(
             attached = _attach(binaries, settings, run)
             if attached is not None:
                 return attached
-            cluster = local_cluster(settings, binaries, run=run, owner_pid=owner_pid)
+            cluster = local_cluster(
+                settings, binaries, run=run, owner_pid=owner_pid, prebuild=prebuild
+            )
             cluster.start()
             return cluster
     except Timeout:

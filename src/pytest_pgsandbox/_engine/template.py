@@ -443,9 +443,6 @@ def reap_old_templates(
     dropped = []
     for name, _label in others[count:]:
         try:
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name))
-            )
             provision.drop_database(conn, name)
             dropped.append(name)
         except psycopg.Error:

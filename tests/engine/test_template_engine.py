@@ -1,0 +1,84 @@
+"""Template building and clean-up on a real server, below the plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.cache import TemplateClusterCache
+from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.template import KEEP_OLD
+from pytest_pgsandbox._engine.template import Source
+from pytest_pgsandbox._engine.template import TemplateSpec
+from pytest_pgsandbox._engine.template import ensure_template
+from pytest_pgsandbox._engine.template import fingerprint
+from pytest_pgsandbox._engine.template import templates
+from pytest_pgsandbox._engine.urls import connect
+from pytest_pgsandbox.settings import Settings
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[LocalCluster]:
+    cluster = local_cluster(settings.with_values(bin_dir=Path("embedded")))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def spec_with(tmp_path: Path, n: int) -> TemplateSpec:
+    (tmp_path / f"v{n}.sql").write_text(f"CREATE TABLE t{n} (id int);\n")
+    return TemplateSpec(schema=(Source("sql", f"v{n}.sql"),), base=tmp_path)
+
+
+def test_fingerprint_follows_every_input(tmp_path: Path) -> None:
+    spec = spec_with(tmp_path, 1)
+    first = fingerprint(spec, 18)
+    assert fingerprint(spec, 18) == first
+    assert fingerprint(spec, 17) != first
+    assert (
+        fingerprint(TemplateSpec(spec.schema, extensions=("hstore",), base=tmp_path), 18) != first
+    )
+    (tmp_path / "v1.sql").write_text("CREATE TABLE t1 (id bigint);\n")
+    assert fingerprint(spec, 18) != first
+
+
+def test_found_again_and_old_ones_reaped(server: LocalCluster, tmp_path: Path) -> None:
+    built = [ensure_template(server.admin, spec_with(tmp_path, n), 18, "run") for n in range(6)]
+    assert not any(t.reused for t in built)
+    again = ensure_template(server.admin, spec_with(tmp_path, 5), 18, "run")
+    assert again.reused
+    assert again.name == built[-1].name
+    with connect(server.admin) as conn:
+        names = {name for name, _ in templates(conn)}
+        assert len(names) == KEEP_OLD + 1
+        assert built[-1].name in names
+        assert built[0].name not in names
+        # Templates are dropped only through our label check, like everything else.
+        provision.drop_database(conn, built[-1].name)
+        assert not provision.exists(conn, built[-1].name)
+
+
+def test_template_cluster_cache_keeps_the_newest_entries(
+    settings: Settings, tmp_path: Path
+) -> None:
+    cluster = local_cluster(settings.with_values(bin_dir=Path("embedded")))
+    base = cluster.data_source
+    assert base is not None
+    made = []
+    for n in range(5):
+        spec = spec_with(tmp_path, n)
+        cache = TemplateClusterCache(
+            base,  # type: ignore[arg-type]
+            fingerprint(spec, 18),
+            lambda admin, spec=spec: ensure_template(admin, spec, 18, "run"),  # type: ignore[misc]
+        )
+        data, _password, built = cache.get()
+        assert built
+        assert (data / "PG_VERSION").exists()
+        made.append(cache.entry)
+    left = [entry for entry in made if entry.exists()]
+    assert left == made[-TemplateClusterCache.KEEP :]
