@@ -47,7 +47,7 @@ def pytest_runtest_logfinish(nodeid, location):
     _marks["last"] = time.time()
 
 def pytest_sessionfinish(session):
-    if _marks:  # under xdist every worker writes its own file
+    if "first" in _marks:  # under xdist every worker writes its own file
         with open(f"{os.environ['BENCH_OUT']}.{os.getpid()}", "w") as f:
             json.dump(_marks, f)
 """

@@ -113,3 +113,22 @@ def test_a_reusable_server_is_used_by_test_runs(pytester: pytest.Pytester, runti
     stopped.stdout.fnmatch_lines(["stopped *"])
     assert postgres_processes(runtime) == []
     assert leftovers(runtime) == []
+
+
+def test_a_dead_reusable_server_is_replaced(pytester: pytest.Pytester, runtime: Path) -> None:
+    from pytest_pgsandbox._engine import janitor
+
+    pytester.makepyfile("def test_x(pg):\n    assert pg.fetchval('SELECT 1') == 1\n")
+    try:
+        pytester.runpytest_subprocess("--pg-reuse").assert_outcomes(passed=1)
+        (rec,) = janitor.records(runtime)
+        assert rec.reusable
+        os.kill(rec.pid, signal.SIGKILL)
+        again = pytester.runpytest_subprocess("--pg-reuse")
+        again.assert_outcomes(passed=1)
+        again.stdout.fnmatch_lines(["*local server (socket *), ready in *"])
+        (new,) = janitor.records(runtime)
+        assert new.name != rec.name
+    finally:
+        pgsandbox(pytester, "stop")
+    assert leftovers(runtime) == []

@@ -70,21 +70,24 @@ def test_a_reused_server_reuses_the_template_until_a_migration_changes(
     try:
         first = pytester.runpytest_subprocess("--pg-reuse")
         first.assert_outcomes(passed=2)
-        first.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+        first.stdout.fnmatch_lines(["postgresql: template built: * in *"])
         line = next(ln for ln in first.outlines if ln.startswith("postgresql: template"))
-        digest = line.split()[2]
+        digest = line.split()[3]
 
         second = pytester.runpytest_subprocess("--pg-reuse")
         second.assert_outcomes(passed=2)
         second.stdout.fnmatch_lines(
-            ["*(reusable server *), ready in *", f"postgresql: template {digest} (reused)"]
+            [
+                "*(reusable server *), ready in *",
+                f"postgresql: template reused: {digest} (no migrations ran)",
+            ]
         )
 
         migration = users_app / "migrations" / "versions" / "0001_create_users.py"
         migration.write_text(migration.read_text() + "\n# touched\n")
         third = pytester.runpytest_subprocess("--pg-reuse")
         third.assert_outcomes(passed=2)
-        third.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+        third.stdout.fnmatch_lines(["postgresql: template built: * in *"])
         assert digest not in third.stdout.str()
     finally:
         pgsandbox(pytester, "stop").stdout.fnmatch_lines(["stopped *"])
@@ -103,6 +106,7 @@ def build(conn):
 """
 
 MANY_TESTS = """
+import os
 import pytest
 
 @pytest.mark.parametrize("n", range(8))
@@ -110,6 +114,9 @@ def test_things(pg, n):
     pg.execute("INSERT INTO things VALUES (%s)", (n,))
     pg.conn.commit()
     assert pg.fetchval("SELECT count(*) FROM things") == 1
+    where = pg.fetchval("SELECT current_setting('data_directory')")
+    with open(os.environ["SERVER_LOG"], "a") as log:
+        log.write(f"{where} {pg.dbname}\\n")
 """
 
 
@@ -118,13 +125,18 @@ def test_xdist_builds_the_template_once_for_all_workers(
     pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
     log = pytester.path / "builds.log"
+    servers = pytester.path / "servers.log"
     monkeypatch.setenv("BUILD_LOG", str(log))
+    monkeypatch.setenv("SERVER_LOG", str(servers))
     unique = COUNTING_SCHEMA.replace("{unique}", f"{random.getrandbits(64):x}")
     pytester.makepyfile(schema_mod=unique, test_many=MANY_TESTS)
     pytester.makeini("[pytest]\npythonpath = .\npg_schema = callable:schema_mod:build\n")
     result = pytester.runpytest_subprocess("-n", workers)
     result.assert_outcomes(passed=8)
-    assert len(log.read_text().splitlines()) == 1
+    assert len(log.read_text().splitlines()) == 1, "the template was built more than once"
+    seen = [line.split() for line in servers.read_text().splitlines()]
+    assert len({data_dir for data_dir, _db in seen}) == 1, "the workers shared one server"
+    assert len({db for _data_dir, db in seen}) == int(workers), "each worker its own database"
     assert leftovers(runtime) == []
 
 
@@ -268,11 +280,13 @@ def test_throwaway_servers_start_with_the_template_already_built(
     make_unique(users_app)
     first = pytester.runpytest_subprocess()
     first.assert_outcomes(passed=2)
-    first.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+    first.stdout.fnmatch_lines(["postgresql: template built: * in *"])
     second = pytester.runpytest_subprocess()
     second.assert_outcomes(passed=2)
-    second.stdout.fnmatch_lines(["*local server (socket *)*", "postgresql: template * (reused)"])
+    second.stdout.fnmatch_lines(
+        ["*local server (socket *)*", "postgresql: template reused: * (no migrations ran)"]
+    )
     make_unique(users_app)
     third = pytester.runpytest_subprocess()
-    third.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+    third.stdout.fnmatch_lines(["postgresql: template built: * in *"])
     assert leftovers(runtime) == []

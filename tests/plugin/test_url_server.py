@@ -135,10 +135,10 @@ def test_templates_on_an_existing_server_are_kept_and_reused(
     url = existing.admin.url()
     first = pytester.runpytest_subprocess(f"--pg-url={url}")
     first.assert_outcomes(passed=1)
-    first.stdout.fnmatch_lines(["postgresql: template * (built in *)"])
+    first.stdout.fnmatch_lines(["postgresql: template built: * in *"])
     second = pytester.runpytest_subprocess(f"--pg-url={url}")
     second.assert_outcomes(passed=1)
-    second.stdout.fnmatch_lines(["postgresql: template * (reused)"])
+    second.stdout.fnmatch_lines(["postgresql: template reused: * (no migrations ran)"])
     gc = pgsandbox(pytester, "gc", "--url", url)
     assert "pgsandbox_tpl_" not in gc.stdout.str()
     with connect(existing.admin) as conn:

@@ -77,8 +77,9 @@ class PgTemplate:
     build_seconds: float = 0.0
 
     def describe(self) -> str:
-        how = "reused" if self.reused else f"built in {self.build_seconds:.2f} s"
-        return f"template {self.fingerprint[:12]} ({how})"
+        if self.reused:
+            return f"template reused: {self.fingerprint[:12]} (no migrations ran)"
+        return f"template built: {self.fingerprint[:12]} in {self.build_seconds:.2f} s"
 
 
 # -- fingerprint -------------------------------------------------------------------------
