@@ -358,17 +358,24 @@ def _run_metadata(src: Source, info: ConnInfo) -> None:
 
 
 def _run_callable(src: Source, info: ConnInfo, timeout: float) -> None:
+    """Call ``FUNC(conn)``: a psycopg connection in a transaction, committed afterwards.
+
+    A function with a ``url`` parameter gets the database's URL as ``url=`` too (alone, when
+    it has no other parameter), for code that makes its own connections.
+    """
     func = _import(src)
     if not callable(func):
         raise TemplateError(f"{src} is not callable.")
     try:
-        params = inspect.signature(func).parameters
+        names = list(inspect.signature(func).parameters)
     except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+        names = []
     with connect(info, autocommit=False, timeout=timeout) as conn:
         try:
-            if "url" in params:
-                func(conn, url=info.url()) if len(params) > 1 else func(url=info.url())
+            if names == ["url"]:
+                func(url=info.url())
+            elif "url" in names:
+                func(conn, url=info.url())
             else:
                 func(conn)
             conn.commit()
