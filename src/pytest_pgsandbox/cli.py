@@ -118,7 +118,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         ok = False
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     print(f"runtime folder: {runtime}")
-    print(f"initdb cache: {places.cache_dir(settings.cache_dir, runtime)}")
+    cache = places.cache_dir(settings.cache_dir, runtime)
+    print(f"cluster cache: {cache}")
+    for kind in ("initdb", "templates"):
+        entries = sorted(p.name for p in (cache / kind).glob("*") if (p / "meta.json").exists())
+        print(f"  {kind}: {', '.join(entries) if entries else 'none yet'}")
     _print_servers(runtime)
     if settings.url or settings.server == "url":
         print(f"existing server: {mask(settings.url or '(libpq PG* variables)')}")
@@ -234,6 +238,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     settings = load_settings(_flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     reaped = janitor.reap(runtime)
+    from pytest_pgsandbox._engine.cache import prune
+
+    cache = places.cache_dir(settings.cache_dir, runtime)
+    reaped += [f"cache entry {name}" for name in prune(cache)]
     if args.all:
         for rec in _reusable(runtime, None):
             janitor.reap_one(runtime, rec)

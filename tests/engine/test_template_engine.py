@@ -82,3 +82,21 @@ def test_template_cluster_cache_keeps_the_newest_entries(
         made.append(cache.entry)
     left = [entry for entry in made if entry.exists()]
     assert left == made[-TemplateClusterCache.KEEP :]
+
+
+def test_the_cache_forgets_the_least_recently_used_entries(tmp_path: Path) -> None:
+    import os
+
+    from pytest_pgsandbox._engine.cache import KEEP_INITDB
+    from pytest_pgsandbox._engine.cache import prune
+
+    folder = tmp_path / "initdb"
+    for n in range(KEEP_INITDB + 3):
+        entry = folder / f"pg18-{n}"
+        (entry / "data").mkdir(parents=True)
+        os.utime(entry, (1000 + n, 1000 + n))
+    removed = prune(tmp_path)
+    assert removed == [f"initdb/pg18-{n}" for n in (2, 1, 0)]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"pg18-{n}" for n in range(3, KEEP_INITDB + 3)
+    ]

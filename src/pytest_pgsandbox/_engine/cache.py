@@ -60,6 +60,9 @@ class InitdbCache:
         """(data folder, superuser password, whether it was built just now)."""
         return _cached(self.entry, self.timeout, self._build)
 
+    def prune(self) -> list[str]:
+        return prune(self.root)
+
     def _build(self, entry: Path) -> str:
         def initdb(staging: Path, data: Path) -> str:
             password = _password()
@@ -112,9 +115,6 @@ class TemplateClusterCache:
         got = _cached(entry, LOCK_SECONDS, self._build)
         if got[2]:
             self._evict(entry)
-        else:
-            with contextlib.suppress(OSError):
-                os.utime(entry)  # recently used: evicted last
         return got
 
     def _build(self, entry: Path) -> str:
@@ -141,12 +141,43 @@ class TemplateClusterCache:
 
 
 LOCK_SECONDS = 900.0  # building a template may take a while: migrations
+# A cache in RAM must not grow without bound: binaries that were reinstalled (a new virtualenv)
+# get new entries, and old ones are never asked for again. Least recently used go first.
+KEEP_INITDB = 4
+KEEP_TEMPLATES = 8
+
+
+def prune(root: Path) -> list[str]:
+    """Remove the least recently used cache entries beyond the limits; returns their names."""
+    removed = []
+    for kind, keep in (("initdb", KEEP_INITDB), ("templates", KEEP_TEMPLATES)):
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        entries = sorted(
+            (p for p in folder.iterdir() if p.is_dir()),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in entries[keep:]:
+            lock = FileLock(str(old) + ".lock", timeout=0)
+            try:
+                with lock:  # not while another process is building it
+                    remove_tree(old)
+            except Timeout:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                Path(lock.lock_file).unlink()
+            removed.append(f"{kind}/{old.name}")
+    return removed
 
 
 def _cached(entry: Path, timeout: float, build: Callable[[Path], str]) -> tuple[Path, str, bool]:
     """An entry of a cluster cache: (data folder, password, built now?), built under a lock."""
     meta = entry / "meta.json"
     if meta.exists():
+        with contextlib.suppress(OSError):
+            os.utime(entry)  # recently used: pruned last
         return entry / "data", json.loads(meta.read_text())["password"], False
     entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -154,6 +185,7 @@ def _cached(entry: Path, timeout: float, build: Callable[[Path], str]) -> tuple[
             if meta.exists():  # built by another process while we waited
                 return entry / "data", json.loads(meta.read_text())["password"], False
             password = build(entry)
+        prune(entry.parent.parent)
     except Timeout:
         raise ServerStartError(
             f"waited {timeout:.0f} s for another process to finish preparing the cluster "

@@ -182,11 +182,15 @@ class Sandbox:
                 conn, dbname, self._label(), template.name if template else None
             )
 
-    def _stop(self, server: PgServer) -> None:
+    @staticmethod
+    def _outlives_session(server: PgServer) -> bool:
+        """A server that goes on after this session: not ours, reusable, or shared by xdist."""
         options = getattr(server, "options", None)
-        if options is not None and options.outlives_session:
-            return  # reusable, or shared with the other workers of this run
-        server.stop()
+        return not server.owns_cluster or (options is not None and options.outlives_session)
+
+    def _stop(self, server: PgServer) -> None:
+        if not self._outlives_session(server):
+            server.stop()
 
     def close(self) -> None:
         """Drop what this session created and stop a server it started."""
@@ -201,7 +205,8 @@ class Sandbox:
         if server is None:
             return
         try:
-            if self._created:
+            # A server that is about to be thrown away needs no dropping first.
+            if self._created and self._outlives_session(server):
                 from pytest_pgsandbox._engine import provision
 
                 with self._admin(server) as conn:
