@@ -100,10 +100,20 @@ def pg_build_template(
 def pg(
     request: pytest.FixtureRequest, pg_server: PgServer, pg_template: PgTemplate | None
 ) -> Iterator[PgDatabase]:
-    """This test's database; everything the test does to it is rolled back afterwards."""
+    """This test's database, isolated as the ``isolation`` setting or ``pg`` marker says.
+
+    - transaction (default): everything the test does is rolled back afterwards; commits
+      through ``pg.conn`` become savepoints.
+    - clone: a database of the test's own, copied from the template; any code may use it
+      through ``pg.url`` and commit; it is dropped afterwards.
+    """
     import psycopg  # already imported by the server start; here it costs nothing
 
     sandbox = _sandbox(request.config)
+    mode = _isolation_for(request, sandbox.settings.isolation)
+    if mode == "clone":
+        yield from _clone(request, pg_server, pg_template, sandbox)
+        return
     error: BaseException | None = None
     try:
         pg_server.check_alive()
@@ -143,6 +153,67 @@ def pg(
             'with @pytest.mark.pg(isolation="clone").',
             pytrace=False,
         )
+
+
+MARK_ARGUMENTS = ("isolation",)
+
+
+def _isolation_for(request: pytest.FixtureRequest, default: str) -> str:
+    """The isolation of this test: its closest ``pg`` marker, else the setting."""
+    __tracebackhide__ = True
+    from pytest_pgsandbox.settings import ISOLATIONS
+
+    marker = request.node.get_closest_marker("pg")
+    if marker is None:
+        return default
+    unknown = sorted(set(marker.kwargs) - set(MARK_ARGUMENTS))
+    if marker.args or unknown:
+        given = ", ".join([repr(a) for a in marker.args] + unknown)
+        _fail(
+            f"@pytest.mark.pg got {given}, which it does not take; it takes keyword "
+            f"arguments: {', '.join(MARK_ARGUMENTS)}."
+        )
+    mode = str(marker.kwargs.get("isolation", default))
+    if mode not in ISOLATIONS:
+        _fail(
+            f"@pytest.mark.pg(isolation={mode!r}) on {request.node.nodeid}: accepted values "
+            f"are {', '.join(ISOLATIONS)}."
+        )
+    return mode
+
+
+def _clone(
+    request: pytest.FixtureRequest,
+    pg_server: PgServer,
+    pg_template: PgTemplate | None,
+    sandbox: Any,
+) -> Iterator[PgDatabase]:
+    import psycopg
+
+    error: BaseException | None = None
+    try:
+        pg_server.check_alive()
+        copy = sandbox.clone(pg_template)
+    except (PgSandboxError, psycopg.OperationalError) as exc:
+        error = exc
+    if error is not None:
+        _fail_after_error(pg_server, error, "could not give the test a database of its own")
+    handle = PgDatabase(copy.conn, copy.info)
+    sandbox.current = copy.conn
+    url_env = sandbox.settings.url_env
+    saved = os.environ.get(url_env) if url_env else None
+    if url_env:
+        os.environ[url_env] = handle.url
+    try:
+        yield handle
+    finally:
+        sandbox.current = None
+        if url_env:
+            if saved is None:
+                os.environ.pop(url_env, None)
+            else:
+                os.environ[url_env] = saved
+        copy.end()
 
 
 def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoReturn:

@@ -107,6 +107,11 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         run_id, worker = new_run_id(), "main"
     sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist)
+    config.addinivalue_line(
+        "markers",
+        'pg(isolation="transaction"|"clone"): how the pg fixture isolates this test '
+        "(pytest-pgsandbox)",
+    )
     config.stash[SANDBOX_KEY] = sandbox
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
     # at least a normal interpreter exit stops the server.

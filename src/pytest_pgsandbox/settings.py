@@ -23,7 +23,8 @@ from typing import Literal
 from pytest_pgsandbox.errors import SettingError
 
 ServerKind = Literal["auto", "local", "url"]
-IsolationKind = Literal["transaction"]
+IsolationKind = Literal["transaction", "clone"]
+ISOLATIONS = ("transaction", "clone")
 
 DEFAULT = "default"
 
@@ -60,6 +61,16 @@ def _port(raw: str) -> int:
     except ValueError:
         raise _Invalid from None
     if not 0 <= value <= 65535:
+        raise _Invalid
+    return value
+
+
+def _pool_size(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _Invalid from None
+    if not 1 <= value <= 16:
         raise _Invalid
     return value
 
@@ -251,12 +262,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "isolation",
-        _choice("transaction"),
+        _choice(*ISOLATIONS),
         "transaction",
-        "transaction",
+        ", ".join(ISOLATIONS),
         "How each test is isolated: 'transaction' runs it in a transaction that is rolled "
-        "back afterwards (commits become savepoints).",
-        metavar="{transaction}",
+        "back afterwards (commits become savepoints); 'clone' gives it a database of its own, "
+        "copied from the template, that any code may use through pg.url and commit to. Per "
+        'test, class or module: @pytest.mark.pg(isolation="clone").',
+        metavar="{" + ",".join(ISOLATIONS) + "}",
+    ),
+    Setting(
+        "clone_pool",
+        _pool_size,
+        2,
+        "a number from 1 to 16",
+        "How many copies of the template a background thread keeps ready for clone isolation.",
+        metavar="N",
     ),
     Setting(
         "tmpfs",
@@ -321,6 +342,7 @@ class Settings:
     extensions: tuple[str, ...] = ()
     reuse: bool = False
     isolation: IsolationKind = "transaction"
+    clone_pool: int = 2
     tmpfs: bool = True
     start_timeout: float = 60.0
     url_env: str | None = None

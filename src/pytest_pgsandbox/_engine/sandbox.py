@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     import psycopg
     from psycopg.rows import TupleRow
 
+    from pytest_pgsandbox._engine.clone import CloneDatabase
+    from pytest_pgsandbox._engine.clone import ClonePool
     from pytest_pgsandbox._engine.isolation import TransactionIsolation
     from pytest_pgsandbox._engine.template import PgTemplate
     from pytest_pgsandbox._engine.template import TemplateSpec
@@ -59,6 +61,7 @@ class Sandbox:
         self._databases: dict[str | None, str] = {}  # template name -> test database
         self._created: list[str] = []
         self._isolations: dict[str, TransactionIsolation] = {}
+        self._pools: dict[str | None, ClonePool] = {}
         self.current: psycopg.Connection[TupleRow] | None = None  # the running test's
 
     def spec(self) -> TemplateSpec:
@@ -171,6 +174,26 @@ class Sandbox:
             self._isolations[info.dbname] = found
         return found
 
+    def clone(self, template: PgTemplate | None) -> CloneDatabase:
+        """A database of the test's own, copied from ``template`` (prepared ahead of time)."""
+        from pytest_pgsandbox._engine.clone import CloneDatabase
+        from pytest_pgsandbox._engine.clone import ClonePool
+
+        server = self.ensure_server()
+        key = template.name if template else None
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = ClonePool(
+                server.admin,
+                template.name if template else "template1",
+                lambda n: database_name("clone", self.run_id, self.worker, str(n)),
+                {"kind": "clone", "run": self.run_id, "worker": self.worker},
+                size=self.settings.clone_pool,
+                timeout=self.settings.start_timeout,
+            )
+            self._pools[key] = pool
+        return CloneDatabase(pool, self.settings.start_timeout)
+
     def repair(self, dbname: str, template: PgTemplate | None) -> None:
         """Replace a test database with a fresh copy (after a test committed for real)."""
         from pytest_pgsandbox._engine import provision
@@ -204,6 +227,10 @@ class Sandbox:
         server, self.server = self.server, None
         if server is None:
             return
+        for pool in self._pools.values():
+            with contextlib.suppress(psycopg.Error):
+                pool.close(drop=self._outlives_session(server))
+        self._pools.clear()
         try:
             # A server that is about to be thrown away needs no dropping first.
             if self._created and self._outlives_session(server):
