@@ -16,7 +16,9 @@ import pytest
 
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.server import local_cluster
 from pytest_pgsandbox.errors import BinariesNotFound
 from pytest_pgsandbox.settings import Settings
 
@@ -48,6 +50,15 @@ def runtime(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> Iterator[Pat
 def settings(runtime: Path, shared_cache: Path) -> Settings:
     """Settings for engine tests: a runtime folder of their own, the shared initdb cache."""
     return Settings(runtime_dir=runtime, cache_dir=shared_cache, start_timeout=30.0)
+
+
+@pytest.fixture
+def existing(settings: Settings) -> Iterator[LocalCluster]:
+    """A server started apart from the sessions under test: a target for --pg-url."""
+    server = local_cluster(settings.with_values(bin_dir=Path("embedded")))
+    server.start()
+    yield server
+    server.stop()
 
 
 def system_bin_dir() -> Path | None:

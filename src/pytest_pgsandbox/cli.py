@@ -176,6 +176,24 @@ def _print_servers(runtime: Path) -> None:
             f"  {rec.name}: PostgreSQL {rec.data.get('version')}, {kind}, {alive}, "
             f"up {age}, {mask(rec.admin().url())}"
         )
+        if rec.reusable and alive == "running":
+            for name, label in _kept(rec.admin()):
+                print(f"    kept database {name}: {label.get('test', '?')}")
+
+
+def _kept(info: ConnInfo) -> list[tuple[str, dict[str, object]]]:
+    """Databases kept for inspection (keep setting) on the server ``info`` points at."""
+    import psycopg
+
+    try:
+        with connect(info, timeout=10) as conn:
+            return [
+                (name, label)
+                for name, label in provision.labelled_databases(conn)
+                if label.get("kind") == "kept"
+            ]
+    except psycopg.Error:
+        return []
 
 
 def _reusable(runtime: Path, name: str | None) -> list[janitor.ServerRecord]:
@@ -246,8 +264,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
         for rec in _reusable(runtime, None):
             janitor.reap_one(runtime, rec)
             reaped.append(f"server {rec.name} (reusable; --all)")
+    for rec in _reusable(runtime, None):  # kept databases of ended runs, and the like
+        reaped += _gc_databases(rec.admin(), args.older_than, settings.start_timeout)
     if settings.url:
-        reaped += _gc_databases(settings, args.older_than)
+        info = ConnInfo.from_conninfo(settings.url)
+        reaped += _gc_databases(info, args.older_than, settings.start_timeout)
     for line in reaped:
         print(f"reaped {line}")
     if not reaped:
@@ -255,7 +276,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gc_databases(settings: Settings, older_than_hours: float) -> list[str]:
+def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> list[str]:
     """Drop labelled databases whose run has ended (same host) or that are too old.
 
     Templates are meant to outlive runs: only the newest few are kept.
@@ -264,10 +285,9 @@ def _gc_databases(settings: Settings, older_than_hours: float) -> list[str]:
 
     from pytest_pgsandbox._engine.template import reap_old_templates
 
-    info = ConnInfo.from_conninfo(settings.url or "")
     out = []
     now = time.time()
-    with connect(info, timeout=settings.start_timeout) as conn:
+    with connect(info, timeout=timeout) as conn:
         out += [f"database {name} (an old template)" for name in reap_old_templates(conn, "")]
         for name, label in provision.labelled_databases(conn):
             if label.get("builtin") or label.get("kind") == "template":
@@ -279,6 +299,8 @@ def _gc_databases(settings: Settings, older_than_hours: float) -> list[str]:
             if ended or too_old:
                 provision.drop_database(conn, name)
                 why = "its run has ended" if ended else f"older than {older_than_hours} h"
+                if label.get("kind") == "kept":
+                    why = f"kept for {label.get('test', '?')}"
                 out.append(f"database {name} ({why})")
     return out
 
@@ -290,7 +312,14 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) ->
         if s.repeatable:
             parser.add_argument(flag, dest=name, action="append", metavar=s.metavar, help=s.help)
         elif s.is_flag:
-            parser.add_argument(flag, dest=name, nargs="?", const="true", help=s.help)
+            parser.add_argument(flag, dest=name, action="store_const", const="true", help=s.help)
+            parser.add_argument(
+                "--no-" + name.replace("_", "-"),
+                dest=name,
+                action="store_const",
+                const="false",
+                help=f"turn {flag} off",
+            )
         else:
             parser.add_argument(flag, dest=name, metavar=s.metavar, help=s.help)
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -14,11 +15,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import NoReturn
+from typing import TypeVar
 
 import pytest
 
 from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.handle import PgDatabase
+from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerDied
 
@@ -26,6 +29,11 @@ if TYPE_CHECKING:
     import psycopg
 
     from pytest_pgsandbox._engine.template import PgTemplate
+
+
+T = TypeVar("T")
+HANDLE_KEY = pytest.StashKey[PgDatabase]()  # the running test's database
+KEPT_KEY = pytest.StashKey[str]()  # the name its database is kept under, once it failed
 
 
 def _sandbox(config: pytest.Config) -> Any:
@@ -106,44 +114,36 @@ def pg(
       through ``pg.conn`` become savepoints.
     - clone: a database of the test's own, copied from the template; any code may use it
       through ``pg.url`` and commit; it is dropped afterwards.
+    - reset: the worker's database, which any code may use through ``pg.url`` and commit to;
+      afterwards the tables the test wrote to are put back as the template has them.
     """
-    import psycopg  # already imported by the server start; here it costs nothing
-
     sandbox = _sandbox(request.config)
     mode = _isolation_for(request, sandbox.settings.isolation)
     if mode == "clone":
         yield from _clone(request, pg_server, pg_template, sandbox)
-        return
-    error: BaseException | None = None
-    try:
-        pg_server.check_alive()
-        isolation = sandbox.isolation(pg_template)
-        conn = isolation.begin()
-    except (ServerDied, psycopg.OperationalError) as exc:
-        error = exc
-    if error is not None:
-        _fail_after_error(pg_server, error, "could not start the test's transaction")
-    handle = PgDatabase(conn, isolation.info)
-    sandbox.current = conn
-    url_env = sandbox.settings.url_env
-    saved = os.environ.get(url_env) if url_env else None
-    if url_env:
-        os.environ[url_env] = handle.url
-    try:
+    elif mode == "reset":
+        yield from _reset(request, pg_server, pg_template, sandbox)
+    else:
+        yield from _transaction(request, pg_server, pg_template, sandbox)
+
+
+def _transaction(
+    request: pytest.FixtureRequest,
+    pg_server: PgServer,
+    pg_template: PgTemplate | None,
+    sandbox: Any,
+) -> Iterator[PgDatabase]:
+    isolation = _attempt(
+        pg_server, "could not start the test's transaction", sandbox.isolation, pg_template
+    )
+    conn = _attempt(pg_server, "could not start the test's transaction", isolation.begin)
+    handle = PgDatabase(conn, isolation.info, "transaction")
+    verify = sandbox.settings.verify_isolation
+    if verify:
+        sandbox.verify(handle.info, conn)  # the picture of the database before any test
+    with _serving(request, sandbox, handle, handle.info.url()):
         yield handle
-    finally:
-        sandbox.current = None
-        if url_env:
-            if saved is None:
-                os.environ.pop(url_env, None)
-            else:
-                os.environ[url_env] = saved
-    try:
-        broken = isolation.end()
-    except psycopg.OperationalError as exc:
-        error = exc
-    if error is not None:
-        _fail_after_error(pg_server, error, "could not roll the test back")
+    broken = _attempt(pg_server, "could not roll the test back", isolation.end)
     if broken:
         pytest.fail(
             f"pgsandbox: {request.node.nodeid} sent a top-level COMMIT as SQL, which ended the "
@@ -153,6 +153,57 @@ def pg(
             'with @pytest.mark.pg(isolation="clone").',
             pytrace=False,
         )
+    if verify:
+        leaks = sandbox.verify(handle.info, isolation.connection)
+        if leaks:
+            sandbox.repair(handle.info.dbname, pg_template)
+            isolation.close()
+            _leaked(request, leaks, "rolled back")
+
+
+def _reset(
+    request: pytest.FixtureRequest,
+    pg_server: PgServer,
+    pg_template: PgTemplate | None,
+    sandbox: Any,
+) -> Iterator[PgDatabase]:
+    what = "could not prepare the worker's reset database"
+    db = _attempt(pg_server, what, sandbox.reset, pg_template)
+    conn = _attempt(pg_server, what, db.begin)
+    handle = PgDatabase(conn, db.info, "reset")
+    verify = sandbox.settings.verify_isolation
+    if verify:
+        sandbox.verify(handle.info, conn)
+    with _serving(request, sandbox, handle, handle.url):
+        yield handle
+    what = "could not put the reset database back"
+    if _attempt(pg_server, what, _keep, request, sandbox, handle, db) is None:
+        _attempt(pg_server, what, db.end)
+    if verify:
+        leaks = sandbox.verify(handle.info, db.conn)
+        if leaks:
+            db.swap()
+            _leaked(request, leaks, "reset")
+
+
+def _clone(
+    request: pytest.FixtureRequest,
+    pg_server: PgServer,
+    pg_template: PgTemplate | None,
+    sandbox: Any,
+) -> Iterator[PgDatabase]:
+    what = "could not give the test a database of its own"
+    copy = _attempt(pg_server, what, sandbox.clone, pg_template)
+    handle = PgDatabase(copy.conn, copy.info, "clone")
+    with _serving(request, sandbox, handle, handle.url):
+        yield handle
+    kept: list[ConnInfo | None] = [None]
+    try:
+        kept[0] = _attempt(
+            pg_server, "could not keep the test's database", _keep, request, sandbox, handle, None
+        )
+    finally:
+        copy.end(give_back=kept[0] is None)
 
 
 MARK_ARGUMENTS = ("isolation",)
@@ -182,30 +233,19 @@ def _isolation_for(request: pytest.FixtureRequest, default: str) -> str:
     return mode
 
 
-def _clone(
-    request: pytest.FixtureRequest,
-    pg_server: PgServer,
-    pg_template: PgTemplate | None,
-    sandbox: Any,
-) -> Iterator[PgDatabase]:
-    import psycopg
-
-    error: BaseException | None = None
-    try:
-        pg_server.check_alive()
-        copy = sandbox.clone(pg_template)
-    except (PgSandboxError, psycopg.OperationalError) as exc:
-        error = exc
-    if error is not None:
-        _fail_after_error(pg_server, error, "could not give the test a database of its own")
-    handle = PgDatabase(copy.conn, copy.info)
-    sandbox.current = copy.conn
+@contextlib.contextmanager
+def _serving(
+    request: pytest.FixtureRequest, sandbox: Any, handle: PgDatabase, url: str
+) -> Iterator[None]:
+    """While the test runs: its connection is current, ``url_env`` holds its URL."""
+    sandbox.current = handle.conn
+    request.node.stash[HANDLE_KEY] = handle
     url_env = sandbox.settings.url_env
     saved = os.environ.get(url_env) if url_env else None
     if url_env:
-        os.environ[url_env] = handle.url
+        os.environ[url_env] = url
     try:
-        yield handle
+        yield
     finally:
         sandbox.current = None
         if url_env:
@@ -213,7 +253,45 @@ def _clone(
                 os.environ.pop(url_env, None)
             else:
                 os.environ[url_env] = saved
-        copy.end()
+
+
+def _keep(
+    request: pytest.FixtureRequest, sandbox: Any, handle: PgDatabase, reset: Any
+) -> ConnInfo | None:
+    """Keep the test's database if the keep setting says so; where it is now, or None."""
+    keep = sandbox.settings.keep
+    if keep == "never":
+        return None
+    name = request.node.stash.get(KEPT_KEY, None)
+    if keep == "failed" and name is None:
+        return None
+    info: ConnInfo = sandbox.keep(handle.info, request.node.nodeid, reset, name)
+    return info
+
+
+def _leaked(request: pytest.FixtureRequest, leaks: list[str], how: str) -> NoReturn:
+    __tracebackhide__ = True
+    shown = leaks[:20] + ([f"... and {len(leaks) - 20} more"] if len(leaks) > 20 else [])
+    _fail(
+        f"{request.node.nodeid} leaked: after it was {how}, its database differs from the "
+        "template:\n  " + "\n  ".join(shown) + "\nThe database was replaced with a clean "
+        "copy. Changes that outlive a test come from connections isolation cannot see "
+        '(use isolation="clone" or "reset" for code that opens its own) or from objects '
+        "outside the database (roles, settings)."
+    )
+
+
+def _attempt(server: PgServer, what: str, step: Callable[..., T], *args: Any) -> T:
+    """``step(*args)``; a database error fails the test with ``what`` and the reason."""
+    __tracebackhide__ = True
+    import psycopg  # already imported by the server start; here it costs nothing
+
+    try:
+        server.check_alive()
+        return step(*args)
+    except (PgSandboxError, psycopg.Error) as exc:
+        error = exc  # reported outside the except block: no "during handling" noise
+    return _fail_after_error(server, error, what)
 
 
 def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoReturn:
@@ -258,11 +336,18 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
 
 @pytest.fixture
 def pg_session(pg: PgDatabase, pg_engine: Any) -> Iterator[Any]:
-    """A SQLAlchemy 2 ``Session`` in this test's transaction: ``commit()`` is a savepoint."""
+    """A SQLAlchemy 2 ``Session`` on this test's connection.
+
+    Under transaction isolation ``commit()`` is a savepoint; under clone and reset it
+    commits for real, so code on ``pg.url`` sees the rows.
+    """
     from sqlalchemy.orm import Session
 
     with pg_engine.connect() as connection:
-        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        if pg.isolation == "transaction":
+            session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        else:
+            session = Session(bind=connection)
         try:
             yield session
         finally:

@@ -52,14 +52,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 s.flag, action="append", dest=_dest(s), default=None, metavar=s.metavar, help=text
             )
         elif s.is_flag:
+            # No optional value: "--pg-reuse tests/" must not read "tests/" as the value.
+            group.addoption(s.flag, action="store_const", const="true", dest=_dest(s), help=text)
             group.addoption(
-                s.flag,
-                nargs="?",
-                const="true",
+                s.no_flag,
+                action="store_const",
+                const="false",
                 dest=_dest(s),
-                default=None,
-                metavar="BOOL",
-                help=text,
+                help=f"turn {s.flag} off (e.g. when the ini file turns it on)",
             )
         else:
             group.addoption(s.flag, dest=_dest(s), default=None, metavar=s.metavar, help=text)
@@ -164,6 +164,34 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         shown = mask(str(value)) if isinstance(value, str) else value
         lines.append(f"pgsandbox: {name}={shown!s} (from {source})")
     return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test whose database is kept (keep=failed): say where it is, in its report."""
+    report = yield
+    if report.when != "call" or not report.failed:
+        return report
+    from pytest_pgsandbox.fixtures import HANDLE_KEY
+    from pytest_pgsandbox.fixtures import KEPT_KEY
+
+    sandbox = item.config.stash.get(SANDBOX_KEY, None)
+    handle = item.stash.get(HANDLE_KEY, None)
+    if sandbox is None or handle is None or sandbox.settings.keep == "never":
+        return report
+    if handle.isolation == "transaction":
+        report.sections.append(
+            ("pgsandbox", "database not kept: under transaction isolation it is rolled back")
+        )
+        return report
+    name = sandbox.kept_name(handle.info, handle.isolation == "reset")
+    item.stash[KEPT_KEY] = name
+    info = handle.info.for_db(name)
+    how = ""
+    if info.password:
+        how = f" (pgsandbox url --dbname {name} --reveal-password prints it with its password)"
+    report.sections.append(("pgsandbox", f"database kept: {info.url(masked=True)}{how}"))
+    return report
 
 
 @pytest.hookimpl(trylast=True)

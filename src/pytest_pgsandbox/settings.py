@@ -23,8 +23,10 @@ from typing import Literal
 from pytest_pgsandbox.errors import SettingError
 
 ServerKind = Literal["auto", "local", "url"]
-IsolationKind = Literal["transaction", "clone"]
-ISOLATIONS = ("transaction", "clone")
+IsolationKind = Literal["transaction", "clone", "reset"]
+KeepKind = Literal["never", "failed", "always"]
+ISOLATIONS = ("transaction", "clone", "reset")
+KEEPS = ("never", "failed", "always")
 
 DEFAULT = "default"
 
@@ -158,6 +160,11 @@ class Setting:
         return "--pg-" + self.name.replace("_", "-")
 
     @property
+    def no_flag(self) -> str:
+        """The flag that turns an on/off setting off: ``--pg-no-reuse``."""
+        return "--pg-no-" + self.name.replace("_", "-")
+
+    @property
     def ini(self) -> str:
         return "pg_" + self.name
 
@@ -267,8 +274,10 @@ SETTINGS: tuple[Setting, ...] = (
         ", ".join(ISOLATIONS),
         "How each test is isolated: 'transaction' runs it in a transaction that is rolled "
         "back afterwards (commits become savepoints); 'clone' gives it a database of its own, "
-        "copied from the template, that any code may use through pg.url and commit to. Per "
-        'test, class or module: @pytest.mark.pg(isolation="clone").',
+        "copied from the template, that any code may use through pg.url and commit to; "
+        "'reset' gives every test of a worker the same database, which any code may use and "
+        "commit to, and puts back only the tables the test wrote to (after DDL, a fresh copy). "
+        'Per test, class or module: @pytest.mark.pg(isolation="clone").',
         metavar="{" + ",".join(ISOLATIONS) + "}",
     ),
     Setting(
@@ -278,6 +287,26 @@ SETTINGS: tuple[Setting, ...] = (
         "a number from 1 to 16",
         "How many copies of the template a background thread keeps ready for clone isolation.",
         metavar="N",
+    ),
+    Setting(
+        "keep",
+        _choice(*KEEPS),
+        "never",
+        ", ".join(KEEPS),
+        "Keep a test's database after it ends (clone and reset isolation): 'failed' keeps "
+        "those of failed tests and prints their URL in the report, 'always' keeps all. A "
+        "local server then stays running, as with reuse; pgsandbox gc drops kept databases.",
+        metavar="{" + ",".join(KEEPS) + "}",
+    ),
+    Setting(
+        "verify_isolation",
+        _bool,
+        False,
+        "true or false",
+        "After each test, compare its database with the template (catalog objects, row "
+        "counts and a checksum of every table) and fail the test that leaked, naming what "
+        "differs. Slower: for checking that teardown really is clean.",
+        is_flag=True,
     ),
     Setting(
         "tmpfs",
@@ -343,6 +372,8 @@ class Settings:
     reuse: bool = False
     isolation: IsolationKind = "transaction"
     clone_pool: int = 2
+    keep: KeepKind = "never"
+    verify_isolation: bool = False
     tmpfs: bool = True
     start_timeout: float = 60.0
     url_env: str | None = None

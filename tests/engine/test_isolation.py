@@ -8,6 +8,7 @@ from psycopg import errors
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox import PgDatabase
+from pytest_pgsandbox import PgSandboxError
 
 
 @pytest.fixture
@@ -98,8 +99,10 @@ def test_sessions_settings_made_in_a_test_do_not_outlive_it_part2(pg: PgDatabase
 def test_other_connections_do_not_see_uncommitted_test_data(table: PgDatabase) -> None:
     table.execute("INSERT INTO people VALUES (1, 'Alice Chen')")
     table.conn.commit()
-    with psycopg.connect(table.url) as other:
+    with psycopg.connect(table.info.url()) as other:
         assert other.execute("SELECT to_regclass('people')").fetchone() == (None,)
+    with pytest.raises(PgSandboxError, match=r"isolation=.reset"):
+        table.url  # noqa: B018 - asking for it is the error
 
 
 def test_closing_the_connection_is_survivable_part1(pg: PgDatabase) -> None:

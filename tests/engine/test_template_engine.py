@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pytest_pgsandbox._engine import provision
 from pytest_pgsandbox._engine.cache import TemplateClusterCache
@@ -19,14 +16,6 @@ from pytest_pgsandbox._engine.template import fingerprint
 from pytest_pgsandbox._engine.template import templates
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.settings import Settings
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[LocalCluster]:
-    cluster = local_cluster(settings.with_values(bin_dir=Path("embedded")))
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 def spec_with(tmp_path: Path, n: int) -> TemplateSpec:
@@ -46,13 +35,13 @@ def test_fingerprint_follows_every_input(tmp_path: Path) -> None:
     assert fingerprint(spec, 18) != first
 
 
-def test_found_again_and_old_ones_reaped(server: LocalCluster, tmp_path: Path) -> None:
-    built = [ensure_template(server.admin, spec_with(tmp_path, n), 18, "run") for n in range(6)]
+def test_found_again_and_old_ones_reaped(existing: LocalCluster, tmp_path: Path) -> None:
+    built = [ensure_template(existing.admin, spec_with(tmp_path, n), 18, "run") for n in range(6)]
     assert not any(t.reused for t in built)
-    again = ensure_template(server.admin, spec_with(tmp_path, 5), 18, "run")
+    again = ensure_template(existing.admin, spec_with(tmp_path, 5), 18, "run")
     assert again.reused
     assert again.name == built[-1].name
-    with connect(server.admin) as conn:
+    with connect(existing.admin) as conn:
         names = {name for name, _ in templates(conn)}
         assert len(names) == KEEP_OLD + 1
         assert built[-1].name in names

@@ -80,8 +80,9 @@ def test_handle_helpers_url_and_repr(pytester: pytest.Pytester, runtime: Path) -
             assert pg.fetchval("SELECT count(*) FROM t") == 2
             assert pg.fetchval("SELECT 1 WHERE false") is None
             assert pg.dbname == "pgsandbox"
-            # pg.url reaches the same database from any other connection.
-            with psycopg.connect(pg.url) as other:
+            # pg.info reaches the same database from any other connection (pg.url is for
+            # clone and reset isolation, where other connections see the test's data).
+            with psycopg.connect(pg.info.url()) as other:
                 assert other.execute("SELECT current_database()").fetchone() == ("pgsandbox",)
             assert "***" in repr(pg)
             password = pg.conn.info.password
@@ -102,7 +103,7 @@ def test_url_env_holds_the_url_during_each_test(
         import os
 
         def test_inside(pg):
-            assert os.environ["DATABASE_URL"] == pg.url
+            assert os.environ["DATABASE_URL"] == pg.info.url()
 
         def test_outside_a_pg_test():
             assert os.environ["DATABASE_URL"] == "postgresql://before/unchanged"

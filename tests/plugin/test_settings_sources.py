@@ -27,6 +27,8 @@ VALUES: dict[str, tuple[str, str]] = {
     "reuse": ("true", "True"),
     "isolation": ("clone", "clone"),
     "clone_pool": ("3", "3"),
+    "keep": ("failed", "failed"),
+    "verify_isolation": ("true", "True"),
     "tmpfs": ("false", "False"),
     "start_timeout": ("7", "7.0"),
     "url_env": ("DATABASE_URL", "DATABASE_URL"),
@@ -49,7 +51,11 @@ def test_each_setting_from_each_source(
     raw, shown = VALUES[name]
     args = ["--pg-info"]
     if source == "flag":
-        args.append(f"{setting.flag}={raw}")
+        # On/off settings are plain flags: --pg-tcp turns on, --pg-no-tmpfs turns off.
+        if setting.is_flag:
+            args.append(setting.flag if raw == "true" else setting.no_flag)
+        else:
+            args.append(f"{setting.flag}={raw}")
         where = f"the command line ({setting.flag})"
     elif source == "env":
         monkeypatch.setenv(setting.env, raw)
@@ -134,6 +140,9 @@ def test_tcp_from_ini_gives_a_tcp_url(
         """
         import psycopg
 
+        import pytest
+
+        @pytest.mark.pg(isolation="reset")
         def test_tcp(pg):
             assert "@127.0.0.1:" in pg.url
             with psycopg.connect(pg.url) as other:
@@ -171,7 +180,9 @@ def test_tmpfs_decides_where_the_data_lives(
             print("DATA:", pg.fetchval("SHOW data_directory"))
         """
     )
-    result = pytester.runpytest_subprocess(f"--pg-tmpfs={tmpfs}", "-s")
+    result = pytester.runpytest_subprocess(
+        "--pg-tmpfs" if tmpfs == "true" else "--pg-no-tmpfs", "-s"
+    )
     result.assert_outcomes(passed=1)
     data = next(ln for ln in result.outlines if "DATA:" in ln)
     on_ram = "/dev/shm/" in data

@@ -34,6 +34,7 @@ class ClonePool:
         label: dict[str, object],
         size: int = 2,
         timeout: float = 60.0,
+        strategy: str | None = None,
     ) -> None:
         self.admin = admin
         self.template = template
@@ -41,13 +42,14 @@ class ClonePool:
         self._label = label
         self.size = max(1, size)
         self.timeout = timeout
+        self.strategy = strategy
         self._ready: deque[str] = deque()
         self._to_drop: deque[str] = deque()
         self._made = 0
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def take(self) -> ConnInfo:
         """A fresh copy of the template; waits for one (up to the timeout) if none is ready."""
@@ -78,36 +80,39 @@ class ClonePool:
             self._cond.notify_all()
 
     def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._work, name="pgsandbox-clone-pool", daemon=True
-            )
-            self._thread.start()
+        # Two workers, each on a connection of its own: copies are made while used ones are
+        # dropped, so a test rarely waits for either.
+        if not self._threads:
+            for job in ("create", "drop"):
+                thread = threading.Thread(
+                    target=self._work, args=(job,), name=f"pgsandbox-clone-{job}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
-    def _next_job(self) -> tuple[str, str] | None:
+    def _next(self, job: str) -> str | None:
         with self._cond:
             while True:
                 if self._closing:
                     return None
-                if len(self._ready) < self.size:  # tests wait on these: first
+                if job == "create" and len(self._ready) < self.size:
                     self._made += 1
-                    return "create", self._name_for(self._made)
-                if self._to_drop:
-                    return "drop", self._to_drop.popleft()
+                    return self._name_for(self._made)
+                if job == "drop" and self._to_drop:
+                    return self._to_drop.popleft()
                 self._cond.wait()
 
-    def _work(self) -> None:
+    def _work(self, job: str) -> None:
         try:
             with connect(self.admin, timeout=self.timeout) as conn:
-                while (job := self._next_job()) is not None:
-                    kind, name = job
-                    if kind == "create":
-                        provision.create_database(conn, name, self._label, self.template)
-                        with self._cond:
-                            self._ready.append(name)
-                            self._cond.notify_all()
-                    else:
+                while (name := self._next(job)) is not None:
+                    if job == "drop":
                         provision.drop_database(conn, name)
+                        continue
+                    provision.create_database(conn, name, self._label, self.template, self.strategy)
+                    with self._cond:
+                        self._ready.append(name)
+                        self._cond.notify_all()
         except (psycopg.Error, PgSandboxError) as exc:
             with self._cond:
                 self._error = exc
@@ -118,8 +123,7 @@ class ClonePool:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
+        for thread in self._threads:
             thread.join(self.timeout)
         if not drop:
             return
@@ -143,8 +147,12 @@ class CloneDatabase:
             self.info.conninfo(), connect_timeout=max(1, round(timeout))
         )
 
-    def end(self) -> None:
-        """Close our connection; the copy is dropped (other sessions ended) in the background."""
+    def end(self, give_back: bool = True) -> None:
+        """Close our connection; the copy is dropped (other sessions ended) in the background.
+
+        ``give_back=False``: the copy is kept; it is no longer the pool's to drop.
+        """
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
-        self.pool.give_back(self.info.dbname)
+        if give_back:
+            self.pool.give_back(self.info.dbname)

@@ -108,6 +108,25 @@ def ram_dir() -> str | None:
     return RAM_DIR
 
 
+def in_ram(path: Path) -> bool:
+    """Whether ``path`` lives on a RAM file system (tmpfs/ramfs; Linux only, else False)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    target = str(path.resolve())
+    best, kind = "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind in ("tmpfs", "ramfs")
+
+
 def runtime_dir(setting: Path | None = None, use_ram: bool = True) -> Path:
     """Where servers live: short (unix socket paths are limited to ~107 bytes) and private.
 

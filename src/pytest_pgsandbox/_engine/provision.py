@@ -60,12 +60,21 @@ def exists(conn: Conn, name: str) -> bool:
 
 
 def create_database(
-    conn: Conn, name: str, label: Mapping[str, object], template: str | None = None
+    conn: Conn,
+    name: str,
+    label: Mapping[str, object],
+    template: str | None = None,
+    strategy: str | None = None,
 ) -> None:
-    """CREATE DATABASE with our label. ``conn`` must be in autocommit mode."""
+    """CREATE DATABASE with our label. ``conn`` must be in autocommit mode.
+
+    ``strategy``: WAL_LOG or FILE_COPY (PostgreSQL 15+), else the server's default.
+    """
     query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    if strategy is not None and conn.info.server_version >= 150000:
+        query += sql.SQL(" STRATEGY {}").format(sql.SQL(strategy))
     try:
         _create_retrying(conn, query, template)
     except errors.InsufficientPrivilege:
@@ -125,6 +134,15 @@ def drop_database(conn: Conn, name: str) -> None:
         (name,),
     )
     conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+def relabel(conn: Conn, name: str, label: Mapping[str, object]) -> None:
+    """Replace the label of one of our databases (e.g. when a test's database is kept)."""
+    conn.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(make_label(label))
+        )
+    )
 
 
 def labelled_databases(conn: Conn) -> list[tuple[str, dict[str, Any]]]:

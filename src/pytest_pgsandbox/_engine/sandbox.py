@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     from pytest_pgsandbox._engine.clone import CloneDatabase
     from pytest_pgsandbox._engine.clone import ClonePool
     from pytest_pgsandbox._engine.isolation import TransactionIsolation
+    from pytest_pgsandbox._engine.reset import ResetDatabase
     from pytest_pgsandbox._engine.template import PgTemplate
     from pytest_pgsandbox._engine.template import TemplateSpec
 
@@ -61,7 +62,10 @@ class Sandbox:
         self._databases: dict[str | None, str] = {}  # template name -> test database
         self._created: list[str] = []
         self._isolations: dict[str, TransactionIsolation] = {}
-        self._pools: dict[str | None, ClonePool] = {}
+        self._pools: dict[tuple[str, str | None], ClonePool] = {}
+        self._resets: dict[str | None, ResetDatabase] = {}
+        self._pictures: dict[str, dict[str, str]] = {}  # database -> what it held when new
+        self.kept: list[str] = []
         self.current: psycopg.Connection[TupleRow] | None = None  # the running test's
 
     def spec(self) -> TemplateSpec:
@@ -94,9 +98,13 @@ class Sandbox:
         def build(admin: ConnInfo, major: int) -> None:
             prebuilt.append(self._ensure_template(admin, spec, major))
 
+        settings = self.settings
+        if settings.keep != "never" and not settings.reuse:
+            # Kept databases must outlive the session: so must a local server.
+            settings = settings.with_values(reuse=True)
         try:
             server = open_server(
-                self.settings,
+                settings,
                 run=xdist.run_id if xdist else None,
                 owner_pid=xdist.controller_pid if xdist else None,
                 prebuild=None if spec.empty else Prebuild(lambda m: fingerprint(spec, m), build),
@@ -174,25 +182,114 @@ class Sandbox:
             self._isolations[info.dbname] = found
         return found
 
+    def copy_strategy(self, server: PgServer) -> str | None:
+        """How CREATE DATABASE copies the template: FILE_COPY for data in RAM, else default.
+
+        Measured by ``bench/clone_strategy.py``: with the data in RAM, FILE_COPY was 15-35 %
+        faster than WAL_LOG on PostgreSQL 15 and 18; on disk neither wins reliably (and
+        FILE_COPY forces checkpoints), so the server's default stays.
+        """
+        from pytest_pgsandbox._engine import places
+
+        folder = getattr(server, "folder", None)
+        if not server.owns_cluster or not isinstance(folder, Path):
+            return None
+        return "FILE_COPY" if places.in_ram(folder) else None
+
+    def _pool(self, kind: str, server: PgServer, source: str, size: int) -> ClonePool:
+        from pytest_pgsandbox._engine.clone import ClonePool
+
+        key = (kind, source)
+        pool = self._pools.get(key)
+        if pool is None:
+            n = len(self._pools)
+            pool = ClonePool(
+                server.admin,
+                source,
+                lambda i: database_name(kind, self.run_id, self.worker, f"{n}x{i}"),
+                {"kind": kind, "run": self.run_id, "worker": self.worker},
+                size=size,
+                timeout=self.settings.start_timeout,
+                strategy=self.copy_strategy(server),
+            )
+            self._pools[key] = pool
+        return pool
+
     def clone(self, template: PgTemplate | None) -> CloneDatabase:
         """A database of the test's own, copied from ``template`` (prepared ahead of time)."""
         from pytest_pgsandbox._engine.clone import CloneDatabase
-        from pytest_pgsandbox._engine.clone import ClonePool
 
         server = self.ensure_server()
-        key = template.name if template else None
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = ClonePool(
-                server.admin,
-                template.name if template else "template1",
-                lambda n: database_name("clone", self.run_id, self.worker, str(n)),
-                {"kind": "clone", "run": self.run_id, "worker": self.worker},
-                size=self.settings.clone_pool,
-                timeout=self.settings.start_timeout,
-            )
-            self._pools[key] = pool
+        source = template.name if template else "template1"
+        pool = self._pool("clone", server, source, self.settings.clone_pool)
         return CloneDatabase(pool, self.settings.start_timeout)
+
+    def reset(self, template: PgTemplate | None) -> ResetDatabase:
+        """This worker's database for reset isolation (made on first use)."""
+        from pytest_pgsandbox._engine.reset import ResetDatabase
+        from pytest_pgsandbox._engine.reset import make_reset_template
+
+        key = template.name if template else None
+        found = self._resets.get(key)
+        if found is not None:
+            return found
+        server = self.ensure_server()
+        parts = [template.fingerprint[:8]] if template else []
+        source = database_name("rtpl", self.run_id, self.worker, *parts)
+        make_reset_template(
+            server.admin,
+            template.name if template else None,
+            source,
+            {"kind": "reset-template", "run": self.run_id, "worker": self.worker},
+            self.settings.start_timeout,
+        )
+        self._created.append(source)
+        pool = self._pool("reset", server, source, 1)  # a spare for when a test runs DDL
+        name = database_name("reset", self.run_id, self.worker, *parts)
+        found = ResetDatabase(server.admin, pool, name, self.settings.start_timeout)
+        self._resets[key] = found
+        return found
+
+    def kept_name(self, info: ConnInfo, reset: bool) -> str:
+        """The name a test's database will be kept under (reset renames the worker's own)."""
+        if not reset:
+            return info.dbname
+        return database_name("kept", self.run_id, self.worker, str(len(self.kept) + 1))
+
+    def keep(
+        self,
+        info: ConnInfo,
+        test: str,
+        reset: ResetDatabase | None = None,
+        name: str | None = None,
+    ) -> ConnInfo:
+        """Keep a test's database past the session (relabelled, for pgsandbox gc)."""
+        from pytest_pgsandbox._engine import provision
+
+        server = self.ensure_server()
+        name = name or self.kept_name(info, reset is not None)
+        if reset is not None:
+            reset.swap(keep_as=name)
+        with self._admin(server) as conn:
+            provision.relabel(conn, name, {"kind": "kept", "run": self.run_id, "test": test})
+        self.kept.append(name)
+        return server.admin.for_db(name)
+
+    def verify(self, info: ConnInfo, conn: psycopg.Connection[TupleRow] | None) -> list[str]:
+        """How the database ``info`` differs from when it was new ([] if it does not).
+
+        The first call for a database only takes its picture.
+        """
+        from pytest_pgsandbox._engine.verify import differences
+        from pytest_pgsandbox._engine.verify import picture
+
+        if conn is None or conn.closed or conn.broken:
+            with connect(info, timeout=self.settings.start_timeout, autocommit=False) as own:
+                now = picture(own)
+        else:
+            now = picture(conn)
+        before = self._pictures.setdefault(info.dbname, now)
+        return differences(before, now)
 
     def repair(self, dbname: str, template: PgTemplate | None) -> None:
         """Replace a test database with a fresh copy (after a test committed for real)."""
@@ -227,9 +324,14 @@ class Sandbox:
         server, self.server = self.server, None
         if server is None:
             return
+        outlives = self._outlives_session(server)
+        for reset in self._resets.values():
+            with contextlib.suppress(psycopg.Error):
+                reset.close(drop=outlives)
+        self._resets.clear()
         for pool in self._pools.values():
             with contextlib.suppress(psycopg.Error):
-                pool.close(drop=self._outlives_session(server))
+                pool.close(drop=outlives)
         self._pools.clear()
         try:
             # A server that is about to be thrown away needs no dropping first.

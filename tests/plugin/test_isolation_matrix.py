@@ -1,0 +1,89 @@
+"""Every isolation strategy against the same matrix of things a test may do to its database.
+
+``examples/isolation_matrix.py`` checks at the start of every test that the database is
+exactly the template; here it runs under each strategy, forward, reversed, shuffled and under
+xdist, with the isolation verifier on, and afterwards nothing may be left behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pgsb_helpers import leftovers
+from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.urls import connect
+
+SCHEMA = """
+CREATE TABLE users (
+    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL,
+    created_at timestamptz DEFAULT now()
+);
+CREATE TABLE orders (
+    id serial PRIMARY KEY,
+    user_id int NOT NULL REFERENCES users ON DELETE CASCADE,
+    total numeric(10, 2) NOT NULL
+);
+INSERT INTO users (name)
+VALUES ('Alice Chen'), ('Bob Okafor'), ('Carmen Ruiz'), ('Dmitri Ivanov'), ('Emeka Eze');
+INSERT INTO orders (user_id, total) VALUES (1, 10), (1, 20.5), (2, 7.25);
+"""
+ORDERS = {
+    "forward": "",
+    "reversed": "def pytest_collection_modifyitems(items):\n    items.reverse()\n",
+    "shuffled": (
+        "import random\n\ndef pytest_collection_modifyitems(items):\n"
+        "    random.Random(20261122).shuffle(items)\n"
+    ),
+    "xdist": "",
+}
+TESTS = 13
+NEED_OTHER_CONNECTIONS = 3  # skipped under transaction isolation
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    (pytester.path / "schema.sql").write_text(SCHEMA)
+    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
+    pytester.copy_example("isolation_matrix.py")
+    return pytester
+
+
+def outcomes(isolation: str) -> dict[str, int]:
+    if isolation == "transaction":
+        return {"passed": TESTS - NEED_OTHER_CONNECTIONS, "skipped": NEED_OTHER_CONNECTIONS}
+    return {"passed": TESTS}
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("isolation", ["transaction", "reset", "clone"])
+def test_the_isolation_matrix(
+    project: pytest.Pytester, runtime: Path, isolation: str, order: str
+) -> None:
+    args = ["isolation_matrix.py", f"--pg-isolation={isolation}", "--pg-verify-isolation"]
+    if ORDERS[order]:
+        project.makeconftest(ORDERS[order])
+    if order == "xdist":
+        args += ["-n", "2"]
+    project.runpytest_subprocess(*args).assert_outcomes(**outcomes(isolation))
+    assert leftovers(runtime) == []
+
+
+@pytest.mark.parametrize("isolation", ["reset", "clone"])
+def test_an_existing_server_holds_only_templates_afterwards(
+    project: pytest.Pytester, existing: LocalCluster, isolation: str
+) -> None:
+    result = project.runpytest_subprocess(
+        "isolation_matrix.py",
+        f"--pg-url={existing.admin.url()}",
+        f"--pg-isolation={isolation}",
+        "--pg-clone-pool=3",
+    )
+    result.assert_outcomes(**outcomes(isolation))
+    with connect(existing.admin) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    ours = [n for n in names if n.startswith("pgsandbox_")]
+    assert ours
+    assert [n for n in ours if not n.startswith("pgsandbox_tpl_")] == []
