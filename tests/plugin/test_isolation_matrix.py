@@ -87,3 +87,24 @@ def test_an_existing_server_holds_only_templates_afterwards(
     ours = [n for n in names if n.startswith("pgsandbox_")]
     assert ours
     assert [n for n in ours if not n.startswith("pgsandbox_tpl_")] == []
+
+
+@pytest.mark.parametrize("order", ["forward", "reversed", "shuffled"])
+def test_clone_hands_an_unchanged_copy_to_the_next_test(
+    project: pytest.Pytester, runtime: Path, order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = project.path / "names.txt"
+    monkeypatch.setenv("NAMES_FILE", str(names))
+    project.copy_example("clone_reuse.py")
+    if ORDERS[order]:
+        project.makeconftest(ORDERS[order])
+    project.runpytest_subprocess("clone_reuse.py").assert_outcomes(passed=12)
+    used = [line.split() for line in names.read_text().splitlines()]
+    assert len(used) == 12
+    for i, (test, name) in enumerate(used):
+        if not test.startswith(("test_reads_only", "test_update_of_no_row")):
+            # It changed its copy: no later test may get that copy.
+            assert name not in [later for _, later in used[i + 1 :]], test
+    if order == "forward":  # the read-only tests come first: one copy serves them all
+        assert len({name for _, name in used[:4]}) == 1
+    assert leftovers(runtime) == []

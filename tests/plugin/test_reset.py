@@ -76,6 +76,15 @@ def test_ddl_swaps_the_database_under_the_same_url(pg):
     pg.conn.commit()
 
 
+def test_pg_session_commits_for_real(pg, pg_session):
+    from sqlalchemy import text
+
+    pg_session.execute(text("INSERT INTO users (name) VALUES ('Gwen Park')"))
+    pg_session.commit()
+    with psycopg.connect(pg.url) as other:
+        assert other.execute("SELECT count(*) FROM users").fetchone()[0] == 3
+
+
 def test_the_url_never_changed(pg):
     assert len(URLS) == 1
 
@@ -109,9 +118,9 @@ def test_reset_restores_what_tests_wrote(
         project.makeconftest("def pytest_collection_modifyitems(items):\n    items.reverse()\n")
     result = project.runpytest_subprocess("--pg-verify-isolation", "-p", "no:randomly")
     if order == "reversed":  # the pooled connection is made after it is looked for
-        result.assert_outcomes(passed=6, failed=1)
+        result.assert_outcomes(passed=7, failed=1)
     else:
-        result.assert_outcomes(passed=7)
+        result.assert_outcomes(passed=8)
     assert leftovers(runtime) == []
 
 

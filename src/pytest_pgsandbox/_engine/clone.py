@@ -15,8 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.isolation import _batch
+from pytest_pgsandbox._engine.isolation import sequence_values
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError
@@ -50,6 +53,10 @@ class ClonePool:
         self._error: BaseException | None = None
         self._closing = False
         self._threads: list[threading.Thread] = []
+        self.reused = 0
+        # Where the template's sequences are: "unchanged" includes them. Read from the
+        # first copy, before any test has it.
+        self.sequences: str | None = None
 
     def take(self) -> ConnInfo:
         """A fresh copy of the template; waits for one (up to the timeout) if none is ready."""
@@ -73,10 +80,17 @@ class ClonePool:
             self._cond.notify_all()  # room for the next copy
         return self.admin.for_db(name)
 
-    def give_back(self, name: str) -> None:
-        """The test is done with ``name``: drop it in the background."""
+    def give_back(self, name: str, unchanged: bool = False) -> None:
+        """The test is done with ``name``: drop it in the background.
+
+        ``unchanged``: nothing was written to it, so the next test may have it as it is.
+        """
         with self._cond:
-            self._to_drop.append(name)
+            if unchanged and not self._closing:
+                self._ready.appendleft(name)
+                self.reused += 1
+            else:
+                self._to_drop.append(name)
             self._cond.notify_all()
 
     def _start(self) -> None:
@@ -110,6 +124,9 @@ class ClonePool:
                         provision.drop_database(conn, name)
                         continue
                     provision.create_database(conn, name, self._label, self.template, self.strategy)
+                    if self.sequences is None:
+                        with connect(self.admin.for_db(name), timeout=self.timeout) as copy:
+                            self.sequences = sequence_values(copy)
                     with self._cond:
                         self._ready.append(name)
                         self._cond.notify_all()
@@ -137,6 +154,21 @@ class ClonePool:
         self._to_drop.clear()
 
 
+# True only if nothing can have changed the copy: no other session on it (one that has ended
+# flushed its statistics before it left pg_stat_activity), no row written by any session
+# (counted in every table, catalogs included: DDL and TRUNCATE write catalog rows), no
+# database setting, every sequence where the template has it.
+_UNCHANGED = """
+SELECT current_setting('track_counts')::bool
+   AND NOT EXISTS (SELECT FROM pg_stat_get_activity(NULL) a
+                   WHERE a.datid = d.datid AND a.pid <> pg_backend_pid())
+   AND d.tup_inserted + d.tup_updated + d.tup_deleted = 0
+   AND NOT EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setdatabase = d.datid)
+   AND {sequences}
+FROM pg_stat_database d WHERE d.datname = current_database()
+"""
+
+
 class CloneDatabase:
     """The test's own copy and the connection ``pg`` gives it."""
 
@@ -147,12 +179,36 @@ class CloneDatabase:
             self.info.conninfo(), connect_timeout=max(1, round(timeout))
         )
 
+    def unchanged(self) -> bool:
+        """Whether the test changed nothing in its copy (False when that cannot be known).
+
+        PostgreSQL 15+ only: before, statistics reached the server late (by UDP).
+        """
+        conn, sequences = self.conn, self.pool.sequences
+        if conn.closed or conn.broken or sequences is None or conn.info.server_version < 150000:
+            return False
+        seq_check = "true"
+        if sequences:
+            seq_check = (  # numbers only, from sequence_values(): no injection possible
+                f"NOT EXISTS (SELECT FROM (VALUES {sequences}) v(seq, last, start) "  # noqa: S608
+                "WHERE pg_sequence_last_value(v.seq::regclass) IS DISTINCT FROM v.last)"
+            )
+        rollback = "" if conn.info.transaction_status == TransactionStatus.IDLE else "ROLLBACK; "
+        try:
+            # Our own counts reach the shared statistics when the session next goes idle.
+            _batch(conn, f"{rollback}SELECT pg_stat_force_next_flush()")
+            return _batch(conn, _UNCHANGED.replace("{sequences}", seq_check)) == "t"
+        except psycopg.Error:
+            return False
+
     def end(self, give_back: bool = True) -> None:
-        """Close our connection; the copy is dropped (other sessions ended) in the background.
+        """Close our connection; the copy is dropped (other sessions ended) in the background,
+        or handed to the next test if nothing changed it.
 
         ``give_back=False``: the copy is kept; it is no longer the pool's to drop.
         """
+        unchanged = give_back and self.unchanged()
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
         if give_back:
-            self.pool.give_back(self.info.dbname)
+            self.pool.give_back(self.info.dbname, unchanged)

@@ -166,6 +166,23 @@ class TransactionIsolation:
         self._conn = None
 
 
+def sequence_values(conn: psycopg.Connection[Any]) -> str:
+    """Every sequence and where it is now, as SQL ``VALUES`` rows (seq, last, start); "" if none.
+
+    Built from numbers read from the catalog, so safe to send as text.
+    """
+    rows = conn.execute(
+        "SELECT c.oid, pg_sequence_last_value(c.oid), s.seqstart "
+        "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
+    ).fetchall()
+    return ", ".join(
+        f"({int(oid):d}::oid, {'NULL' if last is None else int(last)}::bigint, {int(start):d})"
+        for oid, last, start in rows
+    )
+
+
 def sequence_reset(conn: psycopg.Connection[Any]) -> tuple[str, str]:
     """SQL that puts every sequence back where it is now, if it moved ("" if none).
 
@@ -176,18 +193,9 @@ def sequence_reset(conn: psycopg.Connection[Any]) -> tuple[str, str]:
     ``nextval()`` calls of the test's own connection are seen (others cannot write to its
     database unseen anyway: their rows would outlive the test, which the verifier reports).
     """
-    rows = conn.execute(
-        "SELECT c.oid, pg_sequence_last_value(c.oid), s.seqstart "
-        "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
-    ).fetchall()
-    if not rows:
+    values = sequence_values(conn)
+    if not values:
         return "", ""
-    values = ", ".join(
-        f"({int(oid):d}::oid, {'NULL' if last is None else int(last)}::bigint, {int(start):d})"
-        for oid, last, start in rows
-    )
     reset = (  # numbers only (formatted as int above): no injection possible
         "SELECT setval(v.seq::regclass, coalesce(v.last, v.start), v.last IS NOT NULL) "  # noqa: S608
         f"FROM (VALUES {values}) v(seq, last, start) "

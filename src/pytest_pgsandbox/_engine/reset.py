@@ -99,30 +99,34 @@ CREATE FUNCTION _pgsandbox.reset(wait_ms int) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     r record;
+    wrote oid[];
     n int := 0;
 BEGIN
-    -- Work other connections have not committed must not land after the restore.
+    -- Work other connections have not committed must not land after the restore. (The
+    -- function, not the pg_stat_activity view: the view costs half a millisecond more.)
     PERFORM {terminate}
-    FROM pg_stat_activity
-    WHERE datname = current_database() AND pid <> pg_backend_pid()
-      AND backend_type = 'client backend' AND state IS DISTINCT FROM 'idle';
-    IF EXISTS (SELECT FROM _pgsandbox.touched WHERE relid = 0) THEN
-        RETURN 'ddl';
+    FROM pg_stat_get_activity(NULL) a
+    WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+      AND a.state IS DISTINCT FROM 'idle';
+    SELECT array_agg(DISTINCT relid) INTO wrote FROM _pgsandbox.touched;
+    IF wrote IS NOT NULL THEN
+        IF 0 = ANY(wrote) THEN
+            RETURN 'ddl';
+        END IF;
+        PERFORM set_config('session_replication_role', 'replica', true);
+        FOR r IN
+            SELECT s.statements FROM _pgsandbox.restore s
+            WHERE s.relid IN (SELECT l.leaf FROM _pgsandbox.leaves l WHERE l.relid = ANY(wrote))
+        LOOP
+            EXECUTE r.statements;
+            n := n + 1;
+        END LOOP;
+        DELETE FROM _pgsandbox.touched;
     END IF;
-    PERFORM set_config('session_replication_role', 'replica', true);
-    FOR r IN
-        SELECT DISTINCT s.relid, s.statements
-        FROM _pgsandbox.touched t
-        JOIN _pgsandbox.leaves l ON l.relid = t.relid
-        JOIN _pgsandbox.restore s ON s.relid = l.leaf
-    LOOP
-        EXECUTE r.statements;
-        n := n + 1;
-    END LOOP;
     PERFORM setval(s.seq, coalesce(s.last_value, s.start), s.last_value IS NOT NULL)
     FROM _pgsandbox.sequences s
     WHERE pg_sequence_last_value(s.seq) IS DISTINCT FROM s.last_value;
-    DELETE FROM _pgsandbox.touched;
     RETURN n::text;
 END $$;
 """
