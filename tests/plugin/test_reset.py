@@ -148,7 +148,7 @@ def test_the_verifier_names_what_leaked_and_repairs(
     result.stdout.fnmatch_lines(
         [
             "*test_leaks leaked: after it was rolled back, its database differs from the template:",
-            "  + database setting: work_mem=1MB",
+            "  + database setting work_mem: 1MB",
             "  ~ public.users: 3 rows, template has 2",
             "The database was replaced with a clean copy.*",
         ]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine import provision
@@ -163,7 +164,13 @@ SELECT current_setting('track_counts')::bool
    AND NOT EXISTS (SELECT FROM pg_stat_get_activity(NULL) a
                    WHERE a.datid = d.datid AND a.pid <> pg_backend_pid())
    AND d.tup_inserted + d.tup_updated + d.tup_deleted = 0
-   AND NOT EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setdatabase = d.datid)
+   AND NOT EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setdatabase = d.datid
+                   AND s.setrole <> 0)
+   AND (SELECT s.setconfig FROM pg_db_role_setting s
+        WHERE s.setdatabase = d.datid AND s.setrole = 0)
+       IS NOT DISTINCT FROM
+       (SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database t ON t.oid = s.setdatabase
+        WHERE t.datname = {source} AND s.setrole = 0)
    AND {sequences}
 FROM pg_stat_database d WHERE d.datname = current_database()
 """
@@ -197,7 +204,9 @@ class CloneDatabase:
         try:
             # Our own counts reach the shared statistics when the session next goes idle.
             _batch(conn, f"{rollback}SELECT pg_stat_force_next_flush()")
-            return _batch(conn, _UNCHANGED.replace("{sequences}", seq_check)) == "t"
+            source = sql.Literal(self.pool.template).as_string(conn)
+            query = _UNCHANGED.replace("{sequences}", seq_check).replace("{source}", source)
+            return _batch(conn, query) == "t"
         except psycopg.Error:
             return False
 

@@ -90,6 +90,35 @@ def create_database(
             sql.Identifier(name), sql.Literal(make_label(label))
         )
     )
+    copy_settings(conn, template or "template1", name)
+
+
+_DB_SETTINGS = """
+SELECT split_part(c, '=', 1), substr(c, strpos(c, '=') + 1)
+FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) c
+WHERE d.datname = %s AND s.setrole = 0
+"""
+
+
+def copy_settings(conn: Conn, source: str, name: str) -> None:
+    """Give ``name`` the database-level settings of ``source`` (ALTER DATABASE ... SET).
+
+    CREATE DATABASE does not copy them, yet a copy of a template must behave like it: a
+    ``search_path`` or ``timezone`` set by the schema's migrations (or pgsandbox's clock)
+    belongs to the template. Each value goes through ``set_config`` and ``SET ... FROM
+    CURRENT`` so that lists (search_path) keep their form; nothing is interpolated.
+    """
+    settings = conn.execute(_DB_SETTINGS, (source,)).fetchall()
+    if not settings:
+        return
+    with conn.transaction():
+        for key, value in settings:
+            conn.execute("SELECT set_config(%s, %s, true)", (key, value))
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} FROM CURRENT").format(
+                    sql.Identifier(name), sql.Identifier(key)
+                )
+            )
 
 
 def _create_retrying(conn: Conn, query: sql.Composed, template: str | None) -> None:

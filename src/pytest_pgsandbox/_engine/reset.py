@@ -45,6 +45,7 @@ COMMENT ON SCHEMA _pgsandbox IS 'pgsandbox: what tests wrote, and the rows to pu
 CREATE UNLOGGED TABLE _pgsandbox.touched (relid oid NOT NULL);
 CREATE TABLE _pgsandbox.leaves (relid oid NOT NULL, leaf oid NOT NULL);
 CREATE TABLE _pgsandbox.restore (relid oid PRIMARY KEY, statements text NOT NULL);
+CREATE TABLE _pgsandbox.settings (config text[]);
 CREATE TABLE _pgsandbox.sequences (seq regclass PRIMARY KEY, last_value bigint, start bigint);
 
 CREATE FUNCTION _pgsandbox.wrote() RETURNS trigger
@@ -101,14 +102,22 @@ DECLARE
     r record;
     wrote oid[];
     n int := 0;
+    db oid := (SELECT oid FROM pg_database WHERE datname = current_database());
 BEGIN
     -- Work other connections have not committed must not land after the restore. (The
     -- function, not the pg_stat_activity view: the view costs half a millisecond more.)
     PERFORM {terminate}
     FROM pg_stat_get_activity(NULL) a
-    WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    WHERE a.datid = db
       AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
       AND a.state IS DISTINCT FROM 'idle';
+    -- ALTER DATABASE/ROLE ... SET fires no event trigger: compare the settings themselves.
+    IF (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = db AND s.setrole = 0)
+           IS DISTINCT FROM (SELECT c.config FROM _pgsandbox.settings c)
+       OR EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setdatabase = db AND s.setrole <> 0)
+    THEN
+        RETURN 'ddl';
+    END IF;
     SELECT array_agg(DISTINCT relid) INTO wrote FROM _pgsandbox.touched;
     IF wrote IS NOT NULL THEN
         IF 0 = ANY(wrote) THEN
@@ -186,6 +195,11 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
             "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
+        )
+        conn.execute(
+            "INSERT INTO _pgsandbox.settings SELECT (SELECT s.setconfig FROM pg_db_role_setting s "
+            "JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = current_database() AND s.setrole = 0)"
         )
         conn.execute(_RESET.replace("{terminate}", terminate))
         conn.execute(

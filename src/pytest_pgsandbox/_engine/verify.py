@@ -75,9 +75,9 @@ UNION ALL
 SELECT 'event trigger ' || evtname, evtevent || ' ' || evtenabled::text
 FROM pg_event_trigger WHERE evtname NOT LIKE '\\_pgsandbox\\_%'
 UNION ALL
-SELECT 'database setting' || CASE WHEN s.setrole = 0 THEN '' ELSE ' for role '
-       || pg_get_userbyid(s.setrole) END, array_to_string(s.setconfig, ', ')
-FROM pg_db_role_setting s WHERE s.setdatabase = (
+SELECT 'database setting ' || split_part(c, '=', 1) || CASE WHEN s.setrole = 0 THEN ''
+       ELSE ' for role ' || pg_get_userbyid(s.setrole) END, substr(c, strpos(c, '=') + 1)
+FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = (
     SELECT oid FROM pg_database WHERE datname = current_database())
 UNION ALL
 SELECT 'sequence position ' || format('%I.%I', n.nspname, c.relname),
