@@ -49,7 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         text = f"{s.help} [env {s.env}, ini {s.ini}; default: {s.default!r}]"
         if s.repeatable:
             group.addoption(
-                s.flag, action="append", dest=_dest(s), default=None, metavar=s.metavar, help=text
+                s.flag,
+                *s.aliases,
+                action="append",
+                dest=_dest(s),
+                default=None,
+                metavar=s.metavar,
+                help=text,
             )
         elif s.is_flag:
             # No optional value: "--pg-reuse tests/" must not read "tests/" as the value.
@@ -109,7 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
     sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist)
     config.addinivalue_line(
         "markers",
-        'pg(isolation="transaction"|"clone"): how the pg fixture isolates this test '
+        'pg(isolation="transaction"|"clone"|"reset"): how the pg fixture isolates this test '
         "(pytest-pgsandbox)",
     )
     config.stash[SANDBOX_KEY] = sandbox

@@ -77,6 +77,16 @@ def _pool_size(raw: str) -> int:
     return value
 
 
+def _megabytes(raw: str) -> int:
+    try:
+        value = int(raw.strip().upper().removesuffix("MB"))
+    except ValueError:
+        raise _Invalid from None
+    if not 0 <= value <= 1048576:
+        raise _Invalid
+    return value
+
+
 def _seconds(raw: str) -> float:
     try:
         value = float(raw.strip())
@@ -154,6 +164,7 @@ class Setting:
     metavar: str = "VALUE"
     repeatable: bool = False
     is_flag: bool = False
+    aliases: tuple[str, ...] = ()  # more pytest flags for it (pytest-pgsql's names)
 
     @property
     def flag(self) -> str:
@@ -228,6 +239,17 @@ SETTINGS: tuple[Setting, ...] = (
         "(fsync, synchronous_commit and full_page_writes off).",
         metavar="KEY=VALUE",
         repeatable=True,
+        aliases=("--pg-conf-opt",),
+    ),
+    Setting(
+        "work_mem",
+        _megabytes,
+        32,
+        "megabytes, a whole number from 0 (the server's default) to 1048576",
+        "work_mem of a local server, in MB (as pytest-pgsql's --pg-work-mem): sorts and "
+        "hashes in memory instead of temporary files. 0 keeps the server's default; a "
+        "work_mem given with conf wins.",
+        metavar="MB",
     ),
     Setting(
         "schema",
@@ -366,6 +388,7 @@ class Settings:
     tcp: bool = False
     port: int = 0
     conf: tuple[tuple[str, str], ...] = ()
+    work_mem: int = 32
     schema: tuple[tuple[str, str], ...] = ()
     seed: tuple[tuple[str, str], ...] = ()
     extensions: tuple[str, ...] = ()
@@ -383,6 +406,13 @@ class Settings:
 
     def source(self, name: str) -> str:
         return self.sources.get(name, DEFAULT)
+
+    @property
+    def server_conf(self) -> tuple[tuple[str, str], ...]:
+        """Server settings for a local server: work_mem, then conf (which wins)."""
+        if self.work_mem and not any(key == "work_mem" for key, _ in self.conf):
+            return (("work_mem", f"{self.work_mem}MB"), *self.conf)
+        return self.conf
 
     def non_default(self) -> list[tuple[str, object, str]]:
         """(name, value, source) of every setting that is not at its default."""
@@ -457,6 +487,7 @@ def markdown_table() -> str:
     ]
     for s in SETTINGS:
         default = "(none)" if s.default in (None, ()) else f"`{s.default}`"
-        names = f"`{s.flag}`<br>`{s.env}`<br>`{s.ini}`"
+        flags = " or ".join(f"`{flag}`" for flag in (s.flag, *s.aliases))
+        names = f"{flags}<br>`{s.env}`<br>`{s.ini}`"
         rows.append(f"| `{s.name}` | {names} | {default} | {s.accepted} | {s.help} |")
     return "\n".join(rows)

@@ -21,6 +21,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "tcp": ("true", "True"),
     "port": ("6111", "6111"),
     "conf": ("work_mem=9MB", "(('work_mem', '9MB'),)"),
+    "work_mem": ("64", "64"),
     "schema": ("sql:db/schema.sql", "(('sql', 'db/schema.sql'),)"),
     "seed": ("callable:app.seed:load", "(('callable', 'app.seed:load'),)"),
     "extensions": ("pg_trgm,hstore", "('pg_trgm', 'hstore')"),
@@ -166,6 +167,32 @@ def test_conf_from_env_reaches_the_server(
         """
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "32MB"),
+        (("--pg-work-mem=0",), "4MB"),
+        (("--pg-work-mem=64",), "64MB"),
+        (("--pg-conf-opt", "work_mem=8MB", "--pg-conf-opt=jit=off"), "8MB"),
+    ],
+)
+def test_work_mem_and_conf_opt_as_in_pytest_pgsql(
+    pytester: pytest.Pytester,
+    runtime: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    expected: str,
+) -> None:
+    clean_env(monkeypatch)
+    pytester.makepyfile(
+        f"""
+        def test_work_mem(pg):
+            assert pg.fetchval("SHOW work_mem") == {expected!r}
+        """
+    )
+    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize("tmpfs", ["true", "false"])

@@ -91,3 +91,25 @@ def test_bad_values_name_setting_value_source_and_choices(
     assert raw in message
     assert f"environment variable {env_name}" in message
     assert accepted in message
+
+
+@pytest.mark.parametrize(
+    ("work_mem", "conf", "expected"),
+    [
+        ("32", (), (("work_mem", "32MB"),)),
+        ("64MB", (), (("work_mem", "64MB"),)),
+        ("0", (), ()),
+        ("32", ("work_mem=1MB", "jit=off"), (("work_mem", "1MB"), ("jit", "off"))),
+    ],
+)
+def test_work_mem_goes_to_the_server_unless_conf_sets_it(
+    work_mem: str, conf: tuple[str, ...], expected: tuple[tuple[str, str], ...]
+) -> None:
+    settings = resolve({"work_mem": work_mem, "conf": list(conf) or None}, {}, {})
+    assert settings.server_conf == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", "lots", "2000000"])
+def test_work_mem_must_be_megabytes(bad: str) -> None:
+    with pytest.raises(SettingError, match="work_mem"):
+        resolve({"work_mem": bad}, {}, {})

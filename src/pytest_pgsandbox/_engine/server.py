@@ -86,7 +86,7 @@ def _matches(rec: janitor.ServerRecord, binaries: PgBinaries, settings: Settings
         data.get("bin_key") == binaries.key
         and bool(data.get("tcp")) == bool(settings.tcp or settings.port)
         and (not settings.port or data.get("port") == settings.port)
-        and data.get("conf", []) == [list(item) for item in settings.conf]
+        and data.get("conf", []) == [list(item) for item in settings.server_conf]
     )
 
 
@@ -150,7 +150,7 @@ def local_cluster(
     options = ClusterOptions(
         tcp=settings.tcp or settings.port != 0,
         port=settings.port,
-        conf=settings.conf,
+        conf=settings.server_conf,
         start_timeout=settings.start_timeout,
         reusable=reusable,
         run=run,
