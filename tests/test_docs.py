@@ -39,3 +39,28 @@ def test_quick_start_runs(pytester: pytest.Pytester, runtime: Path) -> None:
     assert example is not None
     pytester.makepyfile(test_users=example.group(1))
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+DOC_EXAMPLES = [
+    (doc.name, m.group(1), m.group(2))
+    for doc in sorted((ROOT / "docs").glob("*.md"))
+    for m in re.finditer(r"```python\n# (test_\w+)\.py\n(.*?)```", doc.read_text(), re.S)
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "name", "code"), DOC_EXAMPLES, ids=[f"{d}:{n}" for d, n, _ in DOC_EXAMPLES]
+)
+def test_docs_examples_run(
+    pytester: pytest.Pytester, runtime: Path, doc: str, name: str, code: str
+) -> None:
+    """Every ``# test_*.py`` example in docs/ is a test module that passes as written."""
+    pytester.makepyfile(**{name: code})
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) > 0, result.stdout.str()
+    result.assert_outcomes(passed=outcomes["passed"])
+
+
+def test_docs_have_examples() -> None:
+    assert {doc for doc, _, _ in DOC_EXAMPLES} >= {"migrating.md", "frozen-time.md"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.discovery import PgBinaries
 from pytest_pgsandbox._engine.handle import PgDatabase
+from pytest_pgsandbox._time import freeze_time
 from pytest_pgsandbox._version import __version__
 from pytest_pgsandbox.errors import BinariesNotFound
 from pytest_pgsandbox.errors import IsolationBroken
@@ -34,6 +35,7 @@ __all__ = [
     "TemplateError",
     "UnsafeOperation",
     "__version__",
+    "freeze_time",
 ]
 
 for _name in __all__:

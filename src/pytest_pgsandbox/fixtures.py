@@ -118,7 +118,21 @@ def pg(
       afterwards the tables the test wrote to are put back as the template has them.
     """
     sandbox = _sandbox(request.config)
-    mode = _isolation_for(request, sandbox.settings.isolation)
+    yield from database_for(request, _isolation_for(request, sandbox.settings.isolation))
+
+
+def database_for(request: pytest.FixtureRequest, mode: str) -> Iterator[PgDatabase]:
+    """The test's database under isolation ``mode``: yields it once, then cleans up."""
+    __tracebackhide__ = True
+    pg_server: PgServer = request.getfixturevalue("pg_server")
+    pg_template: PgTemplate | None = request.getfixturevalue("pg_template")
+    sandbox = _sandbox(request.config)
+    if sandbox.current is not None:
+        _fail(
+            f"{request.node.nodeid} asks for two test databases (pg and postgresql_db, or "
+            "two database fixtures): each test gets one. Use one fixture, or reach the other "
+            "API through it (postgresql_db has pg's helpers; pg.conn is the connection)."
+        )
     if mode == "clone":
         yield from _clone(request, pg_server, pg_template, sandbox)
     elif mode == "reset":
@@ -137,7 +151,15 @@ def _transaction(
         pg_server, "could not start the test's transaction", sandbox.isolation, pg_template
     )
     conn = _attempt(pg_server, "could not start the test's transaction", isolation.begin)
-    handle = PgDatabase(conn, isolation.info, "transaction")
+
+    def restart() -> Any:
+        isolation.end()
+        sandbox.current = isolation.begin()
+        return sandbox.current
+
+    handle = PgDatabase(
+        conn, isolation.info, "transaction", restart, _baseline(sandbox, pg_template)
+    )
     verify = sandbox.settings.verify_isolation
     if verify:
         sandbox.verify(handle.info, conn)  # the picture of the database before any test
@@ -170,7 +192,13 @@ def _reset(
     what = "could not prepare the worker's reset database"
     db = _attempt(pg_server, what, sandbox.reset, pg_template)
     conn = _attempt(pg_server, what, db.begin)
-    handle = PgDatabase(conn, db.info, "reset")
+
+    def restart() -> Any:
+        db.end()
+        sandbox.current = db.begin()
+        return sandbox.current
+
+    handle = PgDatabase(conn, db.info, "reset", restart, _baseline(sandbox, pg_template))
     verify = sandbox.settings.verify_isolation
     if verify:
         sandbox.verify(handle.info, conn)
@@ -194,7 +222,7 @@ def _clone(
 ) -> Iterator[PgDatabase]:
     what = "could not give the test a database of its own"
     copy = _attempt(pg_server, what, sandbox.clone, pg_template)
-    handle = PgDatabase(copy.conn, copy.info, "clone")
+    handle = PgDatabase(copy.conn, copy.info, "clone", None, _baseline(sandbox, pg_template))
     with _serving(request, sandbox, handle, handle.url):
         yield handle
     kept: list[ConnInfo | None] = [None]
@@ -204,6 +232,10 @@ def _clone(
         )
     finally:
         copy.end(give_back=kept[0] is None)
+
+
+def _baseline(sandbox: Any, template: PgTemplate | None) -> Callable[[], str]:
+    return lambda: str(sandbox.catalog_baseline(template))
 
 
 MARK_ARGUMENTS = ("isolation",)
@@ -247,6 +279,7 @@ def _serving(
     try:
         yield
     finally:
+        handle.close_time()
         sandbox.current = None
         if url_env:
             if saved is None:
@@ -330,6 +363,7 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
         engine = make_engine(current)
     except PgSandboxError as exc:
         _fail(exc)
+    engine._pgsb_test_engine = True  # its connection is the test's: helpers use it directly
     yield engine
     engine.dispose()
 
@@ -358,3 +392,39 @@ def pg_session(pg: PgDatabase, pg_engine: Any) -> Iterator[Any]:
 def pg_conn(pg: PgDatabase) -> psycopg.Connection[Any]:
     """The psycopg connection of this test's database (``pg.conn``)."""
     return pg.conn
+
+
+# -- pytest-pgsql's fixtures (see pytest_pgsandbox.pgsql) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def database_uri(
+    pg_server: PgServer, pg_template: PgTemplate | None, request: pytest.FixtureRequest
+) -> str:
+    """The SQLAlchemy URL of this worker's database under reset isolation (pytest-pgsql's
+    session-wide database). Engines made on it serve ``postgresql_db``-style fixtures, which
+    put it back after every test."""
+    sandbox = _sandbox(request.config)
+    db = _attempt(
+        pg_server, "could not prepare the worker's reset database", sandbox.reset, pg_template
+    )
+    return str(db.info.url(driver="psycopg"))
+
+
+@pytest.fixture
+def postgresql_db(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """pytest-pgsql's engine-backed database: ``.engine``, ``.session``, helpers, ``.time``.
+    Commits allowed; rows, ALTERs, dropped tables and settings are all put back afterwards
+    (reset isolation)."""
+    from pytest_pgsandbox.pgsql import PostgreSQLTestDB
+
+    yield from PostgreSQLTestDB.serve(request, "pg_engine")
+
+
+@pytest.fixture
+def transacted_postgresql_db(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """pytest-pgsql's database on one connection in a transaction rolled back afterwards:
+    ``.connection``, ``.session`` (its commits are savepoints), helpers, ``.time``."""
+    from pytest_pgsandbox.pgsql import TransactedPostgreSQLTestDB
+
+    yield from TransactedPostgreSQLTestDB.serve(request, "pg_engine")

@@ -9,6 +9,7 @@ from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox import PgDatabase
 from pytest_pgsandbox import PgSandboxError
+from pytest_pgsandbox._engine.clock import SEARCH_PATH
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def test_sessions_settings_made_in_a_test_do_not_outlive_it_part1(pg: PgDatabase
 
 
 def test_sessions_settings_made_in_a_test_do_not_outlive_it_part2(pg: PgDatabase) -> None:
-    assert pg.fetchval("SHOW search_path") == '"$user", public'
+    assert pg.fetchval("SHOW search_path") == SEARCH_PATH  # the database's own
     assert pg.fetchval("SHOW TimeZone") != "Asia/Tokyo"
     assert pg.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
 

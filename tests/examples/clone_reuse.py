@@ -20,13 +20,11 @@ def starts_from_the_template(pg, request):
     )
     assert pg.fetchval("SELECT pg_sequence_last_value('users_id_seq')") == 5
     assert pg.fetchval("SELECT to_regclass('extra')") is None
-    assert (
-        pg.fetchval(
-            "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d "
-            "ON d.oid = s.setdatabase WHERE d.datname = current_database()"
-        )
-        == 0
+    settings = pg.fetchall(
+        "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d "
+        "ON d.oid = s.setdatabase WHERE d.datname = current_database()"
     )
+    assert settings == [('search_path="$user", public, pgsandbox_clock, pg_catalog',)]
     pg.conn.rollback()
     with open(os.environ["NAMES_FILE"], "a") as f:
         f.write(f"{request.node.name} {pg.dbname}\n")

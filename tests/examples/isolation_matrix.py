@@ -32,7 +32,7 @@ def starts_from_the_template(pg):
         pg.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'")
         == 3
     )
-    assert pg.fetchval("SHOW search_path") == '"$user", public'
+    assert pg.fetchval("SHOW search_path") == '"$user", public, pgsandbox_clock, pg_catalog'
     # Sequences are where the template left them: ids do not depend on earlier tests.
     assert pg.fetchval("INSERT INTO users (name) VALUES ('probe') RETURNING id") == 6
     pg.conn.rollback()

@@ -23,6 +23,7 @@ from filelock import FileLock
 from filelock import Timeout
 from psycopg.rows import TupleRow
 
+from pytest_pgsandbox._engine import clock
 from pytest_pgsandbox._engine.cluster import CACHE_LAYOUT
 from pytest_pgsandbox._engine.cluster import SESSION_DB
 from pytest_pgsandbox._engine.cluster import SUPERUSER
@@ -80,6 +81,9 @@ class InitdbCache:
 
         def prepare(server: LocalCluster) -> None:
             # Create the session database once here, so that every copy already has it.
+            # The clock goes into template1 first: every database made from it has it.
+            with connect(server.admin.for_db("template1"), timeout=self.timeout) as conn:
+                clock.install(conn)
             with connect(server.admin, timeout=self.timeout) as conn:
                 create_session_db(conn)
                 if conn.info.server_version >= 160000:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 from pytest_pgsandbox.errors import ServerStartError
 
 SUPERUSER = "postgres"
-CACHE_LAYOUT = 2  # bump when what a cached cluster contains changes
+CACHE_LAYOUT = 3  # bump when what a cached cluster contains changes
 SESSION_DB = "pgsandbox"
 SOCKET_PORT = 5432
 LOG_TAIL = 40

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
+from pytest_pgsandbox._engine.helpers import DatabaseHelpers
 from pytest_pgsandbox._engine.urls import ConnInfo
 
 if TYPE_CHECKING:  # psycopg is imported when a test first needs a database, not before
@@ -14,10 +16,13 @@ if TYPE_CHECKING:  # psycopg is imported when a test first needs a database, not
     from psycopg import sql
     from psycopg.abc import Params
 
+    from pytest_pgsandbox._engine.freezing import FrozenTime
+    from pytest_pgsandbox._engine.freezing import When
+
     Query: TypeAlias = str | bytes | sql.SQL | sql.Composed
 
 
-class PgDatabase:
+class PgDatabase(DatabaseHelpers):
     """This test's database.
 
     - ``url``: a libpq URL of the database (``postgresql+psycopg`` + the rest for SQLAlchemy),
@@ -27,14 +32,86 @@ class PgDatabase:
       ``rollback()`` are safe to call.
     - ``isolation``: how the test is isolated (transaction, clone or reset).
     - ``execute``/``fetchone``/``fetchall``/``fetchval``: run a query on ``conn``.
+    - ``freeze_time(when)``: Python's clock and the database's, frozen together.
+    - helpers: ``install_extension``, ``create_schema``, ``create_table``, ``load_csv``,
+      ``run_sql_file``, ``is_dirty``, ``reset_db`` and the rest of pytest-pgsql's.
     """
 
     def __init__(
-        self, conn: psycopg.Connection[Any], info: ConnInfo, isolation: str = "transaction"
+        self,
+        conn: psycopg.Connection[Any],
+        info: ConnInfo,
+        isolation: str = "transaction",
+        restart: Callable[[], psycopg.Connection[Any]] | None = None,
+        baseline: Callable[[], str] | None = None,
     ) -> None:
         self.conn = conn
         self.info = info
         self.isolation = isolation
+        self._restart = restart
+        self._baseline = baseline
+        self._time: FrozenTime | None = None
+
+    # -- time ------------------------------------------------------------------------------
+
+    @property
+    def time(self) -> FrozenTime:
+        """This test's clock: ``freeze(when)``, ``tick(delta)``, ``move_to(when)``,
+        ``unfreeze()``; a context manager too. Unfrozen when the test ends."""
+        if self._time is None:
+            from pytest_pgsandbox._engine.freezing import FrozenTime
+
+            self._time = FrozenTime(self.info, self.conn)
+        return self._time
+
+    def freeze_time(self, when: When = None, tick: bool = False) -> FrozenTime:
+        """Freeze Python's clock and the database's at ``when`` (default: now).
+
+        The database's ``now()`` (and ``CURRENT_TIMESTAMP`` in queries sent on ``conn``),
+        column defaults and triggers written with ``now()``, and, under clone and reset
+        isolation, every other connection to the test's database see the frozen time.
+        Returns the clock: use it as a context manager, or call ``tick()``/``unfreeze()``.
+        """
+        return self.time.freeze(when, tick=tick)
+
+    def close_time(self) -> None:
+        """Unfreeze both clocks (the fixture does this when the test ends)."""
+        if self._time is not None:
+            self._time.unfreeze()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def is_dirty(self) -> bool:
+        """Whether the database's schemas, extensions, tables or columns differ from the
+        template's (what DDL changes; rows are not compared)."""
+        from pytest_pgsandbox._engine.helpers import catalog_digest
+        from pytest_pgsandbox.errors import PgSandboxError
+
+        if self._baseline is None:
+            raise PgSandboxError(
+                "is_dirty() needs the template's catalog, which this "
+                "database handle was made without"
+            )
+        return catalog_digest(self.conn) != self._baseline()
+
+    def reset_db(self) -> None:
+        """Put the database back as the test found it, now, in the middle of the test
+        (transaction and reset isolation). Frozen time is unfrozen."""
+        from pytest_pgsandbox.errors import PgSandboxError
+
+        self.close_time()
+        if self._restart is None:
+            raise PgSandboxError(
+                f"reset_db() under {self.isolation} isolation: a test's own copy cannot be "
+                "replaced while it runs, since code may hold its URL. Use transaction or "
+                'reset isolation for this test (@pytest.mark.pg(isolation="reset")).'
+            )
+        self.conn = self._restart()
+        if self._time is not None:
+            self._time = None
+
+    def _helper_conn(self) -> psycopg.Connection[Any]:
+        return self.conn
 
     @property
     def url(self) -> str:

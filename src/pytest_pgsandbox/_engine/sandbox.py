@@ -65,6 +65,7 @@ class Sandbox:
         self._pools: dict[tuple[str, str | None], ClonePool] = {}
         self._resets: dict[str | None, ResetDatabase] = {}
         self._pictures: dict[str, dict[str, str]] = {}  # database -> what it held when new
+        self._baselines: dict[str, str] = {}  # template -> its catalog digest
         self.kept: list[str] = []
         self.current: psycopg.Connection[TupleRow] | None = None  # the running test's
 
@@ -154,8 +155,10 @@ class Sandbox:
         key = template.name if template else None
         name = self._databases.get(key)
         if name is None:
-            if template is None and server.owns_cluster:
-                name = SESSION_DB  # an empty database made once in the cached cluster
+            if template is None and server.owns_cluster and self.xdist is None:
+                # An empty database made once in the cached cluster. Not shared between
+                # xdist workers: one's frozen clock must not reach another's tests.
+                name = SESSION_DB
             else:
                 parts = [template.fingerprint[:8]] if template else []
                 name = database_name("session", self.run_id, self.worker, *parts)
@@ -166,6 +169,18 @@ class Sandbox:
                 self._created.append(name)
             self._databases[key] = name
         return server.admin.for_db(name)
+
+    def catalog_baseline(self, template: PgTemplate | None) -> str:
+        """The catalog digest of ``template`` (what ``is_dirty()`` compares with), once."""
+        from pytest_pgsandbox._engine.helpers import catalog_digest
+
+        source = template.name if template else "template1"
+        found = self._baselines.get(source)
+        if found is None:
+            server = self.ensure_server()
+            with connect(server.admin.for_db(source), timeout=self.settings.start_timeout) as c:
+                found = self._baselines[source] = catalog_digest(c)
+        return found
 
     def _label(self) -> dict[str, object]:
         return {"kind": "session", "run": self.run_id, "worker": self.worker}

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import errors
 from psycopg import sql
 
+from pytest_pgsandbox._engine import clock
 from pytest_pgsandbox._engine import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -159,7 +160,7 @@ def _inputs(spec: TemplateSpec, src: Source) -> list[Path]:
 def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
     """A hash of every input: equal hashes mean an equal template."""
     h = hashlib.sha256()
-    h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\n".encode())
+    h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\nclock {clock.VERSION}\n".encode())
     h.update(("extensions " + ",".join(spec.extensions) + "\n").encode())
     for role, sources in (("schema", spec.schema), ("seed", spec.seed)):
         for src in sources:
@@ -235,6 +236,7 @@ def _build(
     info = admin.for_db(building)
     try:
         with connect(info, autocommit=False, timeout=timeout) as conn:
+            clock.install(conn)  # first: defaults written with now() bind to the clock
             _create_extensions(conn, spec.extensions)
             conn.commit()
         for src in spec.schema + spec.seed:

@@ -34,8 +34,11 @@ class ConnInfo:
     def is_socket(self) -> bool:
         return self.host == "" or self.host.startswith("/")
 
-    def url(self, *, masked: bool = False) -> str:
-        """A libpq URL; with the ``postgresql+psycopg`` scheme SQLAlchemy takes it as is."""
+    def url(self, *, masked: bool = False, driver: str | None = None) -> str:
+        """A libpq URL; with ``driver="psycopg"`` SQLAlchemy's ``postgresql+psycopg`` form."""
+        if driver:
+            plain = self.url(masked=masked)
+            return plain.replace("postgresql://", f"postgresql+{driver}://", 1)
         auth = quote(self.user, safe="")
         if self.password is not None:
             auth += ":" + (MASK if masked else quote(self.password, safe=""))

@@ -1,0 +1,99 @@
+"""pytest-pgsql's API: a module written for pytest-pgsql runs with only its import changed.
+
+``examples/pgsql_style`` uses both fixtures, every helper, custom fixtures made with
+``create_fixture`` and ``create_engine_fixture``, and ``freeze_time``. It runs with the isolation
+verifier on, so a test that leaves anything behind (rows, columns, tables, settings) fails.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.urls import connect
+
+TESTS = 22
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.copy_example("pgsql_style")
+    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
+    return pytester
+
+
+def test_a_pytest_pgsql_module_passes(project: pytest.Pytester, runtime: object) -> None:
+    result = project.runpytest_subprocess("--pg-extensions=pg_trgm", "--pg-verify-isolation")
+    result.assert_outcomes(passed=TESTS)
+
+
+def test_reversed_and_under_xdist(project: pytest.Pytester, runtime: object) -> None:
+    (project.path / "conftest.py").write_text(
+        (project.path / "conftest.py").read_text()
+        + "\n\ndef pytest_collection_modifyitems(items):\n    items.reverse()\n"
+    )
+    result = project.runpytest_subprocess(
+        "--pg-extensions=pg_trgm", "--pg-verify-isolation", "-n", "2"
+    )
+    result.assert_outcomes(passed=TESTS)
+
+
+def test_on_an_existing_server_only_templates_remain(
+    project: pytest.Pytester, existing: LocalCluster
+) -> None:
+    result = project.runpytest_subprocess(
+        f"--pg-url={existing.admin.url()}", "--pg-extensions=pg_trgm"
+    )
+    result.assert_outcomes(passed=TESTS)
+    with connect(existing.admin) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    ours = [n for n in names if n.startswith("pgsandbox") and n != "pgsandbox"]
+    assert ours
+    assert all(n.startswith("pgsandbox_tpl_") for n in ours), ours
+
+
+def test_two_database_fixtures_in_one_test_is_an_error(
+    pytester: pytest.Pytester, runtime: object
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_both(pg, postgresql_db):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*asks for two test databases*"])
+
+
+def test_freeze_time_needs_one_database_fixture(pytester: pytest.Pytester, runtime: object) -> None:
+    pytester.makepyfile(
+        """
+        import pytest_pgsandbox.pgsql as pytest_pgsql
+
+        @pytest_pgsql.freeze_time("2020-01-01")
+        def test_no_database():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*must use exactly one database fixture*uses 0*"])
+
+
+def test_the_same_public_names_as_pytest_pgsql() -> None:
+    import pytest_pgsandbox.pgsql as pgsql
+
+    for name in (
+        "PostgreSQLTestDB",
+        "TransactedPostgreSQLTestDB",
+        "PostgreSQLTestDBBase",
+        "create_engine_fixture",
+        "freeze_time",
+        "SQLAlchemyFreezegun",
+    ):
+        assert name in pgsql.__all__
+        assert getattr(pgsql, name) is not None
+    for error in ("Error", "DatabaseRestoreFailedError", "DatabaseIsDirtyError"):
+        assert issubclass(getattr(pgsql.errors, error), pgsql.Error)
+    assert issubclass(pgsql.errors.NoSnapshotAvailableError, pgsql.DatabaseRestoreFailedError)
