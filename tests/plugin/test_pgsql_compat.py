@@ -12,7 +12,7 @@ import pytest
 from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
 
-TESTS = 22
+TESTS = 23
 
 
 @pytest.fixture

@@ -245,3 +245,15 @@ def test_database_uri_and_pg_engine(database_uri, pg_engine):
             assert conn.execute(sqla.text("SELECT count(*) FROM accounts")).scalar() == 2
     finally:
         engine.dispose()
+
+
+def test_sqlalchemy_freezegun_on_an_engine(jdb):
+    freezer = pytest_pgsql.SQLAlchemyFreezegun(jdb.engine)
+    with freezer.freeze("1999-12-31 23:59:59"):
+        assert freezer.is_frozen
+        with jdb.engine.connect() as conn:
+            assert conn.execute(sqla.text("SELECT CURRENT_TIMESTAMP")).scalar() == Y2K_EVE
+            assert conn.execute(sqla.text("SELECT now()")).scalar() == Y2K_EVE
+    assert not freezer.is_frozen
+    with jdb.engine.connect() as conn:
+        assert conn.execute(sqla.text("SELECT now()")).scalar() > Y2K_EVE
