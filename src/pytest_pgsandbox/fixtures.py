@@ -42,6 +42,12 @@ def _sandbox(config: pytest.Config) -> Any:
     return config.stash[SANDBOX_KEY]
 
 
+def sandbox_of(request: pytest.FixtureRequest) -> Any:
+    """The session's sandbox (its server started on first use)."""
+    request.getfixturevalue("pg_server")
+    return _sandbox(request.config)
+
+
 def _fail(exc: BaseException | str) -> NoReturn:
     __tracebackhide__ = True
     pytest.fail(f"pgsandbox: {exc}", pytrace=False)

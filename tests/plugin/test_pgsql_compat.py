@@ -12,7 +12,7 @@ import pytest
 from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
 
-TESTS = 23
+TESTS = 24
 
 
 @pytest.fixture
@@ -97,3 +97,28 @@ def test_the_same_public_names_as_pytest_pgsql() -> None:
     for error in ("Error", "DatabaseRestoreFailedError", "DatabaseIsDirtyError"):
         assert issubclass(getattr(pgsql.errors, error), pgsql.Error)
     assert issubclass(pgsql.errors.NoSnapshotAvailableError, pgsql.DatabaseRestoreFailedError)
+
+
+def test_postgresql_db_without_a_superuser_uses_a_clone(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    with connect(existing.admin) as conn:
+        conn.execute("CREATE ROLE pgsql_app LOGIN CREATEDB PASSWORD 'app-secret-1'")
+    url = existing.admin.url().replace(
+        f"{existing.admin.user}:{existing.admin.password}@", "pgsql_app:app-secret-1@"
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+        import sqlalchemy as sqla
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_commit(postgresql_db, n):
+            with postgresql_db.engine.begin() as conn:
+                conn.execute(sqla.text("CREATE TABLE t (id int)"))
+                conn.execute(sqla.text("INSERT INTO t VALUES (1)"))
+            assert postgresql_db._handle.isolation == "clone"
+        """
+    )
+    result = pytester.runpytest_subprocess(f"--pg-url={url}")
+    result.assert_outcomes(passed=2)

@@ -66,6 +66,7 @@ class Sandbox:
         self._resets: dict[str | None, ResetDatabase] = {}
         self._pictures: dict[str, dict[str, str]] = {}  # database -> what it held when new
         self._baselines: dict[str, str] = {}  # template -> its catalog digest
+        self._can_reset: bool | None = None
         self.kept: list[str] = []
         self.current: psycopg.Connection[TupleRow] | None = None  # the running test's
 
@@ -169,6 +170,15 @@ class Sandbox:
                 self._created.append(name)
             self._databases[key] = name
         return server.admin.for_db(name)
+
+    def can_reset(self) -> bool:
+        """Whether reset isolation works on this server (it needs a superuser)."""
+        from pytest_pgsandbox._engine.reset import _is_superuser
+
+        if self._can_reset is None:
+            with self._admin(self.ensure_server()) as conn:
+                self._can_reset = _is_superuser(conn)
+        return self._can_reset
 
     def catalog_baseline(self, template: PgTemplate | None) -> str:
         """The catalog digest of ``template`` (what ``is_dirty()`` compares with), once."""

@@ -8,4 +8,4 @@ import pytest_pgsandbox.pgsql as pytest_pgsql
 jengine = pytest_pgsql.create_engine_fixture("jengine", json_serializer=json.dumps)
 jdb = pytest_pgsql.PostgreSQLTestDB.create_fixture("jdb", "jengine")
 tjdb = pytest_pgsql.TransactedPostgreSQLTestDB.create_fixture("tjdb", "jengine")
-module_db = pytest_pgsql.TransactedPostgreSQLTestDB.create_fixture("module_db", scope="function")
+module_db = pytest_pgsql.TransactedPostgreSQLTestDB.create_fixture("module_db", scope="module")

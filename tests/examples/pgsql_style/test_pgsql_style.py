@@ -233,10 +233,6 @@ def test_custom_transacted_fixture_starts_clean(tjdb):
     assert tjdb.connection.execute(sqla.text("SELECT count(*) FROM invoices")).scalar() == 2
 
 
-def test_fixture_with_pytest_arguments(module_db):
-    assert module_db.has_table("accounts")
-
-
 def test_database_uri_and_pg_engine(database_uri, pg_engine):
     assert database_uri.startswith("postgresql+psycopg://")
     engine = sqla.create_engine(database_uri)
