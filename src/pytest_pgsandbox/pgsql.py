@@ -293,7 +293,6 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
         self._close()
 
     @classmethod
-    @abc.abstractmethod
     def create_fixture(
         cls,
         name: str,
@@ -301,7 +300,20 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
         use_restore_state: bool = True,
         **fixture_kwargs: Any,
     ) -> Any:
-        """A fixture named ``name`` giving an instance of this class on ``engine_name``."""
+        """A fixture named ``name`` giving an instance of this class on the engine fixture
+        ``engine_name``; ``fixture_kwargs`` go to ``pytest.fixture`` (``scope``...).
+        ``use_restore_state`` is accepted for compatibility: isolation always restores."""
+
+        @pytest.fixture(name=name, **fixture_kwargs)  # type: ignore[untyped-decorator]
+        def _fixture(request: pytest.FixtureRequest) -> Iterator[PostgreSQLTestDBBase]:
+            yield from cls.serve(request, engine_name)
+
+        return _fixture
+
+    @classmethod
+    @abc.abstractmethod
+    def serve(cls, request: pytest.FixtureRequest, engine_name: str) -> Iterator[Any]:
+        """The fixture's body: yields the instance once, then cleans up."""
 
 
 class PostgreSQLTestDB(PostgreSQLTestDBBase):
@@ -314,20 +326,6 @@ class PostgreSQLTestDB(PostgreSQLTestDBBase):
 
     def rollback(self) -> None:
         self.session.rollback()
-
-    @classmethod
-    def create_fixture(
-        cls,
-        name: str,
-        engine_name: str = "pg_engine",
-        use_restore_state: bool = True,
-        **fixture_kwargs: Any,
-    ) -> Any:
-        @pytest.fixture(name=name, **fixture_kwargs)  # type: ignore[untyped-decorator]
-        def _fixture(request: pytest.FixtureRequest) -> Iterator[PostgreSQLTestDB]:
-            yield from cls.serve(request, engine_name)
-
-        return _fixture
 
     @classmethod
     def serve(cls, request: pytest.FixtureRequest, engine_name: str) -> Iterator[Any]:
@@ -359,20 +357,6 @@ class TransactedPostgreSQLTestDB(PostgreSQLTestDBBase):
     def rollback(self) -> None:
         self.session.rollback()
         self.connection.rollback()
-
-    @classmethod
-    def create_fixture(
-        cls,
-        name: str,
-        engine_name: str = "pg_engine",
-        use_restore_state: bool = True,
-        **fixture_kwargs: Any,
-    ) -> Any:
-        @pytest.fixture(name=name, **fixture_kwargs)  # type: ignore[untyped-decorator]
-        def _fixture(request: pytest.FixtureRequest) -> Iterator[TransactedPostgreSQLTestDB]:
-            yield from cls.serve(request, engine_name)
-
-        return _fixture
 
     @classmethod
     def serve(cls, request: pytest.FixtureRequest, engine_name: str) -> Iterator[Any]:
