@@ -300,6 +300,9 @@ class Sandbox:
         self.kept.append(name)
         return server.admin.for_db(name)
 
+    def has_picture(self, dbname: str) -> bool:
+        return dbname in self._pictures
+
     def verify(self, info: ConnInfo, conn: psycopg.Connection[TupleRow] | None) -> list[str]:
         """How the database ``info`` differs from when it was new ([] if it does not).
 

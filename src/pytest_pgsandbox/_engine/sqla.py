@@ -7,6 +7,7 @@ so its commits and rollbacks are savepoints.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -42,3 +43,30 @@ def make_engine(current: Callable[[], Any]) -> Any:
 
 def _keep_open(dbapi_connection: Any) -> None:
     return None
+
+
+def make_async_engine(current: Callable[[], Any]) -> Any:
+    """An ``AsyncEngine`` whose every connection is ``current()``, a psycopg
+    ``AsyncConnection`` the test owns: never closed nor rolled back by the pool."""
+    require_sqlalchemy()
+    try:
+        importlib.import_module("greenlet")  # SQLAlchemy's asyncio extension runs on it
+    except ImportError:
+        raise PgSandboxError(
+            "pg_async_session needs SQLAlchemy's asyncio extension: "
+            "pip install 'pytest-pgsandbox[async]'"
+        ) from None
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    async def creator() -> Any:
+        return current()
+
+    engine = create_async_engine(
+        "postgresql+psycopg://",
+        async_creator=creator,
+        poolclass=NullPool,
+        pool_reset_on_return=None,
+    )
+    engine.sync_engine.dialect.do_close = _keep_open  # type: ignore[method-assign]
+    return engine

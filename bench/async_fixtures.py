@@ -1,0 +1,155 @@
+"""Per-test cost of each async fixture next to its sync twin.
+
+    python bench/async_fixtures.py [--tests 300] [--repeat 3]
+
+The isolation benchmark's workload (30 tables, 2,010 rows); each test reads two counts, or
+writes a row into 2 of the 30 tables and commits. Sync tests are measured against sync tests
+without a database, async ones (pytest-asyncio, a loop per test) against async tests without
+one, so the figure is the fixture's own cost. Timings on shared machines are noisy: compare
+the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from isolation import CLI
+from isolation import _start
+from isolation import schema_sql
+from run import project_with
+from run import session
+
+SYNC = "import pytest\n\n@pytest.mark.parametrize('n', range({n}))\ndef test_t({args}n):\n"
+ASYNC = (
+    "import pytest\n\n@pytest.mark.asyncio\n@pytest.mark.parametrize('n', range({n}))\n"
+    "async def test_t({args}n):\n"
+)
+# name: (template, fixture arguments, read body, write body)
+VARIANTS: dict[str, tuple[str, str, str, str]] = {
+    "no database (sync)": (SYNC, "", "    pass\n", "    pass\n"),
+    "pg_conn": (
+        SYNC,
+        "pg_conn, ",
+        '    pg_conn.execute("SELECT count(*) FROM t03").fetchone()\n'
+        '    pg_conn.execute("SELECT count(*) FROM t17").fetchone()\n',
+        "    pg_conn.execute(\"INSERT INTO t03 (name, parent_id) VALUES ('Bob Okafor', 1)\")\n"
+        "    pg_conn.execute(\"INSERT INTO t17 (name, parent_id) VALUES ('Carmen Ruiz', 2)\")\n"
+        "    pg_conn.commit()\n",
+    ),
+    "pg_session": (
+        SYNC,
+        "pg_session, ",
+        '    pg_session.execute(text("SELECT count(*) FROM t03")).scalar()\n'
+        '    pg_session.execute(text("SELECT count(*) FROM t17")).scalar()\n',
+        "    pg_session.execute(text(\"INSERT INTO t03 (name, parent_id) VALUES ('B', 1)\"))\n"
+        "    pg_session.execute(text(\"INSERT INTO t17 (name, parent_id) VALUES ('C', 2)\"))\n"
+        "    pg_session.commit()\n",
+    ),
+    "no database (async)": (ASYNC, "", "    pass\n", "    pass\n"),
+    "pg_async_conn": (
+        ASYNC,
+        "pg_async_conn, ",
+        '    await (await pg_async_conn.execute("SELECT count(*) FROM t03")).fetchone()\n'
+        '    await (await pg_async_conn.execute("SELECT count(*) FROM t17")).fetchone()\n',
+        "    await pg_async_conn.execute(\"INSERT INTO t03 (name, parent_id) VALUES ('B', 1)\")\n"
+        "    await pg_async_conn.execute(\"INSERT INTO t17 (name, parent_id) VALUES ('C', 2)\")\n"
+        "    await pg_async_conn.commit()\n",
+    ),
+    "pg_async_session": (
+        ASYNC,
+        "pg_async_session, ",
+        '    (await pg_async_session.execute(text("SELECT count(*) FROM t03"))).scalar()\n'
+        '    (await pg_async_session.execute(text("SELECT count(*) FROM t17"))).scalar()\n',
+        '    await pg_async_session.execute(text("INSERT INTO t03 (name, parent_id) '
+        "VALUES ('B', 1)\"))\n"
+        '    await pg_async_session.execute(text("INSERT INTO t17 (name, parent_id) '
+        "VALUES ('C', 2)\"))\n"
+        "    await pg_async_session.commit()\n",
+    ),
+    "pg_asyncpg": (
+        ASYNC,
+        "pg_asyncpg, ",
+        '    await pg_asyncpg.fetchval("SELECT count(*) FROM t03")\n'
+        '    await pg_asyncpg.fetchval("SELECT count(*) FROM t17")\n',
+        "    async with pg_asyncpg.transaction():\n"
+        "        await pg_asyncpg.execute(\"INSERT INTO t03 (name, parent_id) VALUES ('B', 1)\")\n"
+        "        await pg_asyncpg.execute(\"INSERT INTO t17 (name, parent_id) VALUES ('C', 2)\")\n",
+    ),
+}
+TWIN = {"pg_async_conn": "pg_conn", "pg_async_session": "pg_session", "pg_asyncpg": "pg_conn"}
+INI = (
+    "[pytest]\npg_schema = sql:schema.sql\nasyncio_default_fixture_loop_scope = function\n"
+    "asyncio_default_test_loop_scope = function\n"
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=300, help="tests per session")
+    parser.add_argument("--repeat", type=int, default=3, help="sessions per figure (median)")
+    parser.add_argument("--bin-dir", default="embedded", help="PostgreSQL binaries to use")
+    parser.add_argument("--isolation", default="transaction", help="transaction, reset or clone")
+    args = parser.parse_args()
+
+    from pytest_pgsandbox._engine import places
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
+    home = Path(tempfile.mkdtemp(prefix="pgsb-bench-async-", dir=places.ram_dir() or None))
+    home.chmod(0o755)
+    env = {**base_env, "PGSANDBOX_RUNTIME_DIR": str(home / "rt"), "PGSANDBOX_BIN_DIR": args.bin_dir}
+    projects: dict[tuple[str, str], Path] = {}
+    try:
+        _start(env)
+        for workload in ("read", "write"):
+            for name, (template, fixtures, read, write) in VARIANTS.items():
+                text = "from sqlalchemy import text\n" + template.format(
+                    n=args.tests, args=fixtures
+                )
+                project = project_with(
+                    {"test_many.py": text + (read if workload == "read" else write)}
+                )
+                (project / "schema.sql").write_text(schema_sql())
+                (project / "pytest.ini").write_text(INI)
+                projects[workload, name] = project
+        spans: dict[tuple[str, str], list[float]] = {key: [] for key in projects}
+        for _ in range(args.repeat):
+            for key, project in projects.items():  # interleaved: the same noise for all
+                m = session(project, env, "--pg-reuse", f"--pg-isolation={args.isolation}")
+                spans[key].append((m["last"] - m["first"]) * 1000 / args.tests)
+    finally:
+        import subprocess
+
+        subprocess.run([*CLI, "stop"], env=env, check=False, stdout=subprocess.DEVNULL)
+        for project in projects.values():
+            shutil.rmtree(project, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+    per = {key: statistics.median(values) for key, values in spans.items()}
+    print(
+        f"pytest-pgsandbox async fixtures, isolation={args.isolation}, {args.tests} tests per "
+        f"session, medians of {args.repeat}\n"
+    )
+    print(f"{'':<22}{'read':>9}{'write':>9}   overhead per test (ms) over the empty test")
+    for name, (template, *_rest) in VARIANTS.items():
+        base = "no database (sync)" if template is SYNC else "no database (async)"
+        if name.startswith("no database"):
+            print(f"{name:<22}{per['read', name]:>9.2f}{per['write', name]:>9.2f}   (absolute)")
+            continue
+        read = per["read", name] - per["read", base]
+        write = per["write", name] - per["write", base]
+        line = f"{name:<22}{read:>+9.2f}{write:>+9.2f}"
+        twin = TWIN.get(name)
+        if twin:
+            twin_read = per["read", twin] - per["read", "no database (sync)"]
+            line += f"   sync twin {twin}: read {read - twin_read:+.2f} ms"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Async connections to the test's database, with the guarantees of the sync ones.
+
+Under transaction isolation each async connection runs in an outer transaction of its own
+that is rolled back when the test ends:
+
+- psycopg 3: an ``AsyncConnection`` whose ``commit()``/``rollback()`` move a savepoint, as
+  :class:`~pytest_pgsandbox._engine.isolation.SandboxConnection` does for the sync one;
+- asyncpg: an outer ``Transaction``; the code's own ``conn.transaction()`` blocks become
+  savepoints by themselves (asyncpg nests them);
+- SQLAlchemy: an ``AsyncSession`` joined to such a connection with
+  ``join_transaction_mode="create_savepoint"``.
+
+Sequences moved by ``nextval()`` are put back after the rollback (rolling back does not undo
+them). Under clone and reset isolation the connections are plain: they commit for real, and
+the database is dropped or reset afterwards like the sync fixtures' one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from pytest_pgsandbox._engine.isolation import SAVEPOINT
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox.errors import IsolationBroken
+from pytest_pgsandbox.errors import PgSandboxError
+
+_BROKEN = (
+    "the test's outer transaction was ended by a COMMIT or ROLLBACK sent as SQL, so commit() "
+    "and rollback() can no longer be kept inside it. Call commit() instead of executing "
+    'COMMIT, or mark the test with @pytest.mark.pg(isolation="clone").'
+)
+
+
+class AsyncSandboxConnection(psycopg.AsyncConnection[Any]):
+    """An async psycopg connection whose commit and rollback stay inside the test."""
+
+    _pgsb_active: bool = False
+
+    async def commit(self) -> None:
+        if not self._pgsb_active:
+            await super().commit()
+            return
+        status = self.info.transaction_status
+        if status == TransactionStatus.INERROR:
+            await self._pgsb_to_savepoint(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+        elif status == TransactionStatus.INTRANS:
+            await self._pgsb_to_savepoint(f"RELEASE SAVEPOINT {SAVEPOINT}; SAVEPOINT {SAVEPOINT}")
+        else:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if not self._pgsb_active:
+            await super().rollback()
+            return
+        if self.info.transaction_status == TransactionStatus.IDLE:
+            return
+        await self._pgsb_to_savepoint(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+
+    async def _pgsb_to_savepoint(self, statement: str) -> None:
+        try:
+            await self.execute(statement)
+        except psycopg.errors.InvalidSavepointSpecification:
+            await super().rollback()
+            raise IsolationBroken(_BROKEN) from None
+
+
+def _timeout(seconds: float) -> int:
+    return max(1, round(seconds))
+
+
+async def sequence_snapshot(conn: Any, fetch: Any) -> str:
+    """Where every sequence is now, as SQL VALUES rows (numbers only); "" if none."""
+    rows = await fetch(
+        "SELECT c.oid::bigint, pg_sequence_last_value(c.oid), s.seqstart "
+        "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
+    )
+    return ", ".join(
+        f"({int(oid):d}::oid, {'NULL' if last is None else int(last)}::bigint, {int(start):d})"
+        for oid, last, start in rows
+    )
+
+
+def sequence_restore(values: str) -> str:
+    """SQL that puts back every sequence that moved from ``values`` ("" if none)."""
+    if not values:
+        return ""
+    return (  # numbers only (formatted as int above): no injection possible
+        "SELECT setval(v.seq::regclass, coalesce(v.last, v.start), v.last IS NOT NULL) "  # noqa: S608
+        f"FROM (VALUES {values}) v(seq, last, start) "
+        "WHERE pg_sequence_last_value(v.seq::regclass) IS DISTINCT FROM v.last"
+    )
+
+
+class AsyncPsycopg:
+    """The psycopg ``AsyncConnection`` of a test (``isolated``: in an outer transaction)."""
+
+    def __init__(self, info: ConnInfo, isolated: bool, timeout: float = 60.0) -> None:
+        self.info = info
+        self.isolated = isolated
+        self.timeout = timeout
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self._restore = ""
+
+    async def open(self) -> psycopg.AsyncConnection[Any]:
+        if not self.isolated:
+            self.conn = await psycopg.AsyncConnection.connect(
+                self.info.conninfo(), connect_timeout=_timeout(self.timeout)
+            )
+            return self.conn
+        conn = await AsyncSandboxConnection.connect(
+            self.info.conninfo(), connect_timeout=_timeout(self.timeout)
+        )
+        self.conn = conn
+
+        async def fetch(query: str) -> list[Any]:
+            cur = await conn.execute(query)
+            return await cur.fetchall()
+
+        self._restore = sequence_restore(await sequence_snapshot(conn, fetch))
+        await conn.commit()
+        await conn.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction too
+        conn._pgsb_active = True
+        return conn
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None or conn.closed:
+            return
+        try:
+            if isinstance(conn, AsyncSandboxConnection):
+                conn._pgsb_active = False
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.rollback()
+                if self._restore:
+                    await conn.execute(self._restore)
+                    await conn.commit()
+        finally:
+            await conn.close()
+
+
+class AsyncPg:
+    """The asyncpg connection of a test (``isolated``: in an outer transaction)."""
+
+    def __init__(self, info: ConnInfo, isolated: bool, timeout: float = 60.0) -> None:
+        self.info = info
+        self.isolated = isolated
+        self.timeout = timeout
+        self.conn: Any = None
+        self._outer: Any = None
+        self._restore = ""
+
+    async def open(self) -> Any:
+        asyncpg = require_asyncpg()
+        conn = await asyncpg.connect(dsn=self.info.url(), timeout=self.timeout)
+        self.conn = conn
+        if self.isolated:
+
+            async def fetch(query: str) -> list[Any]:
+                return [tuple(r) for r in await conn.fetch(query)]
+
+            self._restore = sequence_restore(await sequence_snapshot(conn, fetch))
+            self._outer = conn.transaction()
+            await self._outer.start()
+        return conn
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None or conn.is_closed():
+            return
+        try:
+            if self._outer is not None:
+                if not conn.is_in_transaction():
+                    # A COMMIT/ROLLBACK sent as SQL ended the outer transaction: what it
+                    # committed is already in the database; the caller repairs it.
+                    self._outer = None
+                    raise IsolationBroken(_BROKEN)
+                await self._outer.rollback()
+                self._outer = None
+                if self._restore:
+                    await conn.execute(self._restore)
+        finally:
+            await conn.close(timeout=self.timeout)
+
+
+def require_asyncpg() -> Any:
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:
+        raise PgSandboxError(
+            "pg_asyncpg needs asyncpg: pip install 'pytest-pgsandbox[asyncpg]'"
+        ) from None
+    return asyncpg
