@@ -280,6 +280,7 @@ def _serving(
 ) -> Iterator[None]:
     """While the test runs: its connection is current, ``url_env`` holds its URL."""
     sandbox.current = handle.conn
+    sandbox.current_handle = handle
     request.node.stash[HANDLE_KEY] = handle
     url_env = sandbox.settings.url_env
     saved = os.environ.get(url_env) if url_env else None
@@ -289,7 +290,10 @@ def _serving(
         yield
     finally:
         handle.close_time()
-        sandbox.current = None
+        pg2, sandbox.current_pg2 = sandbox.current_pg2, None
+        sandbox.current = sandbox.current_handle = None
+        if pg2 is not None:
+            pg2.close()
         if url_env:
             if saved is None:
                 os.environ.pop(url_env, None)
@@ -360,16 +364,31 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
 
     sandbox = _sandbox(request.config)
 
+    driver = sandbox.settings.driver
+
     def current() -> Any:
         if sandbox.current is None:
             raise PgSandboxError(
                 "pg_engine was used outside a test that uses the pg fixture; its connections "
                 "are the test's own. Add pg (or pg_session) to the test's arguments."
             )
+        if driver == "psycopg2":
+            if sandbox.current_pg2 is None:
+                from pytest_pgsandbox._engine.pg2 import Psycopg2Connection
+
+                handle = sandbox.current_handle
+                sandbox.current_pg2 = Psycopg2Connection(
+                    handle.info, handle.isolation == "transaction", sandbox.settings.start_timeout
+                )
+            return sandbox.current_pg2.conn
         return sandbox.current
 
     try:
-        engine = make_engine(current)
+        if driver == "psycopg2":
+            from pytest_pgsandbox._engine.pg2 import require_psycopg2
+
+            require_psycopg2()
+        engine = make_engine(current, driver)
     except PgSandboxError as exc:
         _fail(exc)
     engine._pgsb_test_engine = True  # its connection is the test's: helpers use it directly

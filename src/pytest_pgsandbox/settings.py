@@ -25,6 +25,7 @@ from pytest_pgsandbox.errors import SettingError
 ServerKind = Literal["auto", "local", "url"]
 IsolationKind = Literal["transaction", "clone", "reset"]
 KeepKind = Literal["never", "failed", "always"]
+DriverKind = Literal["psycopg", "psycopg2"]
 ISOLATIONS = ("transaction", "clone", "reset")
 KEEPS = ("never", "failed", "always")
 
@@ -303,6 +304,16 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="{" + ",".join(ISOLATIONS) + "}",
     ),
     Setting(
+        "driver",
+        _choice("psycopg", "psycopg2"),
+        "psycopg",
+        "psycopg, psycopg2",
+        "The driver under pg_engine and pg_session: psycopg (3), or psycopg2 for code "
+        "written against it (under transaction isolation its connection has a transaction of "
+        "its own, rolled back after the test; commits are savepoints).",
+        metavar="{psycopg,psycopg2}",
+    ),
+    Setting(
         "clone_pool",
         _pool_size,
         2,
@@ -394,6 +405,7 @@ class Settings:
     extensions: tuple[str, ...] = ()
     reuse: bool = False
     isolation: IsolationKind = "transaction"
+    driver: DriverKind = "psycopg"
     clone_pool: int = 2
     keep: KeepKind = "never"
     verify_isolation: bool = False

@@ -27,6 +27,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "extensions": ("pg_trgm,hstore", "('pg_trgm', 'hstore')"),
     "reuse": ("true", "True"),
     "isolation": ("clone", "clone"),
+    "driver": ("psycopg2", "psycopg2"),
     "clone_pool": ("3", "3"),
     "keep": ("failed", "failed"),
     "verify_isolation": ("true", "True"),

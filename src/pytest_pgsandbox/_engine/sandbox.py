@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.naming import database_name
@@ -69,6 +70,8 @@ class Sandbox:
         self._can_reset: bool | None = None
         self.kept: list[str] = []
         self.current: psycopg.Connection[TupleRow] | None = None  # the running test's
+        self.current_handle: Any = None  # the running test's PgDatabase
+        self.current_pg2: Any = None  # its psycopg2 connection (driver=psycopg2), once opened
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.template import Source

@@ -24,7 +24,7 @@ def require_sqlalchemy() -> Any:
     return sqlalchemy
 
 
-def make_engine(current: Callable[[], Any]) -> Any:
+def make_engine(current: Callable[[], Any], driver: str = "psycopg") -> Any:
     """An Engine whose every connection is ``current()`` (the running test's connection).
 
     The pool never closes it (``do_close`` is a no-op for this engine's dialect) and never
@@ -32,7 +32,7 @@ def make_engine(current: Callable[[], Any]) -> Any:
     """
     sa = require_sqlalchemy()
     engine = sa.create_engine(
-        "postgresql+psycopg://",
+        f"postgresql+{driver}://",
         creator=current,
         poolclass=sa.pool.NullPool,
         pool_reset_on_return=None,
