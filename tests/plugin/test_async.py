@@ -128,3 +128,31 @@ def test_a_missing_driver_names_the_extra(
     result = pytester.runpytest_subprocess("-o", "asyncio_default_fixture_loop_scope=function")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*pip install 'pytest-pgsandbox[[]{extra}[]]'*"])
+
+
+def test_connections_opened_ahead_survive_a_repaired_database(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_first(pg_async_conn):  # starts the connections opened ahead
+            await pg_async_conn.execute("SELECT 1")
+
+        def test_commits_as_sql(pg):  # the database is dropped and made again afterwards
+            pg.execute("CREATE TABLE t (id int)")
+            pg.execute("COMMIT")
+
+        @pytest.mark.asyncio
+        @pytest.mark.parametrize("n", range(3))
+        async def test_after(pg_async_conn, n):
+            cur = await pg_async_conn.execute("SELECT to_regclass('t')")
+            assert (await cur.fetchone())[0] is None
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function"
+    )
+    result.assert_outcomes(passed=5, errors=1)

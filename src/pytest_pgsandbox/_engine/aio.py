@@ -17,9 +17,11 @@ the database is dropped or reset afterwards like the sync fixtures' one.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine.isolation import SAVEPOINT
@@ -96,6 +98,94 @@ def sequence_restore(values: str) -> str:
     )
 
 
+class Prefetch:
+    """Connections to one database opened ahead by a thread: a new backend costs about as
+    much as the rest of a test's setup, and under transaction isolation every async test of a
+    worker connects to the same database. A connection that failed is not kept: the test then
+    connects itself and gets the real error."""
+
+    SIZE = 2
+
+    def __init__(self, conninfo: str, timeout: float) -> None:
+        self.conninfo = conninfo.encode()
+        self.timeout = timeout
+        self._ready: list[Any] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="pgsandbox-prefetch", daemon=True)
+        self._thread.start()
+
+    def take(self) -> Any:
+        """A connected ``PGconn``, or None if none is ready (never waits)."""
+        with self._cond:
+            pgconn = self._ready.pop() if self._ready else None
+            self._cond.notify_all()
+        if pgconn is not None and pgconn.status != pq.ConnStatus.OK:
+            pgconn.finish()
+            return None
+        return pgconn
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and len(self._ready) >= self.SIZE:
+                    self._cond.wait()
+                if self._closing:
+                    return
+            pgconn = pq.PGconn.connect(self.conninfo)
+            if pgconn.status != pq.ConnStatus.OK:
+                pgconn.finish()
+                return  # tests connect themselves and report why
+            with self._cond:
+                if self._is_closing():  # close() may have come while connecting
+                    pgconn.finish()
+                    return
+                self._ready.append(pgconn)
+
+    def _is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(self.timeout)
+        with self._cond:
+            ready, self._ready = self._ready, []
+        for pgconn in ready:
+            pgconn.finish()
+
+
+_PREFETCH: dict[str, Prefetch] = {}
+_PREFETCH_LOCK = threading.Lock()
+
+
+def prefetch_for(info: ConnInfo, timeout: float) -> Prefetch:
+    conninfo = info.conninfo() + f" connect_timeout={max(1, round(timeout))}"
+    with _PREFETCH_LOCK:
+        found = _PREFETCH.get(conninfo)
+        if found is None:
+            found = _PREFETCH[conninfo] = Prefetch(conninfo, timeout)
+        return found
+
+
+def close_prefetch() -> None:
+    """Close the connections opened ahead (at the end of the session)."""
+    with _PREFETCH_LOCK:
+        found = list(_PREFETCH.values())
+        _PREFETCH.clear()
+    for prefetch in found:
+        prefetch.close()
+
+
+async def _snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
+    async def fetch(query: str) -> list[Any]:
+        cur = await conn.execute(query)
+        return await cur.fetchall()
+
+    return await sequence_snapshot(conn, fetch)
+
+
 class AsyncPsycopg:
     """The psycopg ``AsyncConnection`` of a test (``isolated``: in an outer transaction)."""
 
@@ -112,16 +202,24 @@ class AsyncPsycopg:
                 self.info.conninfo(), connect_timeout=_timeout(self.timeout)
             )
             return self.conn
-        conn = await AsyncSandboxConnection.connect(
-            self.info.conninfo(), connect_timeout=_timeout(self.timeout)
-        )
+        # Under transaction isolation the database is the worker's for the whole session:
+        # take a connection opened ahead (the constructor is what connect() ends with).
+        pgconn = prefetch_for(self.info, self.timeout).take()
+        conn: AsyncSandboxConnection
+        if pgconn is not None:
+            conn = AsyncSandboxConnection(pgconn)
+            try:
+                snapshot = await _snapshot(conn)
+            except psycopg.OperationalError:  # ended since (the database was replaced)
+                await conn.close()
+                pgconn = None
+        if pgconn is None:
+            conn = await AsyncSandboxConnection.connect(
+                self.info.conninfo(), connect_timeout=_timeout(self.timeout)
+            )
+            snapshot = await _snapshot(conn)
         self.conn = conn
-
-        async def fetch(query: str) -> list[Any]:
-            cur = await conn.execute(query)
-            return await cur.fetchall()
-
-        self._restore = sequence_restore(await sequence_snapshot(conn, fetch))
+        self._restore = sequence_restore(snapshot)
         await conn.commit()
         await conn.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction too
         conn._pgsb_active = True

@@ -7,6 +7,7 @@ The plugin and the command line both drive this; it knows nothing of pytest. Hea
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,6 +348,9 @@ class Sandbox:
         """Drop what this session created and stop a server it started."""
         import psycopg
 
+        aio = sys.modules.get("pytest_pgsandbox._engine.aio")
+        if aio is not None:  # async connections opened ahead for tests that did not come
+            aio.close_prefetch()
         for isolation in self._isolations.values():
             # The server may be gone already: then there is nothing left to roll back.
             with contextlib.suppress(psycopg.Error):
