@@ -73,18 +73,25 @@ def _timeout(seconds: float) -> int:
     return max(1, round(seconds))
 
 
-async def sequence_snapshot(conn: Any, fetch: Any) -> str:
-    """Where every sequence is now, as SQL VALUES rows (numbers only); "" if none."""
-    rows = await fetch(
-        "SELECT c.oid::bigint, pg_sequence_last_value(c.oid), s.seqstart "
-        "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
-    )
+SEQUENCES = (
+    "SELECT c.oid::bigint, pg_sequence_last_value(c.oid), s.seqstart "
+    "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
+)
+
+
+def sequence_values(rows: Any) -> str:
+    """Rows of SEQUENCES as SQL VALUES rows (numbers only: safe as text); "" if none."""
     return ", ".join(
         f"({int(oid):d}::oid, {'NULL' if last is None else int(last)}::bigint, {int(start):d})"
         for oid, last, start in rows
     )
+
+
+async def sequence_snapshot(conn: Any, fetch: Any) -> str:
+    """Where every sequence is now, as SQL VALUES rows (numbers only); "" if none."""
+    return sequence_values(await fetch(SEQUENCES))
 
 
 def sequence_restore(values: str) -> str:
@@ -109,21 +116,24 @@ class Prefetch:
     def __init__(self, conninfo: str, timeout: float) -> None:
         self.conninfo = conninfo.encode()
         self.timeout = timeout
-        self._ready: list[Any] = []
+        self._ready: list[tuple[Any, str]] = []
+        self.values: str | None = None  # the sequences between tests, once a test read them
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="pgsandbox-prefetch", daemon=True)
         self._thread.start()
 
-    def take(self) -> Any:
-        """A connected ``PGconn``, or None if none is ready (never waits)."""
+    def take(self) -> tuple[Any, str] | None:
+        """A connected ``PGconn`` that has run its first query (a new backend's first catalog
+        reads cost milliseconds, paid here ahead) and what that query read, or None if none
+        is ready (never waits)."""
         with self._cond:
-            pgconn = self._ready.pop() if self._ready else None
+            ready = self._ready.pop() if self._ready else None
             self._cond.notify_all()
-        if pgconn is not None and pgconn.status != pq.ConnStatus.OK:
-            pgconn.finish()
+        if ready is not None and ready[0].status != pq.ConnStatus.OK:
+            ready[0].finish()
             return None
-        return pgconn
+        return ready
 
     def _run(self) -> None:
         while True:
@@ -133,14 +143,19 @@ class Prefetch:
                 if self._closing:
                     return
             pgconn = pq.PGconn.connect(self.conninfo)
-            if pgconn.status != pq.ConnStatus.OK:
+            result = pgconn.exec_(SEQUENCES.encode()) if pgconn.status == pq.ConnStatus.OK else None
+            if result is None or result.status != pq.ExecStatus.TUPLES_OK:
                 pgconn.finish()
                 return  # tests connect themselves and report why
+            rows = [
+                tuple(None if (v := result.get_value(i, j)) is None else int(v) for j in range(3))
+                for i in range(result.ntuples)
+            ]
             with self._cond:
                 if self._is_closing():  # close() may have come while connecting
                     pgconn.finish()
                     return
-                self._ready.append(pgconn)
+                self._ready.append((pgconn, sequence_values(rows)))
 
     def _is_closing(self) -> bool:
         return self._closing
@@ -152,7 +167,7 @@ class Prefetch:
         self._thread.join(self.timeout)
         with self._cond:
             ready, self._ready = self._ready, []
-        for pgconn in ready:
+        for pgconn, _values in ready:
             pgconn.finish()
 
 
@@ -204,20 +219,31 @@ class AsyncPsycopg:
             return self.conn
         # Under transaction isolation the database is the worker's for the whole session:
         # take a connection opened ahead (the constructor is what connect() ends with).
-        pgconn = prefetch_for(self.info, self.timeout).take()
+        prefetch = prefetch_for(self.info, self.timeout)
+        # Where the sequences are between tests: read once, by the first test, before its
+        # body runs. (A connection made ahead may have read them while a test had moved them.)
+        ready = prefetch.take() if prefetch.values is not None else None
         conn: AsyncSandboxConnection
-        if pgconn is not None:
-            conn = AsyncSandboxConnection(pgconn)
+        if ready is not None and prefetch.values is not None:
+            conn = AsyncSandboxConnection(ready[0])
+            snapshot = prefetch.values
             try:
-                snapshot = await _snapshot(conn)
+                await conn.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction
             except psycopg.OperationalError:  # ended since (the database was replaced)
                 await conn.close()
-                pgconn = None
-        if pgconn is None:
+                ready = None
+            else:
+                self.conn = conn
+                self._restore = sequence_restore(snapshot)
+                conn._pgsb_active = True
+                return conn
+        if ready is None:
             conn = await AsyncSandboxConnection.connect(
                 self.info.conninfo(), connect_timeout=_timeout(self.timeout)
             )
             snapshot = await _snapshot(conn)
+            if prefetch.values is None:
+                prefetch.values = snapshot
         self.conn = conn
         self._restore = sequence_restore(snapshot)
         await conn.commit()
