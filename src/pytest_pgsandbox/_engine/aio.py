@@ -17,11 +17,10 @@ the database is dropped or reset afterwards like the sync fixtures' one.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from typing import Any
 
 import psycopg
-from psycopg import pq
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine.isolation import SAVEPOINT
@@ -105,92 +104,47 @@ def sequence_restore(values: str) -> str:
     )
 
 
-class Prefetch:
-    """Connections to one database opened ahead by a thread: a new backend costs about as
-    much as the rest of a test's setup, and under transaction isolation every async test of a
-    worker connects to the same database. A connection that failed is not kept: the test then
-    connects itself and gets the real error."""
+class Idle:
+    """The psycopg connections of ended tests, kept for the next ones (transaction isolation).
 
-    SIZE = 2
+    Every async test of a worker connects to the same database, and a new backend costs more
+    than the rest of the test's setup (connecting, then its first catalog reads). A test's
+    connection is rolled back, its sequences and advisory locks put back, and the next test
+    takes it; a connection that ended meanwhile is replaced.
+    """
 
-    def __init__(self, conninfo: str, timeout: float) -> None:
-        self.conninfo = conninfo.encode()
-        self.timeout = timeout
-        self._ready: list[tuple[Any, str]] = []
+    def __init__(self) -> None:
+        self.connections: list[AsyncSandboxConnection] = []
         self.values: str | None = None  # the sequences between tests, once a test read them
-        self._cond = threading.Condition()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="pgsandbox-prefetch", daemon=True)
-        self._thread.start()
 
-    def take(self) -> tuple[Any, str] | None:
-        """A connected ``PGconn`` that has run its first query (a new backend's first catalog
-        reads cost milliseconds, paid here ahead) and what that query read, or None if none
-        is ready (never waits)."""
-        with self._cond:
-            ready = self._ready.pop() if self._ready else None
-            self._cond.notify_all()
-        if ready is not None and ready[0].status != pq.ConnStatus.OK:
-            ready[0].finish()
-            return None
-        return ready
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closing and len(self._ready) >= self.SIZE:
-                    self._cond.wait()
-                if self._closing:
-                    return
-            pgconn = pq.PGconn.connect(self.conninfo)
-            result = pgconn.exec_(SEQUENCES.encode()) if pgconn.status == pq.ConnStatus.OK else None
-            if result is None or result.status != pq.ExecStatus.TUPLES_OK:
-                pgconn.finish()
-                return  # tests connect themselves and report why
-            rows = [
-                tuple(None if (v := result.get_value(i, j)) is None else int(v) for j in range(3))
-                for i in range(result.ntuples)
-            ]
-            with self._cond:
-                if self._is_closing():  # close() may have come while connecting
-                    pgconn.finish()
-                    return
-                self._ready.append((pgconn, sequence_values(rows)))
-
-    def _is_closing(self) -> bool:
-        return self._closing
+    def take(self) -> AsyncSandboxConnection | None:
+        while self.connections:
+            conn = self.connections.pop()
+            if not conn.closed and not conn.broken:
+                # Its lock may be bound to the event loop of the test that used it last.
+                conn.lock = asyncio.Lock()
+                return conn
+        return None
 
     def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join(self.timeout)
-        with self._cond:
-            ready, self._ready = self._ready, []
-        for pgconn, _values in ready:
-            pgconn.finish()
+        connections, self.connections = self.connections, []
+        for conn in connections:
+            conn.pgconn.finish()  # no event loop needed; the server rolls nothing back
 
 
-_PREFETCH: dict[str, Prefetch] = {}
-_PREFETCH_LOCK = threading.Lock()
+_IDLE: dict[str, Idle] = {}
 
 
-def prefetch_for(info: ConnInfo, timeout: float) -> Prefetch:
-    conninfo = info.conninfo() + f" connect_timeout={max(1, round(timeout))}"
-    with _PREFETCH_LOCK:
-        found = _PREFETCH.get(conninfo)
-        if found is None:
-            found = _PREFETCH[conninfo] = Prefetch(conninfo, timeout)
-        return found
+def idle_for(info: ConnInfo) -> Idle:
+    return _IDLE.setdefault(info.conninfo(), Idle())
 
 
-def close_prefetch() -> None:
-    """Close the connections opened ahead (at the end of the session)."""
-    with _PREFETCH_LOCK:
-        found = list(_PREFETCH.values())
-        _PREFETCH.clear()
-    for prefetch in found:
-        prefetch.close()
+def close_idle() -> None:
+    """Close the connections kept for later tests (at the end of the session)."""
+    found = list(_IDLE.values())
+    _IDLE.clear()
+    for idle in found:
+        idle.close()
 
 
 async def _snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
@@ -210,6 +164,7 @@ class AsyncPsycopg:
         self.timeout = timeout
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self._restore = ""
+        self._idle: Idle | None = None
 
     async def open(self) -> psycopg.AsyncConnection[Any]:
         if not self.isolated:
@@ -218,32 +173,27 @@ class AsyncPsycopg:
             )
             return self.conn
         # Under transaction isolation the database is the worker's for the whole session:
-        # take a connection opened ahead (the constructor is what connect() ends with).
-        prefetch = prefetch_for(self.info, self.timeout)
-        # Where the sequences are between tests: read once, by the first test, before its
-        # body runs. (A connection made ahead may have read them while a test had moved them.)
-        ready = prefetch.take() if prefetch.values is not None else None
-        conn: AsyncSandboxConnection
-        if ready is not None and prefetch.values is not None:
-            conn = AsyncSandboxConnection(ready[0])
-            snapshot = prefetch.values
+        # the connection of the test before, if it is still there.
+        self._idle = idle_for(self.info)
+        conn = self._idle.take()
+        if conn is not None and self._idle.values is not None:
             try:
                 await conn.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction
             except psycopg.OperationalError:  # ended since (the database was replaced)
                 await conn.close()
-                ready = None
             else:
                 self.conn = conn
-                self._restore = sequence_restore(snapshot)
+                self._restore = sequence_restore(self._idle.values)
                 conn._pgsb_active = True
                 return conn
-        if ready is None:
-            conn = await AsyncSandboxConnection.connect(
-                self.info.conninfo(), connect_timeout=_timeout(self.timeout)
-            )
-            snapshot = await _snapshot(conn)
-            if prefetch.values is None:
-                prefetch.values = snapshot
+        conn = await AsyncSandboxConnection.connect(
+            self.info.conninfo(), connect_timeout=_timeout(self.timeout)
+        )
+        snapshot = await _snapshot(conn)
+        if self._idle.values is None:
+            # Read once, by the first test, before its body runs: between tests the
+            # sequences are where it found them.
+            self._idle.values = snapshot
         self.conn = conn
         self._restore = sequence_restore(snapshot)
         await conn.commit()
@@ -255,16 +205,25 @@ class AsyncPsycopg:
         conn, self.conn = self.conn, None
         if conn is None or conn.closed:
             return
+        keep = False
         try:
             if isinstance(conn, AsyncSandboxConnection):
                 conn._pgsb_active = False
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     await conn.rollback()
-                if self._restore:
-                    await conn.execute(self._restore)
-                    await conn.commit()
+                # Session advisory locks outlive the rollback; the next test must not inherit
+                # them (nor moved sequences).
+                statements = [self._restore, "SELECT pg_advisory_unlock_all()"]
+                await conn.execute("; ".join(x for x in statements if x))
+                await conn.commit()
+                keep = self._idle is not None and conn.info.transaction_status == (
+                    TransactionStatus.IDLE
+                )
         finally:
-            await conn.close()
+            if keep and self._idle is not None and isinstance(conn, AsyncSandboxConnection):
+                self._idle.connections.append(conn)
+            else:
+                await conn.close()
 
 
 class AsyncPg:

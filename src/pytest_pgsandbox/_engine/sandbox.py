@@ -349,8 +349,8 @@ class Sandbox:
         import psycopg
 
         aio = sys.modules.get("pytest_pgsandbox._engine.aio")
-        if aio is not None:  # async connections opened ahead for tests that did not come
-            aio.close_prefetch()
+        if aio is not None:  # async connections kept for tests that did not come
+            aio.close_idle()
         for isolation in self._isolations.values():
             # The server may be gone already: then there is nothing left to roll back.
             with contextlib.suppress(psycopg.Error):
