@@ -36,24 +36,24 @@ _ASYNCIO_ONLY = (
 # -- the work, the same for both plugins -----------------------------------------------
 
 
-async def _async_conn(pg: PgDatabase) -> AsyncGenerator[Any, None]:
+async def _owned(owner: Any) -> AsyncGenerator[Any, None]:
+    """``owner.open()``'s connection, then ``owner.close()``."""
+    try:
+        yield await owner.open()
+    finally:
+        await owner.close()
+
+
+def _async_conn(pg: PgDatabase) -> AsyncGenerator[Any, None]:
     from pytest_pgsandbox._engine.aio import AsyncPsycopg
 
-    owner = AsyncPsycopg(pg.info, isolated=pg.isolation == "transaction")
-    try:
-        yield await owner.open()
-    finally:
-        await owner.close()
+    return _owned(AsyncPsycopg(pg.info, isolated=pg.isolation == "transaction"))
 
 
-async def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
+def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
     from pytest_pgsandbox._engine.aio import AsyncPg
 
-    owner = AsyncPg(pg.info, isolated=pg.isolation == "transaction")
-    try:
-        yield await owner.open()
-    finally:
-        await owner.close()
+    return _owned(AsyncPg(pg.info, isolated=pg.isolation == "transaction"))
 
 
 async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
@@ -140,8 +140,7 @@ async def _clean_failures(kind: str, pg: PgDatabase) -> AsyncGenerator[Any, None
     pytest.fail(error, pytrace=False)
 
 
-_PUBLIC = {kind: f"pg_{kind}" for kind in ("async_conn", "asyncpg", "async_session")}
-_PUBLIC["asyncpg_pool"] = "pg_asyncpg_pool"
+_PUBLIC = {kind: f"pg_{kind}" for kind in KINDS}
 
 
 def _make_anyio(kind: str) -> Any:

@@ -160,8 +160,7 @@ def _transaction(
 
     def restart() -> Any:
         isolation.end()
-        sandbox.current = isolation.begin()
-        return sandbox.current
+        return isolation.begin()
 
     handle = PgDatabase(
         conn, isolation.info, "transaction", restart, _baseline(sandbox, pg_template)
@@ -204,8 +203,7 @@ def _reset(
 
     def restart() -> Any:
         db.end()
-        sandbox.current = db.begin()
-        return sandbox.current
+        return db.begin()
 
     handle = PgDatabase(conn, db.info, "reset", restart, _baseline(sandbox, pg_template))
     verify = sandbox.settings.verify_isolation
@@ -279,7 +277,6 @@ def _serving(
     request: pytest.FixtureRequest, sandbox: Any, handle: PgDatabase, url: str
 ) -> Iterator[None]:
     """While the test runs: its connection is current, ``url_env`` holds its URL."""
-    sandbox.current = handle.conn
     sandbox.current_handle = handle
     request.node.stash[HANDLE_KEY] = handle
     url_env = sandbox.settings.url_env
@@ -291,7 +288,7 @@ def _serving(
     finally:
         handle.close_time()
         pg2, sandbox.current_pg2 = sandbox.current_pg2, None
-        sandbox.current = sandbox.current_handle = None
+        sandbox.current_handle = None
         if pg2 is not None:
             pg2.close()
         if url_env:

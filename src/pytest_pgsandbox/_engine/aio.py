@@ -24,6 +24,9 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine.isolation import SAVEPOINT
+from pytest_pgsandbox._engine.isolation import SEQUENCES
+from pytest_pgsandbox._engine.isolation import restore_sql
+from pytest_pgsandbox._engine.isolation import values_of
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import IsolationBroken
 from pytest_pgsandbox.errors import PgSandboxError
@@ -72,38 +75,6 @@ def _timeout(seconds: float) -> int:
     return max(1, round(seconds))
 
 
-SEQUENCES = (
-    "SELECT c.oid::bigint, pg_sequence_last_value(c.oid), s.seqstart "
-    "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
-)
-
-
-def sequence_values(rows: Any) -> str:
-    """Rows of SEQUENCES as SQL VALUES rows (numbers only: safe as text); "" if none."""
-    return ", ".join(
-        f"({int(oid):d}::oid, {'NULL' if last is None else int(last)}::bigint, {int(start):d})"
-        for oid, last, start in rows
-    )
-
-
-async def sequence_snapshot(conn: Any, fetch: Any) -> str:
-    """Where every sequence is now, as SQL VALUES rows (numbers only); "" if none."""
-    return sequence_values(await fetch(SEQUENCES))
-
-
-def sequence_restore(values: str) -> str:
-    """SQL that puts back every sequence that moved from ``values`` ("" if none)."""
-    if not values:
-        return ""
-    return (  # numbers only (formatted as int above): no injection possible
-        "SELECT setval(v.seq::regclass, coalesce(v.last, v.start), v.last IS NOT NULL) "  # noqa: S608
-        f"FROM (VALUES {values}) v(seq, last, start) "
-        "WHERE pg_sequence_last_value(v.seq::regclass) IS DISTINCT FROM v.last"
-    )
-
-
 class Idle:
     """The psycopg connections of ended tests, kept for the next ones (transaction isolation).
 
@@ -148,11 +119,8 @@ def close_idle() -> None:
 
 
 async def _snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
-    async def fetch(query: str) -> list[Any]:
-        cur = await conn.execute(query)
-        return await cur.fetchall()
-
-    return await sequence_snapshot(conn, fetch)
+    cur = await conn.execute(SEQUENCES)
+    return values_of(await cur.fetchall())
 
 
 class AsyncPsycopg:
@@ -183,7 +151,7 @@ class AsyncPsycopg:
                 await conn.close()
             else:
                 self.conn = conn
-                self._restore = sequence_restore(self._idle.values)
+                self._restore = restore_sql(self._idle.values)
                 conn._pgsb_active = True
                 return conn
         conn = await AsyncSandboxConnection.connect(
@@ -195,7 +163,7 @@ class AsyncPsycopg:
             # sequences are where it found them.
             self._idle.values = snapshot
         self.conn = conn
-        self._restore = sequence_restore(snapshot)
+        self._restore = restore_sql(snapshot)
         await conn.commit()
         await conn.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction too
         conn._pgsb_active = True
@@ -242,11 +210,7 @@ class AsyncPg:
         conn = await asyncpg.connect(dsn=self.info.url(), timeout=self.timeout)
         self.conn = conn
         if self.isolated:
-
-            async def fetch(query: str) -> list[Any]:
-                return [tuple(r) for r in await conn.fetch(query)]
-
-            self._restore = sequence_restore(await sequence_snapshot(conn, fetch))
+            self._restore = restore_sql(values_of(await conn.fetch(SEQUENCES)))
             self._outer = conn.transaction()
             await self._outer.start()
         return conn

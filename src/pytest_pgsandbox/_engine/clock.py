@@ -11,8 +11,9 @@ functions and triggers look ``now()`` up when they run, through the same path.
 
 The frozen instant lives in a table, not a session setting, so every connection to the
 database sees it: under clone and reset isolation the application's own pool too, even
-connections opened before the freeze. Under transaction isolation the row is written inside
-the test's transaction and disappears with it.
+connections opened before the freeze. It is written through a connection of its own and
+committed at once (no rollback of the test's can take it away), and deleted when the test
+ends; under transaction isolation each worker's database is its own.
 
 ``CURRENT_TIMESTAMP``, ``CURRENT_DATE``, ``LOCALTIMESTAMP`` and the other SQL keywords are
 not function calls PostgreSQL looks up by name; :func:`rewrite` replaces them in the text of

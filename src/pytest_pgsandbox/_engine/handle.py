@@ -107,8 +107,7 @@ class PgDatabase(DatabaseHelpers):
                 'reset isolation for this test (@pytest.mark.pg(isolation="reset")).'
             )
         self.conn = self._restart()
-        if self._time is not None:
-            self._time = None
+        self._time = None  # the next clock is on the new connection
 
     def _helper_conn(self) -> psycopg.Connection[Any]:
         return self.conn

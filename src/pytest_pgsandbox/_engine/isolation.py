@@ -12,6 +12,8 @@ A ``COMMIT`` sent as SQL does end the outer transaction. That is found when the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -166,21 +168,38 @@ class TransactionIsolation:
         self._conn = None
 
 
-def sequence_values(conn: psycopg.Connection[Any]) -> str:
-    """Every sequence and where it is now, as SQL ``VALUES`` rows (seq, last, start); "" if none.
+# Every sequence, where it is now, and where it starts.
+SEQUENCES = (
+    "SELECT c.oid, pg_sequence_last_value(c.oid), s.seqstart "
+    "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
+)
 
-    Built from numbers read from the catalog, so safe to send as text.
-    """
-    rows = conn.execute(
-        "SELECT c.oid, pg_sequence_last_value(c.oid), s.seqstart "
-        "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
-    ).fetchall()
+
+def values_of(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows of ``SEQUENCES`` (from any driver) as SQL ``VALUES`` rows (seq, last, start);
+    "" if none. Built from numbers only (formatted as int), so safe to send as text."""
     return ", ".join(
         f"({int(oid):d}::oid, {'NULL' if last is None else int(last)}::bigint, {int(start):d})"
         for oid, last, start in rows
     )
+
+
+def restore_sql(values: str) -> str:
+    """SQL that puts back every sequence that moved from ``values`` ("" if none)."""
+    if not values:
+        return ""
+    return (  # numbers only (see values_of): no injection possible
+        "SELECT setval(v.seq::regclass, coalesce(v.last, v.start), v.last IS NOT NULL) "  # noqa: S608
+        f"FROM (VALUES {values}) v(seq, last, start) "
+        "WHERE pg_sequence_last_value(v.seq::regclass) IS DISTINCT FROM v.last"
+    )
+
+
+def sequence_values(conn: psycopg.Connection[Any]) -> str:
+    """Every sequence and where it is now, as SQL ``VALUES`` rows (see ``values_of``)."""
+    return values_of(conn.execute(SEQUENCES).fetchall())
 
 
 def sequence_reset(conn: psycopg.Connection[Any]) -> tuple[str, str]:
@@ -189,18 +208,13 @@ def sequence_reset(conn: psycopg.Connection[Any]) -> tuple[str, str]:
     Two forms: for the same session (checks only if it called ``nextval()``), and for any.
 
     Rolling back does not undo ``nextval()``; without this, ids would depend on which tests
-    ran before. Built from numbers read from the catalog, so safe to send as text. Only
-    ``nextval()`` calls of the test's own connection are seen (others cannot write to its
-    database unseen anyway: their rows would outlive the test, which the verifier reports).
+    ran before. Only ``nextval()`` calls of the test's own connection are seen (others cannot
+    write to its database unseen anyway: their rows would outlive the test, which the
+    verifier reports).
     """
-    values = sequence_values(conn)
-    if not values:
+    reset = restore_sql(sequence_values(conn))
+    if not reset:
         return "", ""
-    reset = (  # numbers only (formatted as int above): no injection possible
-        "SELECT setval(v.seq::regclass, coalesce(v.last, v.start), v.last IS NOT NULL) "  # noqa: S608
-        f"FROM (VALUES {values}) v(seq, last, start) "
-        "WHERE pg_sequence_last_value(v.seq::regclass) IS DISTINCT FROM v.last"
-    )
     # Checking 30 sequences costs ~0.3 ms, so only when this session called nextval() since
     # the last check: lastval() fails otherwise. An anonymous block changes no catalog.
     guarded = (

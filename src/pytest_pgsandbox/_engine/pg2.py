@@ -11,17 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pytest_pgsandbox._engine.aio import sequence_restore
 from pytest_pgsandbox._engine.isolation import SAVEPOINT
+from pytest_pgsandbox._engine.isolation import SEQUENCES
+from pytest_pgsandbox._engine.isolation import restore_sql
+from pytest_pgsandbox._engine.isolation import values_of
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import PgSandboxError
-
-_SEQUENCES = (
-    "SELECT c.oid::bigint, pg_sequence_last_value(c.oid), s.seqstart "
-    "FROM pg_class c JOIN pg_sequence s ON s.seqrelid = c.oid "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_temp%'"
-)
 
 
 def require_psycopg2() -> Any:
@@ -88,13 +83,8 @@ class Psycopg2Connection:
         self._restore = ""
         if isolated:
             with self.conn.cursor() as cur:
-                cur.execute(_SEQUENCES)
-                values = ", ".join(
-                    f"({int(o):d}::oid, {'NULL' if last is None else int(last)}::bigint, "
-                    f"{int(start):d})"
-                    for o, last, start in cur.fetchall()
-                )
-            self._restore = sequence_restore(values)
+                cur.execute(SEQUENCES)
+                self._restore = restore_sql(values_of(cur.fetchall()))
             self.conn.rollback()
             with self.conn.cursor() as cur:
                 cur.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction too

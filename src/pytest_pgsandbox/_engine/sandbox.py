@@ -70,7 +70,6 @@ class Sandbox:
         self._baselines: dict[str, str] = {}  # template -> its catalog digest
         self._can_reset: bool | None = None
         self.kept: list[str] = []
-        self.current: psycopg.Connection[TupleRow] | None = None  # the running test's
         self.current_handle: Any = None  # the running test's PgDatabase
         self.current_pg2: Any = None  # its psycopg2 connection (driver=psycopg2), once opened
 
@@ -174,6 +173,12 @@ class Sandbox:
                 self._created.append(name)
             self._databases[key] = name
         return server.admin.for_db(name)
+
+    @property
+    def current(self) -> psycopg.Connection[TupleRow] | None:
+        """The running test's connection (it changes when ``reset_db()`` restarts it)."""
+        handle = self.current_handle
+        return None if handle is None else handle.conn
 
     def can_reset(self) -> bool:
         """Whether reset isolation works on this server (it needs a superuser)."""
