@@ -16,8 +16,8 @@ INSERT INTO users (name) VALUES ('Alice Chen'), ('Bob Okafor'), ('Carmen Ruiz');
 INSERT INTO orders (user_id) VALUES (1), (2);
 """
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# 5 tests x 3 fixtures, a savepoint block, two tasks, the app's pool
-TESTS = 5 * 3 + 3
+# 6 tests x 3 fixtures, a savepoint block, two tasks, the app's pool
+TESTS = 6 * 3 + 3
 POOL_SKIPPED = 1  # the pool needs clone or reset isolation
 
 

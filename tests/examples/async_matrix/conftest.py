@@ -36,3 +36,5 @@ def starts_from_the_template(pg):
         assert value("SELECT pg_sequence_last_value('users_id_seq')") == 3
         assert value("SELECT pg_sequence_last_value('orders_id_seq')") == 2
         assert value("SELECT to_regclass('extra')") is None
+        # A connection kept for the next test must not carry a session lock over.
+        assert value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0

@@ -82,6 +82,11 @@ async def test_sequences(db):
     assert await db.val("SELECT nextval('orders_id_seq')") == 3
 
 
+async def test_session_advisory_lock(db):
+    await db.run("SELECT pg_advisory_lock(42)")
+    await db.commit()
+
+
 async def test_a_savepoint_block_inside(pg_asyncpg):
     try:
         async with pg_asyncpg.transaction():
