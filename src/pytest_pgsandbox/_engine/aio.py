@@ -18,6 +18,7 @@ the database is dropped or reset afterwards like the sync fixtures' one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import psycopg
@@ -175,7 +176,13 @@ class AsyncPsycopg:
             return
         keep = False
         try:
-            if isinstance(conn, AsyncSandboxConnection):
+            if not isinstance(conn, AsyncSandboxConnection):
+                # A closed connection's backend lets go of its session locks only as it
+                # exits, after close() returns: the next test could still find them.
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+            else:
                 conn._pgsb_active = False
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     await conn.rollback()
@@ -230,6 +237,9 @@ class AsyncPg:
                 self._outer = None
                 if self._restore:
                     await conn.execute(self._restore)
+            # As for psycopg: session locks go before close(), not as the backend exits.
+            if not conn.is_in_transaction():
+                await conn.execute("SELECT pg_advisory_unlock_all()")
         finally:
             await conn.close(timeout=self.timeout)
 
