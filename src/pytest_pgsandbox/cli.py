@@ -284,11 +284,17 @@ def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> li
     import socket
 
     from pytest_pgsandbox._engine.template import reap_old_templates
+    from pytest_pgsandbox._engine.template import templates
 
     out = []
     now = time.time()
     with connect(info, timeout=timeout) as conn:
-        out += [f"database {name} (an old template)" for name in reap_old_templates(conn, "")]
+        families = sorted({str(label.get("family", "schema")) for _n, label in templates(conn)})
+        for family in families:
+            out += [
+                f"database {name} (an old template)"
+                for name in reap_old_templates(conn, "", family=family)
+            ]
         for name, label in provision.labelled_databases(conn):
             if label.get("builtin") or label.get("kind") == "template":
                 continue
@@ -368,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --url: also drop labelled databases older than this (default 24)",
     )
     p.set_defaults(func=cmd_gc)
+
+    from pytest_pgsandbox._scenario_cli import register
+
+    register(sub, _add_setting_flags)
     return parser
 
 

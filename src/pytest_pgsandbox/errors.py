@@ -10,6 +10,7 @@ The tree::
     │   ├── ServerDied              a local server went away while tests were running
     │   └── ServerUnreachable       an existing server (``url``) refused or timed out
     ├── TemplateError               the template could not be built (source, file, server message)
+    ├── ScenarioError               a data scenario is missing or does not fit the schema
     ├── UnsafeOperation             refused to drop or change something we did not create
     └── IsolationBroken             a test escaped its isolation (e.g. a top-level COMMIT)
 
@@ -91,6 +92,11 @@ class ServerUnreachable(ServerError):
 
 class TemplateError(PgSandboxError):
     """The template database could not be built from the schema and seed sources."""
+
+
+class ScenarioError(PgSandboxError):
+    """A data scenario could not be exported, found, or loaded (e.g. it no longer fits the
+    schema: the message names the scenario, the tables and the columns)."""
 
 
 class UnsafeOperation(PgSandboxError):

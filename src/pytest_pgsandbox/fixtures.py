@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import fields
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import NoReturn
@@ -101,6 +103,7 @@ def pg_build_template(
                 seed=tuple(Source(*s.split(":", 1)) for s in seed),
                 extensions=tuple(extensions),
                 base=request.config.rootpath,
+                scenarios_dir=sandbox.settings.scenarios_dir,
             )
             return sandbox.build_template(pg_server, spec)  # type: ignore[no-any-return]
         except PgSandboxError as exc:
@@ -127,12 +130,34 @@ def pg(
     yield from database_for(request, _isolation_for(request, sandbox.settings.isolation))
 
 
+def _template_for(
+    request: pytest.FixtureRequest, sandbox: Any, pg_template: PgTemplate | None
+) -> PgTemplate | None:
+    """The template of this test: its scenario's (``pg`` marker), else ``pg_template``."""
+    __tracebackhide__ = True
+    from pytest_pgsandbox.errors import ScenarioError
+
+    name = mark_options(request.node).scenario
+    if name is None:
+        return pg_template
+    try:
+        template: PgTemplate = sandbox.scenario_template(pg_template, name)
+    except PgSandboxError as exc:
+        error = exc
+    else:
+        return template
+    first = sandbox.scenario_failed_in.setdefault(name, request.node.nodeid)
+    if first != request.node.nodeid and isinstance(error, ScenarioError):
+        _fail(f"scenario {name!r} could not be loaded; the reason is in the report of {first}.")
+    _fail(error)
+
+
 def database_for(request: pytest.FixtureRequest, mode: str) -> Iterator[PgDatabase]:
     """The test's database under isolation ``mode``: yields it once, then cleans up."""
     __tracebackhide__ = True
     pg_server: PgServer = request.getfixturevalue("pg_server")
-    pg_template: PgTemplate | None = request.getfixturevalue("pg_template")
     sandbox = _sandbox(request.config)
+    pg_template = _template_for(request, sandbox, request.getfixturevalue("pg_template"))
     if sandbox.current is not None:
         _fail(
             f"{request.node.nodeid} asks for two test databases (pg and postgresql_db, or "
@@ -245,31 +270,52 @@ def _baseline(sandbox: Any, template: PgTemplate | None) -> Callable[[], str]:
     return lambda: str(sandbox.catalog_baseline(template))
 
 
-MARK_ARGUMENTS = ("isolation",)
+@dataclass(frozen=True)
+class MarkOptions:
+    """What ``@pytest.mark.pg(...)`` says for a test: on the test, its class or its module
+    (each argument from the closest marker that gives it)."""
+
+    isolation: str | None = None
+    scenario: str | None = None
+
+
+MARK_ARGUMENTS = tuple(f.name for f in fields(MarkOptions))
+
+
+def mark_options(node: pytest.Item) -> MarkOptions:
+    """The ``pg`` markers of ``node``, checked: unknown arguments and values are errors."""
+    __tracebackhide__ = True
+    from pytest_pgsandbox.settings import ISOLATIONS
+
+    found: dict[str, str] = {}
+    for marker in node.iter_markers("pg"):  # closest first
+        unknown = sorted(set(marker.kwargs) - set(MARK_ARGUMENTS))
+        if marker.args or unknown:
+            given = ", ".join([repr(a) for a in marker.args] + unknown)
+            _fail(
+                f"@pytest.mark.pg got {given}, which it does not take; it takes keyword "
+                f"arguments: {', '.join(MARK_ARGUMENTS)}."
+            )
+        for key, value in marker.kwargs.items():
+            found.setdefault(key, value)
+    options = MarkOptions(**found)
+    if options.isolation is not None and options.isolation not in ISOLATIONS:
+        _fail(
+            f"@pytest.mark.pg(isolation={options.isolation!r}) on {node.nodeid}: accepted "
+            f"values are {', '.join(ISOLATIONS)}."
+        )
+    if options.scenario is not None and not isinstance(options.scenario, str):
+        _fail(
+            f"@pytest.mark.pg(scenario={options.scenario!r}) on {node.nodeid}: give the "
+            "scenario's name, e.g. scenario='billing/pro'."
+        )
+    return options
 
 
 def _isolation_for(request: pytest.FixtureRequest, default: str) -> str:
     """The isolation of this test: its closest ``pg`` marker, else the setting."""
     __tracebackhide__ = True
-    from pytest_pgsandbox.settings import ISOLATIONS
-
-    marker = request.node.get_closest_marker("pg")
-    if marker is None:
-        return default
-    unknown = sorted(set(marker.kwargs) - set(MARK_ARGUMENTS))
-    if marker.args or unknown:
-        given = ", ".join([repr(a) for a in marker.args] + unknown)
-        _fail(
-            f"@pytest.mark.pg got {given}, which it does not take; it takes keyword "
-            f"arguments: {', '.join(MARK_ARGUMENTS)}."
-        )
-    mode = str(marker.kwargs.get("isolation", default))
-    if mode not in ISOLATIONS:
-        _fail(
-            f"@pytest.mark.pg(isolation={mode!r}) on {request.node.nodeid}: accepted values "
-            f"are {', '.join(ISOLATIONS)}."
-        )
-    return mode
+    return mark_options(request.node).isolation or default
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.errors import ScenarioError
 from pytest_pgsandbox.errors import SettingError
 from pytest_pgsandbox.errors import TemplateError
 from pytest_pgsandbox.settings import SETTINGS
@@ -115,8 +116,8 @@ def pytest_configure(config: pytest.Config) -> None:
     sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist)
     config.addinivalue_line(
         "markers",
-        'pg(isolation="transaction"|"clone"|"reset"): how the pg fixture isolates this test '
-        "(pytest-pgsandbox)",
+        'pg(isolation="transaction"|"clone"|"reset", scenario="NAME"): how the pg fixture '
+        "isolates this test, and the data scenario it starts from (pytest-pgsandbox)",
     )
     config.stash[SANDBOX_KEY] = sandbox
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
@@ -208,6 +209,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ):
         return
     sandbox = config.stash[SANDBOX_KEY]
+    scenarios = _scenarios_of(session.items)
+    sandbox.scenarios_wanted = bool(scenarios)
     try:
         sandbox.ensure_server()
     except TemplateError as exc:
@@ -215,6 +218,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         pytest.exit(f"pgsandbox: the template could not be built.\n{mask(str(exc))}", 1)
     except PgSandboxError:
         return  # remembered: each test that needs the server reports it
+    ready = []
+    for name in scenarios:
+        try:
+            ready.append((name, sandbox.scenario_template(sandbox.template, name)))
+        except ScenarioError as exc:
+            # Before any test runs, once: not the same failure in every test that uses it.
+            pytest.exit(f"pgsandbox: {mask(str(exc))}", 1)
+        except PgSandboxError:
+            return
     server = sandbox.server
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if server is None or reporter is None or config.get_verbosity() < 0:
@@ -227,6 +239,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     )
     if sandbox.template is not None:
         reporter.write_line(f"postgresql: {sandbox.template.describe()}")
+    for name, template in ready:
+        how = "reused" if template.reused else f"loaded in {template.build_seconds:.2f} s"
+        reporter.write_line(f"postgresql: scenario {name}: template {how}")
+
+
+def _scenarios_of(items: Sequence[pytest.Item]) -> list[str]:
+    """The scenarios the ``pg`` markers of ``items`` name (well-formed markers only: a bad
+    one fails its own test)."""
+    names: set[str] = set()
+    for item in items:
+        for marker in item.iter_markers("pg"):
+            scenario = marker.kwargs.get("scenario")
+            if isinstance(scenario, str):
+                names.add(scenario)
+                break
+    return sorted(names)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:

@@ -137,6 +137,13 @@ def _source(raw: str) -> tuple[str, str]:
     return kind, target.strip()
 
 
+def _seed_source(raw: str) -> tuple[str, str]:
+    kind, sep, target = raw.strip().partition(":")
+    if kind == "scenario" and sep and target.strip():
+        return kind, target.strip()
+    return _source(raw)
+
+
 def _extensions(raw: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in raw.replace(" ", ",").split(",") if n.strip())
     for name in names:
@@ -266,10 +273,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "seed",
-        _source,
+        _seed_source,
         (),
-        "the same forms as schema (repeatable, applied in order after it)",
-        "Baseline data loaded into the template after the schema.",
+        "the same forms as schema, or scenario:NAME (repeatable, applied in order after it)",
+        "Baseline data loaded into the template after the schema; scenario:NAME loads a "
+        "data scenario (see scenarios_dir).",
         metavar="KIND:TARGET",
         repeatable=True,
     ),
@@ -280,6 +288,16 @@ SETTINGS: tuple[Setting, ...] = (
         "extension names separated by commas, e.g. pg_trgm,hstore",
         "Extensions created in the template before the schema.",
         metavar="NAMES",
+    ),
+    Setting(
+        "scenarios_dir",
+        _path,
+        None,
+        "a folder path, relative to the rootdir or absolute",
+        "Where named data scenarios live (default .pgsandbox/scenarios): one folder per "
+        'scenario, used with @pytest.mark.pg(scenario="NAME"), seed = scenario:NAME and '
+        "pgsandbox scenario.",
+        metavar="PATH",
     ),
     Setting(
         "reuse",
@@ -403,6 +421,7 @@ class Settings:
     schema: tuple[tuple[str, str], ...] = ()
     seed: tuple[tuple[str, str], ...] = ()
     extensions: tuple[str, ...] = ()
+    scenarios_dir: Path | None = None
     reuse: bool = False
     isolation: IsolationKind = "transaction"
     driver: DriverKind = "psycopg"

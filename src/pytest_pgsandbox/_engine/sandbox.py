@@ -7,6 +7,7 @@ The plugin and the command line both drive this; it knows nothing of pytest. Hea
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ class Sandbox:
         self.kept: list[str] = []
         self.current_handle: Any = None  # the running test's PgDatabase
         self.current_pg2: Any = None  # its psycopg2 connection (driver=psycopg2), once opened
+        # Tests of this session ask for scenarios: a new local server's cluster cache then
+        # holds every scenario's template too, so they are loaded once, not once per run.
+        self.scenarios_wanted = False
+        self._scenario_templates: dict[tuple[str | None, str], PgTemplate] = {}
+        self._scenario_errors: dict[tuple[str | None, str], PgSandboxError] = {}
+        self.scenario_failed_in: dict[str, str] = {}  # scenario -> the first test it failed
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.template import Source
@@ -83,6 +90,7 @@ class Sandbox:
             seed=tuple(Source(*item) for item in s.seed),
             extensions=s.extensions,
             base=self.base,
+            scenarios_dir=s.scenarios_dir,
         )
 
     def ensure_server(self) -> PgServer:
@@ -101,7 +109,16 @@ class Sandbox:
         prebuilt: list[PgTemplate] = []
 
         def build(admin: ConnInfo, major: int) -> None:
-            prebuilt.append(self._ensure_template(admin, spec, major))
+            template = self._ensure_template(admin, spec, major)
+            prebuilt.append(template)
+            if self.scenarios_wanted:
+                self._prebuild_scenarios(admin, template, major)
+
+        def digest(major: int) -> str:
+            found = fingerprint(spec, major)
+            if self.scenarios_wanted:
+                found = hashlib.sha256(f"{found} {self._scenarios_digest()}".encode()).hexdigest()
+            return found
 
         settings = self.settings
         if settings.keep != "never" and not settings.reuse:
@@ -112,7 +129,7 @@ class Sandbox:
                 settings,
                 run=xdist.run_id if xdist else None,
                 owner_pid=xdist.controller_pid if xdist else None,
-                prebuild=None if spec.empty else Prebuild(lambda m: fingerprint(spec, m), build),
+                prebuild=None if spec.empty else Prebuild(digest, build),
             )
         except PgSandboxError as exc:
             self.error = exc
@@ -146,6 +163,66 @@ class Sandbox:
             timeout=self.settings.start_timeout,
             url_env=self.settings.url_env,
         )
+
+    def _scenarios_digest(self) -> str:
+        """A hash of every scenario's files (a broken one counts by its name)."""
+        from pytest_pgsandbox._engine import scenario
+
+        folder = self.spec().scenarios
+        parts = []
+        for name in scenario.names(folder):
+            try:
+                parts.append(f"{name} {scenario.find(folder, name).content_hash()}")
+            except PgSandboxError:
+                parts.append(f"{name} unreadable")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def _prebuild_scenarios(self, admin: ConnInfo, base: PgTemplate, major: int) -> None:
+        """Load every scenario that fits into a template of its own (on a server being
+        prepared for the cluster cache); those that do not fit report it when used."""
+        from pytest_pgsandbox._engine import scenario
+        from pytest_pgsandbox._engine.template import ensure_scenario_template
+
+        folder = self.spec().scenarios
+        for name in scenario.names(folder):
+            with contextlib.suppress(PgSandboxError):
+                chain = scenario.find(folder, name)
+                self._scenario_templates[(base.name, name)] = ensure_scenario_template(
+                    admin, base, chain, major, self.run_id, self.settings.start_timeout
+                )
+
+    def scenario_template(self, base: PgTemplate | None, name: str) -> PgTemplate:
+        """The template holding scenario ``name`` on top of ``base``: found, or loaded now.
+
+        A failure (no such scenario, or it does not fit the schema) is remembered and raised
+        again for every later test that asks for it.
+        """
+        from pytest_pgsandbox._engine import scenario
+        from pytest_pgsandbox._engine.template import ensure_scenario_template
+
+        key = (base.name if base else None, name)
+        found = self._scenario_templates.get(key)
+        if found is not None:
+            return found
+        failed = self._scenario_errors.get(key)
+        if failed is not None:
+            raise failed
+        server = self.ensure_server()
+        try:
+            chain = scenario.find(self.spec().scenarios, name)
+            found = ensure_scenario_template(
+                server.admin,
+                base,
+                chain,
+                int(server.version.split(".")[0]),
+                self.run_id,
+                self.settings.start_timeout,
+            )
+        except PgSandboxError as exc:
+            self._scenario_errors[key] = exc
+            raise
+        self._scenario_templates[key] = found
+        return found
 
     def _admin(self, server: PgServer) -> psycopg.Connection[TupleRow]:
         return connect(server.admin, timeout=self.settings.start_timeout)

@@ -17,6 +17,7 @@ import inspect
 import os
 import time
 import traceback
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from psycopg import sql
 
 from pytest_pgsandbox._engine import clock
 from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine import scenario
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._version import __version__
+from pytest_pgsandbox.errors import ScenarioError
 from pytest_pgsandbox.errors import TemplateError
 
 PREFIX = "pgsandbox_tpl_"
@@ -58,6 +61,11 @@ class TemplateSpec:
     seed: tuple[Source, ...] = ()
     extensions: tuple[str, ...] = ()
     base: Path = Path()
+    scenarios_dir: Path | None = None  # where ``scenario:NAME`` sources are; base-relative
+
+    @property
+    def scenarios(self) -> Path:
+        return self.path(str(self.scenarios_dir or scenario.DEFAULT_DIR))
 
     @property
     def empty(self) -> bool:
@@ -149,6 +157,8 @@ def module_files(src: Source) -> list[Path]:
 
 
 def _inputs(spec: TemplateSpec, src: Source) -> list[Path]:
+    if src.kind == "scenario":
+        return list(_chain(spec, src).files())
     if src.kind == "sql":
         return sql_files(spec, src)
     if src.kind == "alembic":
@@ -171,6 +181,25 @@ def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
     return h.hexdigest()
 
 
+def _chain(spec: TemplateSpec, src: Source) -> scenario.Chain:
+    try:
+        return scenario.find(spec.scenarios, src.target)
+    except ScenarioError as exc:
+        raise TemplateError(f"{src}: {exc}") from None
+
+
+def scenario_fingerprint(base: PgTemplate | None, chain: scenario.Chain, pg_major: int) -> str:
+    """The hash of a scenario template: its base template's and the scenario's content."""
+    h = hashlib.sha256()
+    if base is None:
+        h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\n".encode())
+        h.update(f"clock {clock.VERSION}\n".encode())
+    else:
+        h.update(f"base {base.fingerprint}\n".encode())
+    h.update(f"scenario {chain.name} {chain.content_hash()}\n".encode())
+    return h.hexdigest()
+
+
 # -- building -----------------------------------------------------------------------------
 
 
@@ -187,7 +216,58 @@ def ensure_template(
     url_env: str | None = None,
 ) -> PgTemplate:
     """The template for ``spec`` on this server: found, or built now (once, under a lock)."""
-    digest = fingerprint(spec, pg_major)
+
+    def fill(info: ConnInfo) -> None:
+        with connect(info, autocommit=False, timeout=timeout) as conn:
+            clock.install(conn)  # first: defaults written with now() bind to the clock
+            _create_extensions(conn, spec.extensions)
+            conn.commit()
+        for src in spec.schema + spec.seed:
+            _apply(src, spec, info, timeout, url_env)
+
+    return _ensure(admin, fingerprint(spec, pg_major), fill, run_id, timeout)
+
+
+def ensure_scenario_template(
+    admin: ConnInfo,
+    base: PgTemplate | None,
+    chain: scenario.Chain,
+    pg_major: int,
+    run_id: str,
+    timeout: float = 60.0,
+) -> PgTemplate:
+    """The template holding scenario ``chain`` on top of ``base``: found, or loaded now.
+
+    Its name carries the hash of the base template and of the scenario's files, so it is
+    reused as long as neither changes. A scenario that does not fit raises ScenarioError.
+    """
+    where = f"template {base.name}" if base else "an empty database (no schema is configured)"
+
+    def fill(info: ConnInfo) -> None:
+        with connect(info, autocommit=False, timeout=timeout) as conn:
+            scenario.load(conn, chain, where)
+            conn.commit()
+
+    return _ensure(
+        admin,
+        scenario_fingerprint(base, chain, pg_major),
+        fill,
+        run_id,
+        timeout,
+        source=base.name if base else None,
+        family=f"scenario:{chain.name}",
+    )
+
+
+def _ensure(
+    admin: ConnInfo,
+    digest: str,
+    fill: Callable[[ConnInfo], None],
+    run_id: str,
+    timeout: float,
+    source: str | None = None,
+    family: str = "schema",
+) -> PgTemplate:
     name = PREFIX + digest[:16]
     with connect(admin, timeout=timeout) as conn:
         if _is_ready(conn, name):
@@ -204,9 +284,12 @@ def ensure_template(
             if _is_ready(conn, name):  # another process built it while we waited
                 return PgTemplate(name, digest, reused=True)
             began = time.monotonic()
-            _build(conn, admin, spec, name, digest, run_id, timeout, url_env)
+            label: dict[str, object] = {"kind": "template", "hash": digest, "run": run_id}
+            if family != "schema":
+                label["family"] = family
+            _build(conn, admin, name, label, source, fill)
             built = PgTemplate(name, digest, reused=False, build_seconds=time.monotonic() - began)
-            reap_old_templates(conn, keep=name)
+            reap_old_templates(conn, keep=name, family=family)
             return built
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(name),))
@@ -222,25 +305,16 @@ def _is_ready(conn: psycopg.Connection[Any], name: str) -> bool:
 def _build(
     admin_conn: psycopg.Connection[Any],
     admin: ConnInfo,
-    spec: TemplateSpec,
     name: str,
-    digest: str,
-    run_id: str,
-    timeout: float,
-    url_env: str | None,
+    label: dict[str, object],
+    source: str | None,
+    fill: Callable[[ConnInfo], None],
 ) -> None:
     building = f"{name}_building"
     provision.drop_database(admin_conn, building)  # a build that was interrupted
-    label = {"kind": "template", "hash": digest, "run": run_id}
-    provision.create_database(admin_conn, building, {**label, "state": "building"})
-    info = admin.for_db(building)
+    provision.create_database(admin_conn, building, {**label, "state": "building"}, source)
     try:
-        with connect(info, autocommit=False, timeout=timeout) as conn:
-            clock.install(conn)  # first: defaults written with now() bind to the clock
-            _create_extensions(conn, spec.extensions)
-            conn.commit()
-        for src in spec.schema + spec.seed:
-            _apply(src, spec, info, timeout, url_env)
+        fill(admin.for_db(building))
     except BaseException:
         provision.drop_database(admin_conn, building)
         raise
@@ -296,6 +370,14 @@ def _apply(
         _run_metadata(src, info)
     elif src.kind == "callable":
         _run_callable(src, info, timeout)
+    elif src.kind == "scenario":
+        chain = _chain(spec, src)
+        with connect(info, autocommit=False, timeout=timeout) as conn:
+            try:
+                scenario.load(conn, chain, "the template being built (schema, then seed)")
+            except ScenarioError as exc:
+                raise TemplateError(f"{src}: {exc}") from None
+            conn.commit()
     else:  # pragma: no cover - settings validate the kind
         raise TemplateError(f"unknown source kind in {src}")
 
@@ -442,11 +524,12 @@ def templates(conn: psycopg.Connection[Any]) -> Iterator[tuple[str, dict[str, An
 
 
 def reap_old_templates(
-    conn: psycopg.Connection[Any], keep: str, count: int = KEEP_OLD
+    conn: psycopg.Connection[Any], keep: str, count: int = KEEP_OLD, family: str = "schema"
 ) -> list[str]:
-    """Drop our templates but ``keep`` and the ``count`` newest others. Returns the names."""
+    """Drop our templates of ``family`` (the schema's, or one scenario's) but ``keep`` and
+    the ``count`` newest others. Returns the names."""
     others = sorted(
-        (t for t in templates(conn) if t[0] != keep),
+        (t for t in templates(conn) if t[0] != keep and t[1].get("family", "schema") == family),
         key=lambda t: float(t[1].get("created", 0)),
         reverse=True,
     )

@@ -1,0 +1,835 @@
+"""Named data scenarios: a database's rows kept as files in the repository.
+
+A scenario is a folder ``<scenarios_dir>/<name>/`` (names may contain ``/``) holding::
+
+    manifest.json         format, the scenario it extends, the tables (in foreign-key load
+                          order) with their columns, types and row counts, the sequences' values
+    data/<schema>.<table>.csv
+                          one CSV per table, with a header, rows in primary-key order
+
+Everything is written deterministically (rows ordered by the primary key in the "C"
+collation, or by the whole row's text; times in UTC and ISO style; no timestamps in the
+manifest), so that exporting what was loaded gives the same bytes and a change to the data
+reads well in a diff.
+
+A scenario that ``extends`` another holds only the tables whose rows differ from its parent's
+(the whole table, not a patch); loading resolves the chain, parent first.
+
+Loading replaces the rows of every table the scenario (chain) lists, in one transaction: the
+tables are emptied, filled with COPY in foreign-key order, and the sequences set. Before it
+touches anything, the scenario is compared with the database; a scenario that no longer fits
+(a table or column gone, a type changed, a new NOT NULL column it has no values for) is refused
+with every mismatch named, so no column's data is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import errors
+from psycopg import sql
+
+from pytest_pgsandbox.errors import ScenarioError
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+DATA = "data"
+DEFAULT_DIR = Path(".pgsandbox") / "scenarios"
+BLOCK = 1 << 20  # bytes per COPY block: large tables stream, never held in memory
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+# Ours, PostgreSQL's, and the reset machinery's: never part of a scenario.
+_SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "pgsandbox_clock", "_pgsandbox")
+# Output that does not depend on the server's or the session's settings.
+_STABLE_OUTPUT = (
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL extra_float_digits = 1",
+    "SET LOCAL bytea_output = 'hex'",
+    "SET LOCAL client_encoding = 'UTF8'",
+)
+
+Conn = psycopg.Connection[Any]
+QualName = tuple[str, str]  # (schema, name)
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a scenario (letters, digits, ``_.-``, parts joined by ``/``)."""
+    if not _NAME.fullmatch(name) or any(part in (".", "..") for part in name.split("/")):
+        raise ScenarioError(
+            f"{name!r} cannot name a scenario: use letters, digits, '_', '-' and '.', in parts "
+            "joined by '/' (e.g. billing/pro); a part may not start with '.' or '-'."
+        )
+    return name
+
+
+def _qual(key: QualName) -> str:
+    return f"{key[0]}.{key[1]}"
+
+
+# -- the files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableData:
+    """One table of a scenario: its file, row count, and columns (name -> type)."""
+
+    schema: str
+    name: str
+    file: str
+    rows: int
+    columns: dict[str, str]
+
+    @property
+    def key(self) -> QualName:
+        return (self.schema, self.name)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "name": self.name,
+            "file": self.file,
+            "rows": self.rows,
+            "columns": self.columns,
+        }
+
+
+@dataclass(frozen=True)
+class SequenceValue:
+    schema: str
+    name: str
+    last_value: int
+    is_called: bool
+
+    @property
+    def key(self) -> QualName:
+        return (self.schema, self.name)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "name": self.name,
+            "last_value": self.last_value,
+            "is_called": self.is_called,
+        }
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario as found on disk."""
+
+    name: str
+    folder: Path
+    extends: str | None
+    tables: tuple[TableData, ...]
+    sequences: tuple[SequenceValue, ...]
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST
+
+    def path(self, table: TableData) -> Path:
+        return self.folder / table.file
+
+    @classmethod
+    def read(cls, folder: Path, name: str) -> Scenario:
+        path = folder / MANIFEST
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if raw.get("format") != FORMAT:
+                raise ScenarioError(
+                    f"scenario {name!r}: {path} is in format {raw.get('format')!r}; this "
+                    f"version of pytest-pgsandbox reads format {FORMAT}. Export it again."
+                )
+            tables = tuple(
+                TableData(t["schema"], t["name"], t["file"], int(t["rows"]), dict(t["columns"]))
+                for t in raw["tables"]
+            )
+            sequences = tuple(
+                SequenceValue(s["schema"], s["name"], int(s["last_value"]), bool(s["is_called"]))
+                for s in raw["sequences"]
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ScenarioError(
+                f"scenario {name!r}: cannot read {path}: {type(exc).__name__}: {exc}. Export "
+                "the scenario again (pgsandbox scenario export)."
+            ) from None
+        for table in tables:
+            if not (folder / table.file).is_file():
+                raise ScenarioError(
+                    f"scenario {name!r}: {path} lists {table.file}, which is missing. Export "
+                    "the scenario again (pgsandbox scenario export)."
+                )
+        extends = raw.get("extends")
+        return cls(name, folder, str(extends) if extends else None, tables, sequences)
+
+    def write_manifest(self, folder: Path) -> None:
+        manifest = {
+            "format": FORMAT,
+            "extends": self.extends,
+            "tables": [t.as_json() for t in self.tables],
+            "sequences": [s.as_json() for s in self.sequences],
+        }
+        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        (folder / MANIFEST).write_text(text, encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A scenario and the ones it extends, root first: what loading it puts in place."""
+
+    scenarios: tuple[Scenario, ...]
+
+    @property
+    def name(self) -> str:
+        return self.scenarios[-1].name
+
+    def tables(self) -> dict[QualName, tuple[Scenario, TableData]]:
+        """Each table's rows as the most derived scenario of the chain has them."""
+        found: dict[QualName, tuple[Scenario, TableData]] = {}
+        for scenario in self.scenarios:
+            for table in scenario.tables:
+                found.pop(table.key, None)  # keep the order: a child's tables come after
+                found[table.key] = (scenario, table)
+        return found
+
+    def sequences(self) -> dict[QualName, SequenceValue]:
+        found: dict[QualName, SequenceValue] = {}
+        for scenario in self.scenarios:
+            found.update((s.key, s) for s in scenario.sequences)
+        return found
+
+    def files(self) -> Iterator[Path]:
+        for scenario in self.scenarios:
+            yield scenario.manifest_path
+            yield from (scenario.path(t) for t in scenario.tables)
+
+    def content_hash(self) -> str:
+        """A hash of every file of the chain: equal hashes mean equal data."""
+        h = hashlib.sha256()
+        for scenario in self.scenarios:
+            h.update(f"scenario {scenario.name}\n".encode())
+            for path in (scenario.manifest_path, *(scenario.path(t) for t in scenario.tables)):
+                h.update(f"file {path.name} {path.stat().st_size}\n".encode())
+                with path.open("rb") as f:
+                    while block := f.read(BLOCK):
+                        h.update(block)
+        return h.hexdigest()
+
+
+def names(folder: Path) -> list[str]:
+    """The scenarios under ``folder``, sorted."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for manifest in folder.rglob(MANIFEST):
+        relative = manifest.parent.relative_to(folder)
+        if relative.parts and not any(p.startswith(".") for p in relative.parts):
+            found.append(relative.as_posix())
+    return sorted(found)
+
+
+def find(folder: Path, name: str) -> Chain:
+    """The scenario ``name`` under ``folder`` with the chain of those it extends."""
+    chain: list[Scenario] = []
+    current: str | None = check_name(name)
+    while current is not None:
+        if any(s.name == current for s in chain):
+            loop = " -> ".join([*(s.name for s in chain), current])
+            raise ScenarioError(f"scenario {name!r}: its extends form a loop: {loop}.")
+        where = folder / current
+        if not (where / MANIFEST).is_file():
+            known = names(folder)
+            by = f" (extended by {chain[-1].name!r})" if chain else ""
+            raise ScenarioError(
+                f"no scenario {current!r}{by} in {folder}: there is no {where / MANIFEST}. "
+                + (f"Scenarios there: {', '.join(known)}. " if known else "There are none yet. ")
+                + "Make one with: pgsandbox scenario export NAME --url URL"
+            )
+        scenario = Scenario.read(where, current)
+        chain.append(scenario)
+        current = scenario.extends
+    return Chain(tuple(reversed(chain)))
+
+
+# -- reading the database -------------------------------------------------------------------
+
+_TABLES = """
+SELECT c.oid, n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_toast%%'
+  AND n.nspname NOT LIKE 'pg\\_temp%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+
+_SEQUENCES = """
+SELECT c.oid, n.nspname, c.relname, owner.refobjid
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_depend owner ON owner.classid = 'pg_class'::regclass AND owner.objid = c.oid
+  AND owner.refclassid = 'pg_class'::regclass AND owner.deptype IN ('a', 'i')
+WHERE c.relkind = 'S'
+  AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_temp%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+
+_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       a.atthasdef OR a.attidentity <> '', a.attgenerated <> ''
+FROM pg_attribute a
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_PRIMARY_KEY = """
+SELECT a.attname, a.attcollation <> 0
+FROM pg_index i
+JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) ON true
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.indisprimary
+ORDER BY k.ord
+"""
+
+_REFERENCES = """
+SELECT conrelid, confrelid FROM pg_constraint
+WHERE contype = 'f' AND conrelid = ANY(%s) AND confrelid = ANY(%s)
+"""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    not_null: bool
+    has_default: bool  # a DEFAULT or an identity
+    generated: bool
+
+
+@dataclass
+class Catalog:
+    """The tables and sequences of a database, as scenarios see them."""
+
+    tables: dict[QualName, int] = field(default_factory=dict)  # -> oid
+    sequences: dict[QualName, tuple[int, int | None]] = field(default_factory=dict)  # oid, owner
+    _columns: dict[int, list[Column]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, conn: Conn) -> Catalog:
+        found = cls()
+        skipped = list(_SKIPPED_SCHEMAS)
+        for oid, schema, name in conn.execute(_TABLES, (skipped,)).fetchall():
+            found.tables[(schema, name)] = int(oid)
+        for oid, schema, name, owner in conn.execute(_SEQUENCES, (skipped,)).fetchall():
+            found.sequences[(schema, name)] = (int(oid), None if owner is None else int(owner))
+        return found
+
+    def columns(self, conn: Conn, oid: int) -> list[Column]:
+        got = self._columns.get(oid)
+        if got is None:
+            # Type names qualified by schema (but PostgreSQL's own) whatever the search_path:
+            # the same schema gives the same names in any database.
+            (saved,) = conn.execute("SELECT current_setting('search_path')").fetchone() or ("",)
+            conn.execute("SELECT set_config('search_path', 'pg_catalog', true)")
+            try:
+                rows = conn.execute(_COLUMNS, (oid,)).fetchall()
+            finally:
+                conn.execute("SELECT set_config('search_path', %s, true)", (saved,))
+            got = self._columns[oid] = [Column(*row) for row in rows]
+        return got
+
+    def load_order(self, conn: Conn, keys: Iterable[QualName]) -> list[QualName]:
+        """``keys`` so that every table comes after the tables it references (by name among
+        equals; tables in a reference cycle last, by name)."""
+        pending = sorted(set(keys))
+        oids = {self.tables[k]: k for k in pending}
+        needs: dict[QualName, set[QualName]] = {k: set() for k in pending}
+        for child, parent in conn.execute(_REFERENCES, (list(oids), list(oids))).fetchall():
+            if child != parent:
+                needs[oids[int(child)]].add(oids[int(parent)])
+        order: list[QualName] = []
+        while pending:
+            ready = [k for k in pending if not needs[k] - set(order)]
+            if not ready:  # a cycle: loaded with the checks deferred to the end
+                order.extend(pending)
+                break
+            order.append(ready[0])
+            pending.remove(ready[0])
+        return order
+
+
+def _stable_output(conn: Conn) -> None:
+    for statement in _STABLE_OUTPUT:
+        conn.execute(statement)
+
+
+def _order_by(conn: Conn, oid: int) -> sql.Composable:
+    """Primary-key order (text in the "C" collation), else the whole row's text."""
+    key = conn.execute(_PRIMARY_KEY, (oid,)).fetchall()
+    if not key:
+        return sql.SQL('_pgsb_row::text COLLATE "C"')
+    return sql.SQL(", ").join(
+        sql.SQL('_pgsb_row.{} COLLATE "C"' if collatable else "_pgsb_row.{}").format(
+            sql.Identifier(name)
+        )
+        for name, collatable in key
+    )
+
+
+def copy_out(conn: Conn, key: QualName, oid: int, columns: Sequence[str], path: Path) -> int:
+    """Write the table's ``columns`` to ``path`` as CSV in a stable order; the row count."""
+    query = sql.SQL(
+        "COPY (SELECT {cols} FROM {table} AS _pgsb_row ORDER BY {order}) "
+        "TO STDOUT (FORMAT csv, HEADER)"
+    ).format(
+        cols=sql.SQL(", ").join(sql.SQL("_pgsb_row.{}").format(sql.Identifier(c)) for c in columns),
+        table=sql.Identifier(*key),
+        order=_order_by(conn, oid),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with conn.cursor() as cur:
+        with path.open("wb") as out, cur.copy(query) as copy:
+            for block in copy:
+                out.write(block)
+        return max(cur.rowcount, 0)
+
+
+def file_name(key: QualName) -> str:
+    """``data/<schema>.<table>.csv``, with anything unusual in a name %-escaped."""
+    return f"{DATA}/{quote(key[0], safe='')}.{quote(key[1], safe='')}.csv"
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def _matches(pattern: str, key: QualName) -> bool:
+    if "." in pattern:
+        return fnmatchcase(_qual(key), pattern)
+    return fnmatchcase(key[1], pattern)
+
+
+def _select(catalog: Catalog, tables: Sequence[str], exclude: Sequence[str]) -> list[QualName]:
+    everything = sorted(catalog.tables)
+    for pattern in (*tables, *exclude):
+        if not any(_matches(pattern, k) for k in everything):
+            shown = ", ".join(_qual(k) for k in everything[:30]) or "none"
+            raise ScenarioError(
+                f"no table matches {pattern!r}, so nothing was exported (a mistyped --exclude "
+                f"could export data you meant to leave out). Tables: {shown}. Patterns match "
+                "'schema.table' when they contain a dot, else the table name; * and ? work."
+            )
+    chosen = [k for k in everything if not tables or any(_matches(p, k) for p in tables)]
+    return [k for k in chosen if not any(_matches(p, k) for p in exclude)]
+
+
+def export(
+    conn: Conn,
+    folder: Path,
+    name: str,
+    *,
+    tables: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    extends: str | None = None,
+) -> Scenario:
+    """Write the database's rows as scenario ``name`` under ``folder`` (replacing it).
+
+    ``conn`` is left as it was found: the export reads in a REPEATABLE READ, READ ONLY
+    transaction of its own (one snapshot for every table), rolled back at the end.
+    """
+    check_name(name)
+    parent = find(folder, extends) if extends else None
+    target = folder / name
+    target.mkdir(parents=True, exist_ok=True)
+    staging = target / f".export-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _export_into(conn, staging, name, tables, exclude, parent)
+        _replace(target, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Scenario.read(target, name)
+
+
+def _export_into(
+    conn: Conn,
+    staging: Path,
+    name: str,
+    tables: Sequence[str],
+    exclude: Sequence[str],
+    parent: Chain | None,
+) -> Scenario:
+    saved = conn.autocommit, conn.isolation_level, conn.read_only
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.autocommit = False
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    try:
+        _stable_output(conn)
+        catalog = Catalog.read(conn)
+        chosen = _select(catalog, tables, exclude)
+        inherited = parent.tables() if parent else {}
+        written: list[TableData] = []
+        for key in catalog.load_order(conn, chosen):
+            oid = catalog.tables[key]
+            columns = [c for c in catalog.columns(conn, oid) if not c.generated]
+            file = file_name(key)
+            rows = copy_out(conn, key, oid, [c.name for c in columns], staging / file)
+            table = TableData(key[0], key[1], file, rows, {c.name: c.type for c in columns})
+            if key in inherited:
+                source, theirs = inherited[key]
+                if theirs.columns == table.columns and _same_bytes(
+                    source.path(theirs), staging / file
+                ):
+                    (staging / file).unlink()  # as the parent has it: inherited
+                    continue
+            written.append(table)
+        owned = {catalog.tables[k] for k in chosen}
+        sequences = []
+        for key, (_oid, owner) in sorted(catalog.sequences.items()):
+            if owner is not None and owner not in owned:
+                continue  # belongs to a table left out
+            if owner is None and not _wanted_free_sequence(key, tables, exclude):
+                continue
+            last, called = conn.execute(
+                sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(*key))
+            ).fetchone() or (1, False)
+            sequences.append(SequenceValue(key[0], key[1], int(last), bool(called)))
+    finally:
+        conn.rollback()
+        conn.autocommit, conn.isolation_level, conn.read_only = saved
+    scenario = Scenario(
+        name, staging, parent.name if parent else None, tuple(written), tuple(sequences)
+    )
+    scenario.write_manifest(staging)
+    return scenario
+
+
+def _wanted_free_sequence(key: QualName, tables: Sequence[str], exclude: Sequence[str]) -> bool:
+    """A sequence no table owns follows the --tables / --exclude patterns by its own name."""
+    if tables and not any(_matches(p, key) for p in tables):
+        return False
+    return not any(_matches(p, key) for p in exclude)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(BLOCK), fb.read(BLOCK)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _replace(target: Path, staging: Path) -> None:
+    """Put the staged manifest and data in place of ``target``'s (other folders inside it,
+    such as scenarios named under it, are left alone)."""
+    old = target / f".old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    if (target / DATA).exists():
+        (target / DATA).rename(old)
+    if (staging / DATA).exists():
+        (staging / DATA).rename(target / DATA)
+    os.replace(staging / MANIFEST, target / MANIFEST)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# -- fitting the schema ---------------------------------------------------------------------
+
+
+def drift(conn: Conn, chain: Chain, catalog: Catalog | None = None) -> list[str]:
+    """How the scenario no longer fits the database ([] if it fits), one line per problem."""
+    catalog = catalog or Catalog.read(conn)
+    problems: list[str] = []
+    for key, (scenario, table) in chain.tables().items():
+        where = f"table {_qual(key)}"
+        if len(chain.scenarios) > 1:
+            where += f" (from {scenario.name})"
+        oid = catalog.tables.get(key)
+        if oid is None:
+            problems.append(
+                f"{where}: not in the database (dropped or renamed?); the scenario has "
+                f"{table.rows} rows for it"
+            )
+            continue
+        now = {c.name: c for c in catalog.columns(conn, oid)}
+        for column, was in table.columns.items():
+            current = now.get(column)
+            if current is None:
+                problems.append(
+                    f"{where}: column {column} ({was}) is gone (dropped or renamed?); the "
+                    "scenario has values for it"
+                )
+            elif current.generated:
+                problems.append(f"{where}: column {column} is now generated; it takes no values")
+            elif current.type != was:
+                problems.append(f"{where}: column {column} was {was}, is now {current.type}")
+        for column, current in now.items():
+            if (
+                column not in table.columns
+                and current.not_null
+                and not current.has_default
+                and not current.generated
+            ):
+                problems.append(
+                    f"{where}: new column {column} ({current.type}) is NOT NULL without a "
+                    "default; the scenario has no values for it"
+                )
+    for key in chain.sequences():
+        if key not in catalog.sequences:
+            problems.append(f"sequence {_qual(key)}: not in the database (dropped or renamed?)")
+    return problems
+
+
+def drift_error(chain: Chain, problems: Sequence[str], where: str) -> ScenarioError:
+    folder = chain.scenarios[-1].folder
+    return ScenarioError(
+        f"scenario {chain.name!r} ({folder}) does not fit the schema of {where}:\n  "
+        + "\n  ".join(problems)
+        + "\nNothing was loaded. Export the scenario again from a database with the current "
+        f"schema (pgsandbox scenario export {chain.name} --url URL), or edit its manifest "
+        "and CSV files to match."
+    )
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    tables: int
+    rows: int
+    checks_deferred: bool  # triggers and foreign-key checks off while loading, checked after
+
+
+def load(conn: Conn, chain: Chain, where: str = "the database") -> Loaded:
+    """Replace the rows of the chain's tables with the scenario's, and set its sequences.
+
+    Runs in ``conn``'s current transaction (``conn`` must not be in autocommit mode); the
+    caller commits. Raises ``ScenarioError`` before changing anything if it does not fit.
+    """
+    catalog = Catalog.read(conn)
+    problems = drift(conn, chain, catalog)
+    if problems:
+        raise drift_error(chain, problems, where)
+    tables = chain.tables()
+    _stable_output(conn)
+    # As a restore: the rows come with their triggers' effects already, so user triggers and
+    # foreign-key triggers stay off while loading (needs a superuser); the keys are checked
+    # once at the end instead.
+    replica = _try(conn, "SET LOCAL session_replication_role = replica")
+    order = catalog.load_order(conn, tables)
+    _empty(conn, order)
+    total = 0
+    for key in order:
+        scenario, table = tables[key]
+        total += _copy_in(conn, chain, key, scenario, table)
+    for key, value in chain.sequences().items():
+        conn.execute(
+            "SELECT setval(%s::oid::regclass, %s, %s)",
+            (catalog.sequences[key][0], value.last_value, value.is_called),
+        )
+    if replica:
+        conn.execute("SET LOCAL session_replication_role = DEFAULT")
+        _check_references(conn, chain, catalog, [catalog.tables[k] for k in order])
+    return Loaded(len(order), total, replica)
+
+
+def _try(conn: Conn, statement: str) -> bool:
+    try:
+        with conn.transaction():
+            conn.execute(statement)
+    except errors.InsufficientPrivilege:
+        return False
+    return True
+
+
+def _empty(conn: Conn, order: Sequence[QualName]) -> None:
+    """TRUNCATE the tables at once; if a table left out references one, DELETE instead (which
+    fails, naming the constraint, only if such rows exist)."""
+    if not order:
+        return
+    names = sql.SQL(", ").join(sql.Identifier(*k) for k in order)
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("TRUNCATE {}").format(names))
+        return
+    except errors.FeatureNotSupported:
+        pass
+    for key in reversed(order):
+        conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(*key)))
+
+
+def _copy_in(conn: Conn, chain: Chain, key: QualName, scenario: Scenario, table: TableData) -> int:
+    path = scenario.path(table)
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER)").format(
+        sql.Identifier(*key), sql.SQL(", ").join(sql.Identifier(c) for c in table.columns)
+    )
+    try:
+        with conn.cursor() as cur:
+            with cur.copy(query) as copy, path.open("rb") as f:
+                while block := f.read(BLOCK):
+                    copy.write(block)
+            return max(cur.rowcount, 0)
+    except psycopg.Error as exc:
+        context = (exc.diag.context or "").strip().splitlines()
+        detail = f" ({context[0]})" if context else ""
+        raise ScenarioError(
+            f"scenario {chain.name!r}: loading {_qual(key)} from {path} failed{detail}: "
+            f"{_first_line(exc)}. Nothing was loaded; fix the file or export the scenario again."
+        ) from None
+
+
+_FOREIGN_KEYS = """
+SELECT c.conname, c.conrelid, c.confrelid,
+  ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, o)
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o),
+  ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, o)
+        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o)
+FROM pg_constraint c
+WHERE c.contype = 'f' AND c.conparentid = 0 AND (c.conrelid = ANY(%s) OR c.confrelid = ANY(%s))
+ORDER BY c.conname
+"""
+
+
+def _check_references(conn: Conn, chain: Chain, catalog: Catalog, oids: list[int]) -> None:
+    """Foreign keys touching the loaded tables hold (checked once, after loading)."""
+    by_oid = {oid: key for key, oid in catalog.tables.items()}
+    for name, child, parent, cols, refs in conn.execute(_FOREIGN_KEYS, (oids, oids)).fetchall():
+        if int(child) not in by_oid or int(parent) not in by_oid:
+            continue  # a partition's share of a key: checked through its parent
+        present = sql.SQL(" AND ").join(
+            sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c)) for c in cols
+        )
+        match = sql.SQL(" AND ").join(
+            sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c))
+            for c, r in zip(cols, refs, strict=True)
+        )
+        query = sql.SQL(
+            "SELECT {cols} FROM {child} c WHERE {present} AND NOT EXISTS "
+            "(SELECT 1 FROM {parent} p WHERE {match}) LIMIT 1"
+        ).format(
+            cols=sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(c)) for c in cols),
+            child=sql.Identifier(*by_oid[int(child)]),
+            present=present,
+            parent=sql.Identifier(*by_oid[int(parent)]),
+            match=match,
+        )
+        row = conn.execute(query).fetchone()
+        if row is not None:
+            values = ", ".join(f"{c}={v}" for c, v in zip(cols, row, strict=True))
+            raise ScenarioError(
+                f"scenario {chain.name!r}: a row of {_qual(by_oid[int(child)])} ({values}) "
+                f"has no match in {_qual(by_oid[int(parent)])} (foreign key {name}). Nothing "
+                "was loaded. Export the scenario again, or include the referenced rows."
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def occupied(conn: Conn, chain: Chain) -> list[tuple[str, int]]:
+    """Tables of the chain that hold rows in the database, with their row counts."""
+    catalog = Catalog.read(conn)
+    found = []
+    for key in chain.tables():
+        if key in catalog.tables:
+            (count,) = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*key))
+            ).fetchone() or (0,)
+            if count:
+                found.append((_qual(key), int(count)))
+    return found
+
+
+# -- diff -----------------------------------------------------------------------------------
+
+
+def diff(conn: Conn, chain: Chain, scratch: Path, shown: int = 5) -> list[str]:
+    """How the database's rows differ from the scenario's ([] if they do not).
+
+    The database's tables are written as the scenario would write them (into ``scratch``),
+    then compared row by row.
+    """
+    problems = drift(conn, chain)
+    if problems:
+        return ["the scenario does not fit this database's schema:", *problems]
+    lines: list[str] = []
+    saved = conn.autocommit, conn.isolation_level, conn.read_only
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.autocommit = False
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    try:
+        _stable_output(conn)
+        catalog = Catalog.read(conn)
+        for key, (scenario, table) in chain.tables().items():
+            mine = scratch / file_name(key)
+            copy_out(conn, key, catalog.tables[key], list(table.columns), mine)
+            if _same_bytes(mine, scenario.path(table)):
+                continue
+            theirs = _records(scenario.path(table))
+            now = _records(mine)
+            gone = list((theirs - now).elements())
+            new = list((now - theirs).elements())
+            lines.append(
+                f"table {_qual(key)}: {len(gone)} rows only in the scenario, "
+                f"{len(new)} only in the database"
+            )
+            lines += [f"  - {_row(r)}" for r in gone[:shown]]
+            lines += [f"  + {_row(r)}" for r in new[:shown]]
+        for key, value in chain.sequences().items():
+            last, called = conn.execute(
+                sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(*key))
+            ).fetchone() or (None, None)
+            if (last, called) != (value.last_value, value.is_called):
+                lines.append(
+                    f"sequence {_qual(key)}: scenario {value.last_value} "
+                    f"(is_called={value.is_called}), database {last} (is_called={called})"
+                )
+    finally:
+        conn.rollback()
+        conn.autocommit, conn.isolation_level, conn.read_only = saved
+    return lines
+
+
+def _records(path: Path) -> Counter[tuple[str, ...]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader, None)  # the header
+        return Counter(tuple(r) for r in reader)
+
+
+def _row(record: tuple[str, ...]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(record)
+    text = out.getvalue()
+    return text if len(text) <= 200 else text[:197] + "..."
