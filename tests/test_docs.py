@@ -63,4 +63,9 @@ def test_docs_examples_run(
 
 
 def test_docs_have_examples() -> None:
-    assert {doc for doc, _, _ in DOC_EXAMPLES} >= {"migrating.md", "frozen-time.md", "async.md"}
+    assert {doc for doc, _, _ in DOC_EXAMPLES} >= {
+        "migrating.md",
+        "frozen-time.md",
+        "async.md",
+        "scenarios.md",
+    }

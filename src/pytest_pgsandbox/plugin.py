@@ -29,7 +29,11 @@ from pytest_pgsandbox.settings import Setting
 from pytest_pgsandbox.settings import Settings
 from pytest_pgsandbox.settings import resolve
 
-pytest_plugins = ["pytest_pgsandbox.fixtures", "pytest_pgsandbox.async_fixtures"]
+pytest_plugins = [
+    "pytest_pgsandbox.fixtures",
+    "pytest_pgsandbox.async_fixtures",
+    "pytest_pgsandbox.factories",
+]
 
 SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
 SANDBOX_KEY: pytest.StashKey[Sandbox] = pytest.StashKey()
