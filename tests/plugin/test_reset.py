@@ -66,6 +66,26 @@ def test_partitions_written_through_the_parent(pg):
     pg.conn.commit()
 
 
+def test_rows_only_added_are_removed_alone(pg):
+    with psycopg.connect(pg.url) as other:  # committed on another connection
+        other.execute("INSERT INTO users (name, manager_id) VALUES ('Dana', 2), ('Eve', 1)")
+    pg.execute("INSERT INTO events VALUES ('2026-06-01', 'through the parent')")
+    pg.execute("INSERT INTO events_2027 VALUES ('2027-06-01', 'into a partition')")
+    pg.execute("INSERT INTO cats VALUES ('Felix', 7)")
+    pg.execute("SAVEPOINT s; INSERT INTO audit VALUES ('kept'); RELEASE s")
+    pg.execute("SAVEPOINT t; INSERT INTO audit VALUES ('rolled back'); ROLLBACK TO t")
+    pg.conn.commit()
+
+
+def test_an_upsert_counts_as_a_change(pg):
+    pg.execute(
+        "INSERT INTO users (id, name) OVERRIDING SYSTEM VALUE VALUES (1, 'Alicia') "
+        "ON CONFLICT (id) DO UPDATE SET name = excluded.name"
+    )
+    pg.execute("INSERT INTO users (name) VALUES ('Frank')")
+    pg.conn.commit()
+
+
 def test_inheritance_children_written_through_the_parent(pg):
     pg.execute("DELETE FROM animals")
     pg.conn.commit()
@@ -118,9 +138,9 @@ def test_reset_restores_what_tests_wrote(
         project.makeconftest("def pytest_collection_modifyitems(items):\n    items.reverse()\n")
     result = project.runpytest_subprocess("--pg-verify-isolation", "-p", "no:randomly")
     if order == "reversed":  # the pooled connection is made after it is looked for
-        result.assert_outcomes(passed=7, failed=1)
+        result.assert_outcomes(passed=9, failed=1)
     else:
-        result.assert_outcomes(passed=8)
+        result.assert_outcomes(passed=10)
     assert leftovers(runtime) == []
 
 

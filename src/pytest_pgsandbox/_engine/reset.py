@@ -11,8 +11,10 @@ The database is a copy of the template with a little bookkeeping added in a sche
   ``_pgsandbox.sequences`` the template's sequence positions.
 
 After a test, ``_pgsandbox.reset()`` ends the transactions other connections left open, then
-deletes and re-inserts the rows of the touched tables only (with triggers and foreign keys
-off, so order does not matter) and puts back sequences that moved: one round trip. After DDL
+puts back the touched tables only (with triggers and foreign keys off, so order does not
+matter) and the sequences that moved: one round trip. A table that only had rows added loses
+just those (rows whose ``xmin`` is newer than ``_pgsandbox.mark``), so its size does not count;
+one whose rows were updated, deleted or truncated gets all of the template's rows again. After DDL
 the database cannot be restored that way, so it is swapped for a fresh copy of the reset
 template, prepared in the background, under the same name.
 
@@ -37,14 +39,22 @@ from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerError
 
 SCHEMA = "_pgsandbox"
+# This transaction's id as an xid (txid_current() carries the epoch in its high bits).
+NOW_XID = "(txid_current() % 4294967296)::text::xid"
 DDL = 0  # the "relation" recorded for DDL
 
 _SETUP = """
 CREATE SCHEMA _pgsandbox;
 COMMENT ON SCHEMA _pgsandbox IS 'pgsandbox: what tests wrote, and the rows to put back';
-CREATE UNLOGGED TABLE _pgsandbox.touched (relid oid NOT NULL);
+-- changed: a statement other than INSERT (UPDATE, DELETE, TRUNCATE; an upsert fires both).
+CREATE UNLOGGED TABLE _pgsandbox.touched (relid oid NOT NULL, changed bool NOT NULL DEFAULT true);
 CREATE TABLE _pgsandbox.leaves (relid oid NOT NULL, leaf oid NOT NULL);
-CREATE TABLE _pgsandbox.restore (relid oid PRIMARY KEY, statements text NOT NULL);
+-- statements: put every row back; inserted: delete only rows newer than the mark (NULL when
+-- the template's table is empty: then both are the same).
+CREATE TABLE _pgsandbox.restore (relid oid PRIMARY KEY, statements text NOT NULL, inserted text);
+-- A transaction id no older than any row the template's tables hold: rows whose xmin is
+-- newer were written since.
+CREATE TABLE _pgsandbox.mark (at xid NOT NULL);
 CREATE TABLE _pgsandbox.settings (config text[]);
 CREATE TABLE _pgsandbox.sequences (seq regclass PRIMARY KEY, last_value bigint, start bigint);
 
@@ -52,8 +62,9 @@ CREATE FUNCTION _pgsandbox.wrote() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
     -- No unique index: concurrent writers must never wait on each other here.
-    IF NOT EXISTS (SELECT FROM _pgsandbox.touched WHERE relid = TG_RELID) THEN
-        INSERT INTO _pgsandbox.touched VALUES (TG_RELID);
+    IF NOT EXISTS (SELECT FROM _pgsandbox.touched t
+                   WHERE t.relid = TG_RELID AND t.changed = (TG_OP <> 'INSERT')) THEN
+        INSERT INTO _pgsandbox.touched VALUES (TG_RELID, TG_OP <> 'INSERT');
     END IF;
     RETURN NULL;
 END $$;
@@ -101,6 +112,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
     r record;
     wrote oid[];
+    changed oid[];
+    mark xid := (SELECT m.at FROM _pgsandbox.mark m);
+    rewritten bool := false;
     n int := 0;
     db oid := (SELECT oid FROM pg_database WHERE datname = current_database());
 BEGIN
@@ -118,20 +132,34 @@ BEGIN
     THEN
         RETURN 'ddl';
     END IF;
-    SELECT array_agg(DISTINCT relid) INTO wrote FROM _pgsandbox.touched;
+    SELECT array_agg(DISTINCT t.relid),
+           coalesce(array_agg(DISTINCT t.relid) FILTER (WHERE t.changed), '{}')
+    INTO wrote, changed FROM _pgsandbox.touched t;
     IF wrote IS NOT NULL THEN
         IF 0 = ANY(wrote) THEN
             RETURN 'ddl';
         END IF;
         PERFORM set_config('session_replication_role', 'replica', true);
         FOR r IN
-            SELECT s.statements FROM _pgsandbox.restore s
+            SELECT s.statements, s.inserted,
+                   s.relid IN (SELECT l.leaf FROM _pgsandbox.leaves l
+                               WHERE l.relid = ANY(changed)) AS rows_changed
+            FROM _pgsandbox.restore s
             WHERE s.relid IN (SELECT l.leaf FROM _pgsandbox.leaves l WHERE l.relid = ANY(wrote))
         LOOP
-            EXECUTE r.statements;
+            -- Rows only added: delete just those, whatever the table's size.
+            IF r.inserted IS NOT NULL AND NOT r.rows_changed THEN
+                EXECUTE r.inserted USING mark;
+            ELSE
+                EXECUTE r.statements;
+                rewritten := true;
+            END IF;
             n := n + 1;
         END LOOP;
         DELETE FROM _pgsandbox.touched;
+        IF rewritten THEN  -- rows put back now belong to the template's
+            UPDATE _pgsandbox.mark SET at = {now_xid};
+        END IF;
     END IF;
     PERFORM setval(s.seq, coalesce(s.last_value, s.start), s.last_value IS NOT NULL)
     FROM _pgsandbox.sequences s
@@ -175,6 +203,7 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
             table = sql.SQL(name)  # quoted by format('%I.%I') in the catalog query
             columns = conn.execute(_COLUMNS, (oid,)).fetchone()
             statements = sql.SQL("DELETE FROM ONLY {};").format(table)
+            inserted = None
             has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM ONLY {})").format(table))
             if columns and columns[0] and (has_rows.fetchone() or (False,))[0]:
                 cols = sql.SQL(columns[0])  # quoted by quote_ident() in the query
@@ -186,8 +215,11 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
                     " INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE"
                     " SELECT {cols} FROM {copy};"
                 ).format(table=table, cols=cols, copy=copy)
+                # Both ages in one statement: measured from the same point.
+                inserted = sql.SQL("DELETE FROM ONLY {} WHERE age(xmin) < age($1)").format(table)
             conn.execute(
-                "INSERT INTO _pgsandbox.restore VALUES (%s, %s)", (oid, statements.as_string(conn))
+                "INSERT INTO _pgsandbox.restore VALUES (%s, %s, %s)",
+                (oid, statements.as_string(conn), inserted and inserted.as_string(conn)),
             )
         conn.execute(
             "INSERT INTO _pgsandbox.sequences "
@@ -201,7 +233,10 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
             "JOIN pg_database d ON d.oid = s.setdatabase "
             "WHERE d.datname = current_database() AND s.setrole = 0)"
         )
-        conn.execute(_RESET.replace("{terminate}", terminate))
+        conn.execute(
+            "INSERT INTO _pgsandbox.mark VALUES ((txid_current() % 4294967296)::text::xid)"
+        )
+        conn.execute(_RESET.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID))
         conn.execute(
             "CREATE EVENT TRIGGER _pgsandbox_ddl ON ddl_command_end "
             "EXECUTE FUNCTION _pgsandbox.ddl()"
