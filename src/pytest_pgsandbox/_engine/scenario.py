@@ -12,12 +12,14 @@ with every mismatch named, so no column's data is ever dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -184,6 +186,24 @@ class Catalog:
         return order
 
 
+@contextlib.contextmanager
+def _snapshot(conn: Conn) -> Iterator[None]:
+    """One REPEATABLE READ, READ ONLY transaction with stable output, rolled back at the end;
+    ``conn``'s own settings are put back."""
+    saved = conn.autocommit, conn.isolation_level, conn.read_only
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.autocommit = False
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    try:
+        _stable_output(conn)
+        yield
+    finally:
+        conn.rollback()
+        conn.autocommit, conn.isolation_level, conn.read_only = saved
+
+
 def _stable_output(conn: Conn) -> None:
     for statement in _STABLE_OUTPUT:
         conn.execute(statement)
@@ -280,14 +300,7 @@ def _export_into(
     exclude: Sequence[str],
     parent: Chain | None,
 ) -> Scenario:
-    saved = conn.autocommit, conn.isolation_level, conn.read_only
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.rollback()
-    conn.autocommit = False
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    try:
-        _stable_output(conn)
+    with _snapshot(conn):
         catalog = Catalog.read(conn)
         chosen = _select(catalog, tables, exclude)
         inherited = parent.tables() if parent else {}
@@ -317,9 +330,6 @@ def _export_into(
                 sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(*key))
             ).fetchone() or (1, False)
             sequences.append(SequenceValue(key[0], key[1], int(last), bool(called)))
-    finally:
-        conn.rollback()
-        conn.autocommit, conn.isolation_level, conn.read_only = saved
     scenario = Scenario(
         name, staging, parent.name if parent else None, tuple(written), tuple(sequences)
     )
@@ -557,14 +567,7 @@ def diff(conn: Conn, chain: Chain, scratch: Path, shown: int = 5) -> list[str]:
     if problems:
         return ["the scenario does not fit this database's schema:", *problems]
     lines: list[str] = []
-    saved = conn.autocommit, conn.isolation_level, conn.read_only
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.rollback()
-    conn.autocommit = False
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    try:
-        _stable_output(conn)
+    with _snapshot(conn):
         catalog = Catalog.read(conn)
         for key, (scenario, table) in chain.tables().items():
             mine = scratch / file_name(key)
@@ -590,9 +593,6 @@ def diff(conn: Conn, chain: Chain, scratch: Path, shown: int = 5) -> list[str]:
                     f"sequence {_qual(key)}: scenario {value.last_value} "
                     f"(is_called={value.is_called}), database {last} (is_called={called})"
                 )
-    finally:
-        conn.rollback()
-        conn.autocommit, conn.isolation_level, conn.read_only = saved
     return lines
 
 
