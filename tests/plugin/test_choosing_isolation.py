@@ -59,7 +59,7 @@ def test_bad_marker_arguments_are_named(pytester: pytest.Pytester, runtime: Path
             "*@pytest.mark.pg(isolation='nested') on *test_bad_value: accepted values are "
             "transaction, clone, reset.",
             "*@pytest.mark.pg got isolaton, which it does not take; it takes keyword "
-            "arguments: isolation.",
+            "arguments: isolation, scenario.",
         ]
     )
 

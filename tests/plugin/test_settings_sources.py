@@ -25,6 +25,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "schema": ("sql:db/schema.sql", "(('sql', 'db/schema.sql'),)"),
     "seed": ("callable:app.seed:load", "(('callable', 'app.seed:load'),)"),
     "extensions": ("pg_trgm,hstore", "('pg_trgm', 'hstore')"),
+    "scenarios_dir": ("/tmp/pgsb-scenarios-elsewhere", "/tmp/pgsb-scenarios-elsewhere"),
     "reuse": ("true", "True"),
     "isolation": ("clone", "clone"),
     "driver": ("psycopg2", "psycopg2"),
