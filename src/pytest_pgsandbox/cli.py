@@ -15,11 +15,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_pgsandbox._engine import external
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
 from pytest_pgsandbox._engine import provision
 from pytest_pgsandbox._engine.discovery import candidates
 from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.server import external_url
 from pytest_pgsandbox._engine.server import local_cluster
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -124,8 +126,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         entries = sorted(p.name for p in (cache / kind).glob("*") if (p / "meta.json").exists())
         print(f"  {kind}: {', '.join(entries) if entries else 'none yet'}")
     _print_servers(runtime)
-    if settings.url or settings.server == "url":
-        print(f"existing server: {mask(settings.url or '(libpq PG* variables)')}")
+    if settings.uses_existing_server:
+        print(f"existing server: {settings.describe_existing()}")
         ok = _check_url(settings) and ok
     elif ok:
         ok = _check_local(settings)
@@ -134,10 +136,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _check_url(settings: Settings) -> bool:
-    info = ConnInfo.from_conninfo(settings.url or "")
     try:
+        info, source = external_url(settings)
+        external.check_host(info, settings.allow_hosts, source)
         with connect(info, timeout=settings.start_timeout) as conn:
             print(f"  connected: PostgreSQL {conn.info.server_version}")
+            external.check_database(conn, info)
             print(f"  databases labelled by pgsandbox: {len(provision.labelled_databases(conn))}")
     except Exception as exc:
         print(f"  cannot connect: {mask(str(exc).strip())}")

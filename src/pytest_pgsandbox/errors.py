@@ -11,7 +11,8 @@ The tree::
     │   └── ServerUnreachable       an existing server (``url``) refused or timed out
     ├── TemplateError               the template could not be built (source, file, server message)
     ├── ScenarioError               a data scenario is missing or does not fit the schema
-    ├── UnsafeOperation             refused to drop or change something we did not create
+    ├── UnsafeOperation             refused to drop or change what we did not create, or a
+    │                               server that may be production
     └── IsolationBroken             a test escaped its isolation (e.g. a top-level COMMIT)
 
 Every message says what was tried and what to do next; none contains a password.

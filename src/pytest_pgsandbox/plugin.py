@@ -155,8 +155,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _postgres_line(settings: Settings) -> str:
-    if settings.server == "url" or (settings.server == "auto" and settings.url):
-        return f"postgresql: existing server {mask(settings.url or '(libpq PG* variables)')}"
+    if settings.uses_existing_server:
+        return f"postgresql: existing server {settings.describe_existing()}"
     try:
         binaries = find_binaries(settings.bin_dir)
     except PgSandboxError as exc:

@@ -144,6 +144,14 @@ def _seed_source(raw: str) -> tuple[str, str]:
     return _source(raw)
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip().lower() for n in raw.replace(" ", ",").split(",") if n.strip())
+    for name in names:
+        if name != "*" and not name.replace("-", "a").replace(".", "a").replace(":", "a").isalnum():
+            raise _Invalid
+    return names
+
+
 def _extensions(raw: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in raw.replace(" ", ",").split(",") if n.strip())
     for name in names:
@@ -211,6 +219,26 @@ SETTINGS: tuple[Setting, ...] = (
         "An existing server to use. pgsandbox creates its own labelled databases there and "
         "only ever drops those. With server=url and no URL, libpq's PG* variables are used.",
         metavar="URL",
+    ),
+    Setting(
+        "url_command",
+        _text,
+        None,
+        "a command line, run without a shell (for pipes: sh -c '...')",
+        "A command that prints the URL of an existing server (e.g. a vault or cloud CLI), "
+        "used when url is not set: a libpq URL, a key=value string, or an RDS-format JSON "
+        "secret. Run once per session; what it prints is never shown.",
+        metavar="COMMAND",
+    ),
+    Setting(
+        "allow_hosts",
+        _hosts,
+        (),
+        "host names or addresses separated by commas, or * for any",
+        "Hosts other than this machine whose servers pgsandbox may use (url, url_command). "
+        "A URL for another machine is refused without this: it may be a shared or production "
+        "server.",
+        metavar="HOSTS",
     ),
     Setting(
         "bin_dir",
@@ -413,6 +441,8 @@ class Settings:
 
     server: ServerKind = "auto"
     url: str | None = None
+    url_command: str | None = None
+    allow_hosts: tuple[str, ...] = ()
     bin_dir: Path | None = None
     tcp: bool = False
     port: int = 0
@@ -444,6 +474,24 @@ class Settings:
         if self.work_mem and not any(key == "work_mem" for key, _ in self.conf):
             return (("work_mem", f"{self.work_mem}MB"), *self.conf)
         return self.conf
+
+    @property
+    def uses_existing_server(self) -> bool:
+        """Whether an existing server is asked for (url, url_command), not a local one."""
+        return self.server == "url" or (
+            self.server == "auto" and bool(self.url or self.url_command)
+        )
+
+    def describe_existing(self) -> str:
+        """The existing server as messages show it, before connecting (no password)."""
+        from pytest_pgsandbox._engine.urls import mask
+
+        if self.url:
+            return mask(self.url)
+        if self.url_command:
+            program = (self.url_command.split() or ["?"])[0]
+            return f"from url_command ({program} ...)"
+        return "(libpq PG* variables)"
 
     def non_default(self) -> list[tuple[str, object, str]]:
         """(name, value, source) of every setting that is not at its default."""

@@ -17,6 +17,8 @@ from pytest_pgsandbox.settings import SETTINGS
 VALUES: dict[str, tuple[str, str]] = {
     "server": ("local", "local"),
     "url": ("postgresql://app:hunter2@db.internal:6543/app", "postgresql://app:***@db.internal"),
+    "url_command": ("vault read -field=url secret/db", "vault read -field=url secret/db"),
+    "allow_hosts": ("postgres,db.ci", "('postgres', 'db.ci')"),
     "bin_dir": ("embedded", "embedded"),
     "tcp": ("true", "True"),
     "port": ("6111", "6111"),

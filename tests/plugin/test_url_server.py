@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,97 @@ def test_templates_on_an_existing_server_are_kept_and_reused(
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
     assert [n for n in names if n.startswith("pgsandbox_tpl_")]
     assert not [n for n in names if n.startswith("pgsandbox_session_")]
+
+
+def test_a_server_on_another_machine_is_refused_before_anything_is_touched(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_x(pg):\n    pass\n")
+    url = "postgresql://app:hunter2@db.prod.example.com:5432/postgres"
+    result = pytester.runpytest_subprocess(f"--pg-url={url}", "--pg-start-timeout=5")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*refusing to use the PostgreSQL server at "
+            "postgresql://app:***@db.prod.example.com:5432/postgres*",
+            "*If this server is meant for tests*--pg-allow-hosts=db.prod.example.com*",
+        ]
+    )
+    assert "hunter2" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_url_naming_an_application_database_is_refused(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    with connect(existing.admin) as conn:
+        conn.execute("CREATE DATABASE shop")
+    with connect(existing.admin.for_db("shop")) as conn:
+        conn.execute("CREATE TABLE orders (id int); CREATE TABLE customers (id int)")
+    pytester.makepyfile("def test_x(pg):\n    pass\n")
+    result = pytester.runpytest_subprocess(f"--pg-url={existing.admin.for_db('shop').url()}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*refusing to use the URL postgresql://postgres:***@127.0.0.1:*/shop: its "
+            "database 'shop' holds 2 table(s) that pgsandbox did not create*",
+            "*Point the URL at the server's postgres database instead: "
+            "postgresql://postgres:***@127.0.0.1:*/postgres",
+        ]
+    )
+    assert _user_dbs(existing) == {"shop"}  # nothing created beside it
+    # An empty database (a CI service's POSTGRES_DB) is fine to connect to.
+    with connect(existing.admin) as conn:
+        conn.execute("CREATE DATABASE ci_test")
+    ok = pytester.runpytest_subprocess(f"--pg-url={existing.admin.for_db('ci_test').url()}")
+    ok.assert_outcomes(passed=1)
+
+
+SECRET_PRINTER = """
+import json, os
+print(json.dumps({{"engine": "postgres", "host": "{host}", "port": {port},
+                  "username": "{user}", "password": os.environ["VAULT_DB_PASSWORD"],
+                  "dbname": "postgres"}}))
+"""
+
+
+def test_the_url_can_come_from_a_command(
+    pytester: pytest.Pytester, existing: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prints an RDS-format secret, as `aws secretsmanager get-secret-value` would.
+    admin = existing.admin
+    script = pytester.path / "print_secret.py"
+    script.write_text(SECRET_PRINTER.format(host=admin.host, port=admin.port, user=admin.user))
+    pytester.makepyfile(
+        "def test_x(pg):\n    assert pg.fetchval('SELECT current_user') == 'postgres'\n"
+    )
+    monkeypatch.setenv("VAULT_DB_PASSWORD", admin.password or "")
+    result = pytester.runpytest_subprocess(f"--pg-url-command={sys.executable} {script}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["postgresql: existing server from url_command (*python* ...)"])
+    assert admin.password and admin.password not in result.stdout.str()
+    assert _user_dbs(existing) == set()
+
+
+def test_a_failing_url_command_says_what_it_printed_without_secrets(
+    pytester: pytest.Pytester,
+) -> None:
+    script = pytester.path / "vault.py"
+    script.write_text(
+        "import sys\n"
+        "print('token expired; last try used password=hunter2', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    pytester.makepyfile("def test_x(pg):\n    pass\n")
+    result = pytester.runpytest_subprocess(f"--pg-url-command={sys.executable} {script}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*url_command '*python*' (url_command from the command line*) failed with exit "
+            "code 3. It said:",
+            "*token expired; last try used password=****",
+            "*Run the command by hand*",
+        ]
+    )
+    assert "hunter2" not in result.stdout.str()
+    missing = pytester.runpytest_subprocess("--pg-url-command=no-such-vault-cli read db")
+    missing.stdout.fnmatch_lines(["*the program 'no-such-vault-cli' was not found*"])

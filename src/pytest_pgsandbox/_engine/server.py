@@ -19,6 +19,7 @@ import psycopg
 from filelock import FileLock
 from filelock import Timeout
 
+from pytest_pgsandbox._engine import external
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
 from pytest_pgsandbox._engine.base import PgServer
@@ -43,6 +44,7 @@ class ExternalServer:
     admin: ConnInfo
     source: str
     timeout: float = 60.0
+    guard: bool = False  # refuse a URL that names an application's database
     startup_seconds: float = field(default=0.0, init=False)
     server_version: int = field(default=0, init=False)
 
@@ -61,6 +63,8 @@ class ExternalServer:
         try:
             with connect(self.admin, timeout=self.timeout) as conn:
                 self.server_version = conn.info.server_version
+                if self.guard:
+                    external.check_database(conn, self.admin)
         except psycopg.Error as exc:
             raise ServerUnreachable(
                 f"could not connect to the PostgreSQL server at {mask(self.admin.url())} "
@@ -159,6 +163,17 @@ def local_cluster(
     return LocalCluster(binaries, runtime, run_as, options, cache)
 
 
+def external_url(settings: Settings) -> tuple[ConnInfo, str]:
+    """The existing server's connection info, and where it came from."""
+    if settings.url:
+        return ConnInfo.from_conninfo(settings.url), f"url from {settings.source('url')}"
+    if settings.url_command:
+        source = f"url_command from {settings.source('url_command')}"
+        url = external.url_from_command(settings.url_command, settings.start_timeout, source)
+        return ConnInfo.from_conninfo(url), source
+    return ConnInfo.from_conninfo(""), "libpq PG* variables"
+
+
 def open_server(
     settings: Settings,
     run: str | None = None,
@@ -170,13 +185,11 @@ def open_server(
     ``run``: the id of an xdist run whose workers share one local server; the first worker
     to get here starts it (under a lock), on behalf of ``owner_pid`` (the controller).
     """
-    if settings.server == "url" or (settings.server == "auto" and settings.url):
-        source = f"url from {settings.source('url')}" if settings.url else "libpq PG* variables"
-        external = ExternalServer(
-            ConnInfo.from_conninfo(settings.url or ""), source, settings.start_timeout
-        )
-        external.start()
-        return external
+    if settings.uses_existing_server:
+        server = ExternalServer(*external_url(settings), settings.start_timeout, guard=True)
+        external.check_host(server.admin, settings.allow_hosts, server.source)
+        server.start()
+        return server
     binaries = find_binaries(settings.bin_dir)
     attached = _attach(binaries, settings)
     if attached is not None:
