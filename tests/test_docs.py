@@ -48,6 +48,14 @@ DOC_EXAMPLES = [
 ]
 
 
+def doc_files(doc: str) -> dict[str, str]:
+    """The files a doc's examples need: blocks that start with ``# pytest.ini`` or
+    ``-- schema.sql`` (a file name alone on the first line)."""
+    text = (ROOT / "docs" / doc).read_text()
+    found = re.finditer(r"```(?:ini|sql)\n(?:#|--) ([\w.-]+)\n(.*?)```", text, re.S)
+    return {m.group(1): m.group(2) for m in found}
+
+
 @pytest.mark.parametrize(
     ("doc", "name", "code"), DOC_EXAMPLES, ids=[f"{d}:{n}" for d, n, _ in DOC_EXAMPLES]
 )
@@ -55,6 +63,8 @@ def test_docs_examples_run(
     pytester: pytest.Pytester, runtime: Path, doc: str, name: str, code: str
 ) -> None:
     """Every ``# test_*.py`` example in docs/ is a test module that passes as written."""
+    for file_name, text in doc_files(doc).items():
+        (pytester.path / file_name).write_text(text)
     pytester.makepyfile(**{name: code})
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     outcomes = result.parseoutcomes()
@@ -64,6 +74,7 @@ def test_docs_examples_run(
 
 def test_docs_have_examples() -> None:
     assert {doc for doc, _, _ in DOC_EXAMPLES} >= {
+        "servers-and-roles.md",
         "migrating.md",
         "frozen-time.md",
         "async.md",

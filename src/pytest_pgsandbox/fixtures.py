@@ -188,7 +188,12 @@ def _transaction(
         return isolation.begin()
 
     handle = PgDatabase(
-        conn, isolation.info, "transaction", restart, _baseline(sandbox, pg_template)
+        conn,
+        sandbox.tester(isolation.info),
+        "transaction",
+        restart,
+        _baseline(sandbox, pg_template),
+        admin=isolation.info,
     )
     verify = sandbox.settings.verify_isolation
     if verify and not sandbox.has_picture(handle.info.dbname):
@@ -228,12 +233,17 @@ def _reset(
 
     def restart() -> Any:
         db.end()
-        return db.begin()
+        fresh = db.begin()
+        sandbox.become(fresh)
+        return fresh
 
-    handle = PgDatabase(conn, db.info, "reset", restart, _baseline(sandbox, pg_template))
+    info = sandbox.tester(db.info)
+    baseline = _baseline(sandbox, pg_template)
+    handle = PgDatabase(conn, info, "reset", restart, baseline, admin=db.info)
     verify = sandbox.settings.verify_isolation
     if verify:
         sandbox.verify(handle.info, conn)
+    _attempt(pg_server, what, sandbox.become, conn)
     with _serving(request, sandbox, handle, handle.url):
         yield handle
     what = "could not put the reset database back"
@@ -254,7 +264,10 @@ def _clone(
 ) -> Iterator[PgDatabase]:
     what = "could not give the test a database of its own"
     copy = _attempt(pg_server, what, sandbox.clone, pg_template)
-    handle = PgDatabase(copy.conn, copy.info, "clone", None, _baseline(sandbox, pg_template))
+    _attempt(pg_server, what, sandbox.become, copy.conn)
+    info = sandbox.tester(copy.info)
+    baseline = _baseline(sandbox, pg_template)
+    handle = PgDatabase(copy.conn, info, "clone", None, baseline, admin=copy.info)
     with _serving(request, sandbox, handle, handle.url):
         yield handle
     kept: list[ConnInfo | None] = [None]

@@ -110,14 +110,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     workerinput = getattr(config, "workerinput", None)
     xdist = None
+    secret = None
     if workerinput is not None:  # an xdist worker: share the run's server with the others
         uid = str(workerinput.get("testrunuid") or new_run_id())
         run_id, worker = uid[:8], str(workerinput.get("workerid", "main"))
         controller = int(workerinput.get("pgsandbox_controller_pid") or os.getppid())
         xdist = XdistRun(uid, controller)
+        secret = workerinput.get("pgsandbox_secret")
     else:
         run_id, worker = new_run_id(), "main"
-    sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist)
+    sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist, secret=secret)
     config.addinivalue_line(
         "markers",
         'pg(isolation="transaction"|"clone"|"reset", scenario="NAME"): how the pg fixture '
@@ -133,6 +135,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: tell each worker who owns the server the workers will share."""
     node.workerinput["pgsandbox_controller_pid"] = os.getpid()
+    # The same role passwords in every worker of the run (never printed).
+    node.workerinput["pgsandbox_secret"] = node.config.stash[SANDBOX_KEY].secret
     node.config.stash[_XDIST_RUN_KEY] = str(node.workerinput["testrunuid"])
 
 

@@ -152,6 +152,17 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _role(raw: str) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not text.replace("_", "a").isalnum() or text[0].isdigit() or len(text) > 50:
+        raise _Invalid
+    if text.lower() != text or text.startswith("pg_"):
+        raise _Invalid
+    return text
+
+
 def _extensions(raw: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in raw.replace(" ", ",").split(",") if n.strip())
     for name in names:
@@ -328,6 +339,25 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="PATH",
     ),
     Setting(
+        "role",
+        _role,
+        None,
+        "a lower-case role name such as app (letters, digits, underscores)",
+        "Run the tests as this login role, not as a superuser: created before the schema is "
+        "built (so the schema's GRANTs to it work) unless it exists, given a fresh random "
+        "password every run; pg.url, pg.conn and the other fixtures then connect as it.",
+        metavar="NAME",
+    ),
+    Setting(
+        "role_per_worker",
+        _bool,
+        False,
+        "true or false",
+        "With role and xdist: each worker connects as a role of its own (a member of role) "
+        "that may connect only to that worker's databases.",
+        is_flag=True,
+    ),
+    Setting(
         "reuse",
         _bool,
         False,
@@ -452,6 +482,8 @@ class Settings:
     seed: tuple[tuple[str, str], ...] = ()
     extensions: tuple[str, ...] = ()
     scenarios_dir: Path | None = None
+    role: str | None = None
+    role_per_worker: bool = False
     reuse: bool = False
     isolation: IsolationKind = "transaction"
     driver: DriverKind = "psycopg"

@@ -28,6 +28,8 @@ VALUES: dict[str, tuple[str, str]] = {
     "seed": ("callable:app.seed:load", "(('callable', 'app.seed:load'),)"),
     "extensions": ("pg_trgm,hstore", "('pg_trgm', 'hstore')"),
     "scenarios_dir": ("/tmp/pgsb-scenarios-elsewhere", "/tmp/pgsb-scenarios-elsewhere"),
+    "role": ("app", "app"),
+    "role_per_worker": ("true", "True"),
     "reuse": ("true", "True"),
     "isolation": ("clone", "clone"),
     "driver": ("psycopg2", "psycopg2"),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -213,7 +213,8 @@ def test_the_url_can_come_from_a_command(
     result = pytester.runpytest_subprocess(f"--pg-url-command={sys.executable} {script}")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["postgresql: existing server from url_command (*python* ...)"])
-    assert admin.password and admin.password not in result.stdout.str()
+    assert admin.password
+    assert admin.password not in result.stdout.str()
     assert _user_dbs(existing) == set()
 
 

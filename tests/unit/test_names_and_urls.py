@@ -26,8 +26,8 @@ def test_database_names_are_safe_and_unique() -> None:
 
 def test_socket_and_tcp_urls() -> None:
     info = ConnInfo(host="/tmp/pg x", port=5432, user="postgres", password="p@ss/w", dbname="db")
-    assert info.url() == "postgresql://postgres:p%40ss%2Fw@/db?host=/tmp/pg+x&port=5432"
-    assert info.url(masked=True) == "postgresql://postgres:***@/db?host=/tmp/pg+x&port=5432"
+    assert info.url() == "postgresql://postgres:p%40ss%2Fw@/db?host=/tmp/pg%20x&port=5432"
+    assert info.url(masked=True) == "postgresql://postgres:***@/db?host=/tmp/pg%20x&port=5432"
     tcp = ConnInfo(host="127.0.0.1", port=5433, user="u", password=None, dbname="d")
     assert tcp.url() == "postgresql://u@127.0.0.1:5433/d"
     assert "p@ss" not in repr(info)

@@ -39,8 +39,10 @@ class ClonePool:
         size: int = 2,
         timeout: float = 60.0,
         strategy: str | None = None,
+        only_role: str | None = None,
     ) -> None:
         self.admin = admin
+        self.only_role = only_role
         self.template = template
         self._name_for = name_for
         self._label = label
@@ -124,7 +126,9 @@ class ClonePool:
                     if job == "drop":
                         provision.drop_database(conn, name)
                         continue
-                    provision.create_database(conn, name, self._label, self.template, self.strategy)
+                    provision.create_database(
+                        conn, name, self._label, self.template, self.strategy, self.only_role
+                    )
                     if self.sequences is None:
                         with connect(self.admin.for_db(name), timeout=self.timeout) as copy:
                             self.sequences = sequence_values(copy)
@@ -203,7 +207,7 @@ class CloneDatabase:
         rollback = "" if conn.info.transaction_status == TransactionStatus.IDLE else "ROLLBACK; "
         try:
             # Our own counts reach the shared statistics when the session next goes idle.
-            _batch(conn, f"{rollback}SELECT pg_stat_force_next_flush()")
+            _batch(conn, f"{rollback}RESET ROLE; SELECT pg_stat_force_next_flush()")
             source = sql.Literal(self.pool.template).as_string(conn)
             query = _UNCHANGED.replace("{sequences}", seq_check).replace("{source}", source)
             return _batch(conn, query) == "t"

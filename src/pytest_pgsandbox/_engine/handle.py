@@ -44,9 +44,12 @@ class PgDatabase(DatabaseHelpers):
         isolation: str = "transaction",
         restart: Callable[[], psycopg.Connection[Any]] | None = None,
         baseline: Callable[[], str] | None = None,
+        admin: ConnInfo | None = None,
     ) -> None:
         self.conn = conn
         self.info = info
+        # pgsandbox's own connections (the clock's): a superuser's, when tests run as a role.
+        self._admin = admin or info
         self.isolation = isolation
         self._restart = restart
         self._baseline = baseline
@@ -61,7 +64,7 @@ class PgDatabase(DatabaseHelpers):
         if self._time is None:
             from pytest_pgsandbox._engine.freezing import FrozenTime
 
-            self._time = FrozenTime(self.info, self.conn)
+            self._time = FrozenTime(self._admin, self.conn)
         return self._time
 
     def freeze_time(self, when: When = None, tick: bool = False) -> FrozenTime:

@@ -90,9 +90,16 @@ class TransactionIsolation:
     """One connection to the test database, reused by every test of the session."""
 
     def __init__(
-        self, info: ConnInfo, repair: Callable[[], None], connect_timeout: float = 60.0
+        self,
+        info: ConnInfo,
+        repair: Callable[[], None],
+        connect_timeout: float = 60.0,
+        set_role: str = "",
     ) -> None:
         self.info = info
+        # "SET LOCAL ROLE ...; " when tests run as a role: before the savepoint, so that the
+        # test's own rollbacks keep it; the rollback after the test ends it.
+        self._set_role = set_role
         self._repair = repair
         self._timeout = connect_timeout
         self._conn: SandboxConnection | None = None
@@ -124,7 +131,7 @@ class TransactionIsolation:
         conn._pgsb_active = False
         conn._pgsb_broken = False
         # One round trip (psycopg would send its own BEGIN first, costing another).
-        xid = _batch(conn, f"BEGIN; SAVEPOINT {SAVEPOINT}; SELECT txid_current()")
+        xid = _batch(conn, f"BEGIN; {self._set_role}SAVEPOINT {SAVEPOINT}; SELECT txid_current()")
         self._xid = int(xid or 0)
         conn._pgsb_active = True
         return conn

@@ -65,10 +65,12 @@ def create_database(
     label: Mapping[str, object],
     template: str | None = None,
     strategy: str | None = None,
+    only_role: str | None = None,
 ) -> None:
     """CREATE DATABASE with our label. ``conn`` must be in autocommit mode.
 
     ``strategy``: WAL_LOG or FILE_COPY (PostgreSQL 15+), else the server's default.
+    ``only_role``: no role but this one (and superusers) may connect to it.
     """
     query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
@@ -91,6 +93,14 @@ def create_database(
         )
     )
     copy_settings(conn, template or "template1", name)
+    if only_role is not None:
+        db = sql.Identifier(name)
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        conn.execute(
+            sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                db, sql.Identifier(only_role)
+            )
+        )
 
 
 _DB_SETTINGS = """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pytest_pgsandbox._engine.naming import database_name
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.errors import ServerError
 from pytest_pgsandbox.settings import Settings
 
 if TYPE_CHECKING:  # these import psycopg: only once a database is needed
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     from pytest_pgsandbox._engine.clone import ClonePool
     from pytest_pgsandbox._engine.isolation import TransactionIsolation
     from pytest_pgsandbox._engine.reset import ResetDatabase
+    from pytest_pgsandbox._engine.roles import TestRole
     from pytest_pgsandbox._engine.template import PgTemplate
     from pytest_pgsandbox._engine.template import TemplateSpec
 
@@ -52,8 +55,12 @@ class Sandbox:
         worker: str = "main",
         base: Path | None = None,
         xdist: XdistRun | None = None,
+        secret: str | None = None,
     ) -> None:
         self.settings = settings
+        # Passwords of this run's roles derive from it (the same in every xdist worker).
+        self.secret = secret or secrets.token_urlsafe(32)
+        self.role: TestRole | None = None  # who the tests are, with the role setting
         self.run_id = run_id
         self.worker = worker
         self.base = base or Path.cwd()
@@ -91,6 +98,7 @@ class Sandbox:
             extensions=s.extensions,
             base=self.base,
             scenarios_dir=s.scenarios_dir,
+            role=s.role,
         )
 
     def ensure_server(self) -> PgServer:
@@ -140,6 +148,8 @@ class Sandbox:
                 # built there just now if ``prebuilt``); else found or built on the server.
                 found = self.build_template(server, spec)
                 self.template = prebuilt[0] if prebuilt else found
+            if self.settings.role:
+                self.role = self._prepare_role(server, self.settings.role)
         except PgSandboxError as exc:
             self.error = exc
             self._stop(server)
@@ -147,6 +157,45 @@ class Sandbox:
         self.server = server
         self.startup_seconds = time.monotonic() - began
         return server
+
+    def _prepare_role(self, server: PgServer, name: str) -> TestRole:
+        import psycopg
+
+        from pytest_pgsandbox._engine import roles
+
+        per_worker = self.settings.role_per_worker and self.xdist is not None
+        try:
+            with self._admin(server) as conn:
+                return roles.prepare(
+                    conn,
+                    name,
+                    secret=self.secret,
+                    server_is_ours=server.owns_cluster,
+                    worker=self.worker if per_worker else None,
+                    label={"kind": "role", "run": self.run_id, "worker": self.worker},
+                )
+        except psycopg.Error as exc:
+            raise ServerError(
+                f"could not make the role {name!r} (the role setting, from "
+                f"{self.settings.source('role')}) ready for the tests: {str(exc).strip()}\n"
+                "  pgsandbox creates it unless it exists, and gives a role it created a fresh "
+                "password; connect as a superuser or a role with CREATEROLE, or unset role."
+            ) from None
+
+    def become(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Make ``conn`` (the superuser's) act as the role, if tests run as one."""
+        if self.role is not None:
+            conn.execute(self.role.set_role())
+            conn.commit()
+
+    def tester(self, info: ConnInfo) -> ConnInfo:
+        """How code under test connects to the test database ``info`` (the superuser's):
+        as the role when the role setting asks for one."""
+        return info if self.role is None else self.role.info(info)
+
+    @property
+    def only_role(self) -> str | None:
+        return None if self.role is None else self.role.only
 
     def build_template(self, server: PgServer, spec: TemplateSpec) -> PgTemplate:
         """The template for ``spec`` on ``server``: found there, or built now."""
@@ -245,7 +294,11 @@ class Sandbox:
                 name = database_name("session", self.run_id, self.worker, *parts)
                 with self._admin(server) as conn:
                     provision.create_database(
-                        conn, name, self._label(), template.name if template else None
+                        conn,
+                        name,
+                        self._label(),
+                        template.name if template else None,
+                        only_role=self.only_role,
                     )
                 self._created.append(name)
             self._databases[key] = name
@@ -288,7 +341,10 @@ class Sandbox:
         found = self._isolations.get(info.dbname)
         if found is None:
             found = TransactionIsolation(
-                info, lambda: self.repair(info.dbname, template), self.settings.start_timeout
+                info,
+                lambda: self.repair(info.dbname, template),
+                self.settings.start_timeout,
+                set_role=f"{self.role.set_role(local=True)}; " if self.role else "",
             )
             self._isolations[info.dbname] = found
         return found
@@ -322,6 +378,7 @@ class Sandbox:
                 size=size,
                 timeout=self.settings.start_timeout,
                 strategy=self.copy_strategy(server),
+                only_role=self.only_role,
             )
             self._pools[key] = pool
         return pool
@@ -398,7 +455,8 @@ class Sandbox:
         from pytest_pgsandbox._engine.verify import picture
 
         if conn is None or conn.closed or conn.broken:
-            with connect(info, timeout=self.settings.start_timeout, autocommit=False) as own:
+            admin = self.ensure_server().admin.for_db(info.dbname)
+            with connect(admin, timeout=self.settings.start_timeout, autocommit=False) as own:
                 now = picture(own)
         else:
             now = picture(conn)
@@ -413,7 +471,11 @@ class Sandbox:
         with self._admin(server) as conn:
             provision.drop_database(conn, dbname)
             provision.create_database(
-                conn, dbname, self._label(), template.name if template else None
+                conn,
+                dbname,
+                self._label(),
+                template.name if template else None,
+                only_role=self.only_role,
             )
 
     @staticmethod
@@ -458,7 +520,13 @@ class Sandbox:
                 with self._admin(server) as conn:
                     for name in self._created:
                         provision.drop_database(conn, name)
+            if self.role is not None and self._outlives_session(server):
+                from pytest_pgsandbox._engine import roles
+
+                with self._admin(server) as conn:
+                    roles.drop_own(conn, self.role)
         finally:
+            self.role = None
             self._created.clear()
             self._databases.clear()
             self._stop(server)

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from pytest_pgsandbox._engine import clock
 from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine import roles
 from pytest_pgsandbox._engine import scenario
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -62,6 +63,7 @@ class TemplateSpec:
     extensions: tuple[str, ...] = ()
     base: Path = Path()
     scenarios_dir: Path | None = None  # where ``scenario:NAME`` sources are; base-relative
+    role: str | None = None  # created before the schema, which may grant to it
 
     @property
     def scenarios(self) -> Path:
@@ -172,6 +174,8 @@ def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
     h = hashlib.sha256()
     h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\nclock {clock.VERSION}\n".encode())
     h.update(("extensions " + ",".join(spec.extensions) + "\n").encode())
+    if spec.role:
+        h.update(f"role {spec.role}\n".encode())
     for role, sources in (("schema", spec.schema), ("seed", spec.seed)):
         for src in sources:
             h.update(f"{role} {src}\n".encode())
@@ -219,6 +223,8 @@ def ensure_template(
 
     def fill(info: ConnInfo) -> None:
         with connect(info, autocommit=False, timeout=timeout) as conn:
+            if spec.role:
+                roles.ensure(conn, spec.role, {"kind": "role", "run": run_id})
             clock.install(conn)  # first: defaults written with now() bind to the clock
             _create_extensions(conn, spec.extensions)
             conn.commit()

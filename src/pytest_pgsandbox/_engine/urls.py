@@ -47,9 +47,9 @@ class ConnInfo:
         if self.is_socket:
             where = [("host", self.host)] if self.host else []
             query = [*where, ("port", str(self.port)), *query]
-            return f"postgresql://{auth}@/{db}?{urlencode(query, safe='/')}"
+            return f"postgresql://{auth}@/{db}?{urlencode(query, safe='/', quote_via=quote)}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        tail = f"?{urlencode(query, safe='/')}" if query else ""
+        tail = f"?{urlencode(query, safe='/', quote_via=quote)}" if query else ""
         return f"postgresql://{auth}@{host}:{self.port}/{db}{tail}"
 
     def conninfo(self) -> str:

@@ -1,0 +1,176 @@
+"""Tests that run as the application's own role, not as a superuser.
+
+- The role (setting ``role``) is created before the schema is built, so that the schema's
+  ``GRANT ... TO app`` works, unless it exists already. A role pgsandbox creates is labelled
+  in its comment, like its databases.
+- Each run gives a login role a fresh random password (derived from a secret of the run, so
+  that every xdist worker of the run computes the same one); none is ever stored or printed.
+- ``pg.url`` logs in as the role. ``pg.conn`` is the superuser's connection with ``SET ROLE``,
+  so that pgsandbox can still put the database back after the test.
+- Per worker (``role_per_worker``): a login role of its own, a member of the role (so it has
+  the schema's grants), that may connect only to that worker's databases.
+- A role that exists on a server that is not ours, and that pgsandbox did not create, is
+  never changed: its password is unknown, so ``pg.url`` logs in as the superuser of the URL
+  and becomes the role at once (``options=-c role=NAME``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox.errors import UnsafeOperation
+
+Conn = psycopg.Connection[Any]
+
+
+def label_of(conn: Conn, name: str) -> dict[str, Any] | bool | None:
+    """The role's pgsandbox label; None if it has none; False if there is no such role."""
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        return False
+    return provision.parse_label(row[0])
+
+
+def ensure(conn: Conn, name: str, label: dict[str, object]) -> None:
+    """Create role ``name`` (no login yet, labelled) unless it exists."""
+    if label_of(conn, name) is not False:
+        return
+    # Another worker may be first.
+    with contextlib.suppress(psycopg.errors.DuplicateObject), conn.transaction():
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(provision.make_label(label))
+            )
+        )
+
+
+def password(secret: str, name: str) -> str:
+    """The run's password for role ``name`` (the same in every worker of the run)."""
+    return hmac.new(secret.encode(), f"role {name}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _login(conn: Conn, name: str, secret: str) -> None:
+    if conn.info.server_version >= 160000:  # a long random password: iterations add nothing
+        conn.execute("SET LOCAL scram_iterations = 64")
+    conn.execute(
+        sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(name), sql.Literal(password(secret, name))
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TestRole:
+    """Who the tests are: the role ``pg.conn`` sets, and how ``pg.url`` logs in."""
+
+    name: str  # SET ROLE to this on the superuser's connection
+    login: str | None  # the login role of pg.url; None: the superuser, with options
+    secret: str
+    own: bool  # a per-worker role that this session created (and drops)
+
+    @property
+    def only(self) -> str | None:
+        """The role that alone may connect to this worker's databases (per worker)."""
+        return self.name if self.own else None
+
+    def info(self, admin_db: ConnInfo) -> ConnInfo:
+        """How code under test connects to the database ``admin_db`` points at."""
+        if self.login is None:
+            return ConnInfo(
+                admin_db.host,
+                admin_db.port,
+                admin_db.user,
+                admin_db.password,
+                admin_db.dbname,
+                (*admin_db.options, ("options", f"-c role={self.name}")),
+            )
+        return ConnInfo(
+            admin_db.host,
+            admin_db.port,
+            self.login,
+            password(self.secret, self.login),
+            admin_db.dbname,
+            admin_db.options,
+        )
+
+    def set_role(self, local: bool = False) -> str:
+        """``SET [LOCAL] ROLE`` to this role (its name was checked: lower-case letters,
+        digits and underscores)."""
+        return f'SET {"LOCAL " if local else ""}ROLE "{self.name}"'
+
+
+def prepare(
+    conn: Conn,
+    name: str,
+    *,
+    secret: str,
+    server_is_ours: bool,
+    worker: str | None,
+    label: dict[str, object],
+) -> TestRole:
+    """Make role ``name`` (and the worker's own, if ``worker``) ready to log in this run."""
+    # Roles are the whole server's: workers changing them at once would collide.
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        return _prepare(conn, name, secret, server_is_ours, worker, label)
+
+
+_LOCK = int.from_bytes(hashlib.sha256(b"pgsandbox roles").digest()[:8], "big", signed=True)
+
+
+def _prepare(
+    conn: Conn,
+    name: str,
+    secret: str,
+    server_is_ours: bool,
+    worker: str | None,
+    label: dict[str, object],
+) -> TestRole:
+    ensure(conn, name, label)
+    ours = server_is_ours or label_of(conn, name) is not None
+    if worker is None:
+        if not ours:
+            return TestRole(name, None, secret, own=False)
+        _login(conn, name, secret)
+        return TestRole(name, name, secret, own=False)
+    mine = f"{name}_{worker}"[:63]
+    if label_of(conn, mine) is False:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                sql.Identifier(mine), sql.Identifier(name)
+            )
+        )
+        conn.execute(
+            sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                sql.Identifier(mine), sql.Literal(provision.make_label(label))
+            )
+        )
+    elif label_of(conn, mine) is None:
+        raise UnsafeOperation(
+            f"the role {mine!r} exists and was not created by pgsandbox, so it will not be "
+            f"used as worker {worker}'s role. Drop or rename it, or turn role_per_worker off."
+        )
+    _login(conn, mine, secret)
+    return TestRole(mine, mine, secret, own=True)
+
+
+def drop_own(conn: Conn, role: TestRole) -> None:
+    """Drop a per-worker role this session created (what it still owns goes too)."""
+    if not role.own or label_of(conn, role.name) is None:
+        return
+    ident = sql.Identifier(role.name)
+    with contextlib.suppress(psycopg.Error):
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
