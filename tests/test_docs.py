@@ -74,6 +74,7 @@ def test_docs_examples_run(
 
 def test_docs_have_examples() -> None:
     assert {doc for doc, _, _ in DOC_EXAMPLES} >= {
+        "aws-secrets.md",
         "servers-and-roles.md",
         "migrating.md",
         "frozen-time.md",

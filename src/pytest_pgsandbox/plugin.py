@@ -33,6 +33,7 @@ pytest_plugins = [
     "pytest_pgsandbox.fixtures",
     "pytest_pgsandbox.async_fixtures",
     "pytest_pgsandbox.factories",
+    "pytest_pgsandbox.aws",
 ]
 
 SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()

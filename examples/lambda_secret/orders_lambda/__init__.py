@@ -1,0 +1,1 @@
+"""A Lambda function that reads its database credentials from AWS Secrets Manager."""
