@@ -1,0 +1,1 @@
+"""A music store with the layout of the public Chinook sample database, and generated data."""
