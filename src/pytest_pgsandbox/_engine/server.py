@@ -32,6 +32,7 @@ from pytest_pgsandbox._engine.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox.errors import BinariesNotFound
 from pytest_pgsandbox.errors import ServerStartError
 from pytest_pgsandbox.errors import ServerUnreachable
 from pytest_pgsandbox.settings import Settings
@@ -174,6 +175,14 @@ def external_url(settings: Settings) -> tuple[ConnInfo, str]:
     return ConnInfo.from_conninfo(""), "libpq PG* variables"
 
 
+def _docker(settings: Settings) -> PgServer:
+    from pytest_pgsandbox._engine.docker import DockerServer
+
+    server = DockerServer(settings.image, settings.start_timeout, reuse=settings.reuse)
+    server.start()
+    return server
+
+
 def open_server(
     settings: Settings,
     run: str | None = None,
@@ -190,7 +199,22 @@ def open_server(
         external.check_host(server.admin, settings.allow_hosts, server.source)
         server.start()
         return server
-    binaries = find_binaries(settings.bin_dir)
+    if settings.server == "docker":
+        return _docker(settings)
+    try:
+        binaries = find_binaries(settings.bin_dir)
+    except BinariesNotFound as exc:
+        if settings.server != "auto" or settings.bin_dir is not None:
+            raise
+        from pytest_pgsandbox._engine import docker
+
+        problem = docker.daemon_problem()
+        if problem is not None:
+            raise BinariesNotFound(
+                f"{exc}\n  - or start Docker: with a daemon, pgsandbox runs PostgreSQL in a "
+                f"container (server=docker; here: {problem})"
+            ) from None
+        return _docker(settings)
     attached = _attach(binaries, settings)
     if attached is not None:
         return attached
