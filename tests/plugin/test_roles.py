@@ -157,13 +157,23 @@ def test_no_password_reaches_any_output(
         "-rA", "-v", "--pg-keep=failed", f"--junitxml={junit}", "--pg-info"
     )
     assert result.ret == 0  # --pg-info prints the settings and stops
-    result = pytester.runpytest_subprocess("-rA", "-v", "--pg-keep=failed", f"--junitxml={junit}")
+    log = tmp_path / "run.log"
+    result = pytester.runpytest_subprocess(
+        "-rA",
+        "-v",
+        "--pg-keep=failed",
+        f"--junitxml={junit}",
+        f"--log-file={log}",
+        "--log-file-level=DEBUG",
+        "--log-level=DEBUG",
+    )
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["*database kept: postgresql://app:***@127.0.0.1:*"])
     passwords = {ConnInfo.from_conninfo(url).password for url in urls.read_text().split()}
     assert passwords
     assert None not in passwords
-    output = result.stdout.str() + result.stderr.str() + junit.read_text()
+    output = result.stdout.str() + result.stderr.str() + junit.read_text() + log.read_text()
+    assert "DEBUG" in log.read_text()  # the log did capture something
     for password in passwords:
         assert password
         assert password not in output
