@@ -94,7 +94,11 @@ def test_sessions_settings_made_in_a_test_do_not_outlive_it_part1(pg: PgDatabase
 def test_sessions_settings_made_in_a_test_do_not_outlive_it_part2(pg: PgDatabase) -> None:
     assert pg.fetchval("SHOW search_path") == SEARCH_PATH  # the database's own
     assert pg.fetchval("SHOW TimeZone") != "Asia/Tokyo"
-    assert pg.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    held = pg.fetchval(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+        "WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+    )
+    assert held == 0
 
 
 def test_other_connections_do_not_see_uncommitted_test_data(table: PgDatabase) -> None:
