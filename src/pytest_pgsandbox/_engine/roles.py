@@ -48,12 +48,15 @@ def ensure(conn: Conn, name: str, label: dict[str, object]) -> None:
         return
     # Another worker may be first.
     with contextlib.suppress(psycopg.errors.DuplicateObject), conn.transaction():
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
-        conn.execute(
-            sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                sql.Identifier(name), sql.Literal(provision.make_label(label))
-            )
-        )
+        _create(conn, name, sql.SQL("NOLOGIN"), label)
+
+
+def _create(conn: Conn, name: str, options: sql.Composable, label: dict[str, object]) -> None:
+    """CREATE ROLE with ``options``, labelled as ours."""
+    role = sql.Identifier(name)
+    conn.execute(sql.SQL("CREATE ROLE {} {}").format(role, options))
+    label_text = sql.Literal(provision.make_label(label))
+    conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(role, label_text))
 
 
 def password(secret: str, name: str) -> str:
@@ -147,16 +150,7 @@ def _prepare(
         return TestRole(name, name, secret, own=False)
     mine = f"{name}_{worker}"[:63]
     if label_of(conn, mine) is False:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
-                sql.Identifier(mine), sql.Identifier(name)
-            )
-        )
-        conn.execute(
-            sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                sql.Identifier(mine), sql.Literal(provision.make_label(label))
-            )
-        )
+        _create(conn, mine, sql.SQL("LOGIN IN ROLE {}").format(sql.Identifier(name)), label)
     elif label_of(conn, mine) is None:
         raise UnsafeOperation(
             f"the role {mine!r} exists and was not created by pgsandbox, so it will not be "
