@@ -19,11 +19,15 @@ import contextlib
 from collections.abc import AsyncGenerator
 from collections.abc import AsyncIterator
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from typing import Any
 
 import pytest
 
 from pytest_pgsandbox._engine.handle import PgDatabase
+
+if TYPE_CHECKING:  # aio imports psycopg's async parts: only when a fixture needs them
+    from pytest_pgsandbox._engine.aio import AsyncPsycopg
 
 SCOPES = ("function", "class", "module", "package", "session")
 KINDS = ("async_conn", "asyncpg", "async_session", "asyncpg_pool")
@@ -45,22 +49,31 @@ async def _owned(owner: Any) -> AsyncGenerator[Any, None]:
 
 
 def _async_conn(pg: PgDatabase) -> AsyncGenerator[Any, None]:
+    return _owned(_psycopg_owner(pg))
+
+
+def _psycopg_owner(pg: PgDatabase) -> AsyncPsycopg:
+    """The test's own async connection: under transaction isolation in an outer transaction
+    of a superuser's connection (which puts sequences back), acting as the role if any."""
     from pytest_pgsandbox._engine.aio import AsyncPsycopg
 
-    return _owned(AsyncPsycopg(pg.info, isolated=pg.isolation == "transaction"))
+    if pg.isolation == "transaction":
+        return AsyncPsycopg(pg.admin_info, isolated=True, set_role=pg.local_role)
+    return AsyncPsycopg(pg.info, isolated=False)
 
 
 def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
     from pytest_pgsandbox._engine.aio import AsyncPg
 
-    return _owned(AsyncPg(pg.info, isolated=pg.isolation == "transaction"))
+    if pg.isolation == "transaction":
+        return _owned(AsyncPg(pg.admin_info, isolated=True, set_role=pg.local_role))
+    return _owned(AsyncPg(pg.info, isolated=False))
 
 
 async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
-    from pytest_pgsandbox._engine.aio import AsyncPsycopg
     from pytest_pgsandbox._engine.sqla import make_async_engine
 
-    owner = AsyncPsycopg(pg.info, isolated=pg.isolation == "transaction")
+    owner = _psycopg_owner(pg)
     conn = await owner.open()
     engine = make_async_engine(lambda: conn)
     try:

@@ -194,6 +194,7 @@ def _transaction(
         restart,
         _baseline(sandbox, pg_template),
         admin=isolation.info,
+        local_role=sandbox.local_role,
     )
     verify = sandbox.settings.verify_isolation
     if verify and not sandbox.has_picture(handle.info.dbname):
@@ -239,7 +240,7 @@ def _reset(
 
     info = sandbox.tester(db.info)
     baseline = _baseline(sandbox, pg_template)
-    handle = PgDatabase(conn, info, "reset", restart, baseline, admin=db.info)
+    handle = PgDatabase(conn, info, "reset", restart, baseline, db.info, sandbox.local_role)
     verify = sandbox.settings.verify_isolation
     if verify:
         sandbox.verify(handle.info, conn)
@@ -267,7 +268,7 @@ def _clone(
     _attempt(pg_server, what, sandbox.become, copy.conn)
     info = sandbox.tester(copy.info)
     baseline = _baseline(sandbox, pg_template)
-    handle = PgDatabase(copy.conn, info, "clone", None, baseline, admin=copy.info)
+    handle = PgDatabase(copy.conn, info, "clone", None, baseline, copy.info, sandbox.local_role)
     with _serving(request, sandbox, handle, handle.url):
         yield handle
     kept: list[ConnInfo | None] = [None]

@@ -52,7 +52,36 @@ def test_what_the_grants_do_not_allow_is_refused(pg):
         pg.execute("DELETE FROM orders")
     pg.conn.rollback()
     assert pg.fetchval("SELECT count(*) FROM orders") == 0
+
+
+@pytest.mark.asyncio
+async def test_the_async_connection_acts_as_the_role(pg_async_conn):
+    await pg_async_conn.execute("INSERT INTO orders (total) VALUES (1)")
+    await pg_async_conn.commit()  # under transaction isolation, a savepoint
+    cur = await pg_async_conn.execute("SELECT current_user, count(*) FROM orders GROUP BY 1")
+    user, n = await cur.fetchone()
+    assert user.startswith(ROLE) and n == 1
+
+
+@pytest.mark.asyncio
+async def test_asyncpg_acts_as_the_role(pg_asyncpg):
+    await pg_asyncpg.execute("INSERT INTO orders (total) VALUES (2)")
+    assert (await pg_asyncpg.fetchval("SELECT current_user")).startswith(ROLE)
+    with pytest.raises(Exception, match="permission denied"):
+        await pg_asyncpg.execute("DELETE FROM orders")
+
+
+def test_sqlalchemy_and_frozen_time_act_as_the_role(pg, pg_session):
+    from sqlalchemy import text
+
+    pg.freeze_time("2001-02-03 04:05:06")  # pgsandbox's own work: a superuser's
+    pg_session.execute(text("INSERT INTO orders (total) VALUES (3)"))
+    pg_session.commit()
+    assert pg_session.execute(text("SELECT current_user")).scalar().startswith(ROLE)
+    assert pg_session.execute(text("SELECT now()::date::text")).scalar() == "2001-02-03"
 """
+
+N_TESTS = 6  # in TESTS
 
 URL_TESTS = """
 import psycopg
@@ -82,7 +111,9 @@ def test_a_failure_report_shows_no_password(pg):
 
 def _project(pytester: pytest.Pytester, *ini: str) -> None:
     (pytester.path / "schema.sql").write_text(SCHEMA)
-    pytester.makeini("\n".join(["[pytest]", "pg_schema = sql:schema.sql", "pg_role = app", *ini]))
+    lines = ["[pytest]", "pg_schema = sql:schema.sql", "pg_role = app", *ini]
+    lines.append("asyncio_default_fixture_loop_scope = function")
+    pytester.makeini("\n".join(lines))
     pytester.makepyfile(test_role=TESTS)
 
 
@@ -93,7 +124,7 @@ def test_tests_run_as_the_role_with_its_grants(
     clean_env(monkeypatch)
     _project(pytester, f"pg_isolation = {isolation}")
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=N_TESTS)
 
 
 BARRIER = """
@@ -142,7 +173,7 @@ def test_each_worker_has_a_role_of_its_own(
     _project(pytester, "pg_role_per_worker = true")
     pytester.makepyfile(test_barrier=BARRIER)
     result = pytester.runpytest_subprocess("-n", "2", "--dist", "each")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=(N_TESTS + 1) * 2)
 
 
 def test_no_password_reaches_any_output(
@@ -167,7 +198,7 @@ def test_no_password_reaches_any_output(
         "--log-file-level=DEBUG",
         "--log-level=DEBUG",
     )
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=N_TESTS + 1, failed=1)
     result.stdout.fnmatch_lines(["*database kept: postgresql://app:***@127.0.0.1:*"])
     passwords = {ConnInfo.from_conninfo(url).password for url in urls.read_text().split()}
     assert passwords
@@ -195,7 +226,7 @@ def test_an_existing_role_that_is_not_ours_is_used_without_its_password(
     _project(pytester)
     pytester.makepyfile(test_url=URL_TESTS.format(isolation="reset", urls=urls))
     result = pytester.runpytest_subprocess(f"--pg-url={existing.admin.url()}", "-s")
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=N_TESTS + 1, failed=1)
     result.stdout.fnmatch_lines(["*the session user is postgres*"])
     with connect(existing.admin) as conn:
         login = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app'").fetchone()

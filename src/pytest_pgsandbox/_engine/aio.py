@@ -127,10 +127,13 @@ async def _snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
 class AsyncPsycopg:
     """The psycopg ``AsyncConnection`` of a test (``isolated``: in an outer transaction)."""
 
-    def __init__(self, info: ConnInfo, isolated: bool, timeout: float = 60.0) -> None:
+    def __init__(
+        self, info: ConnInfo, isolated: bool, timeout: float = 60.0, set_role: str = ""
+    ) -> None:
         self.info = info
         self.isolated = isolated
         self.timeout = timeout
+        self.set_role = set_role  # "SET LOCAL ROLE ...; ": first in the outer transaction
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self._restore = ""
         self._idle: Idle | None = None
@@ -147,7 +150,8 @@ class AsyncPsycopg:
         conn = self._idle.take()
         if conn is not None and self._idle.values is not None:
             try:
-                await conn.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction
+                # Opens the outer transaction.
+                await conn.execute(f"{self.set_role}SAVEPOINT {SAVEPOINT}")
             except psycopg.OperationalError:  # ended since (the database was replaced)
                 await conn.close()
             else:
@@ -166,7 +170,7 @@ class AsyncPsycopg:
         self.conn = conn
         self._restore = restore_sql(snapshot)
         await conn.commit()
-        await conn.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction too
+        await conn.execute(f"{self.set_role}SAVEPOINT {SAVEPOINT}")  # opens it too
         conn._pgsb_active = True
         return conn
 
@@ -204,10 +208,13 @@ class AsyncPsycopg:
 class AsyncPg:
     """The asyncpg connection of a test (``isolated``: in an outer transaction)."""
 
-    def __init__(self, info: ConnInfo, isolated: bool, timeout: float = 60.0) -> None:
+    def __init__(
+        self, info: ConnInfo, isolated: bool, timeout: float = 60.0, set_role: str = ""
+    ) -> None:
         self.info = info
         self.isolated = isolated
         self.timeout = timeout
+        self.set_role = set_role
         self.conn: Any = None
         self._outer: Any = None
         self._restore = ""
@@ -220,6 +227,8 @@ class AsyncPg:
             self._restore = restore_sql(values_of(await conn.fetch(SEQUENCES)))
             self._outer = conn.transaction()
             await self._outer.start()
+            if self.set_role:
+                await conn.execute(self.set_role)
         return conn
 
     async def close(self) -> None:

@@ -45,11 +45,15 @@ class PgDatabase(DatabaseHelpers):
         restart: Callable[[], psycopg.Connection[Any]] | None = None,
         baseline: Callable[[], str] | None = None,
         admin: ConnInfo | None = None,
+        local_role: str = "",
     ) -> None:
         self.conn = conn
         self.info = info
-        # pgsandbox's own connections (the clock's): a superuser's, when tests run as a role.
-        self._admin = admin or info
+        # pgsandbox's own connections (the clock's, the isolated async ones): a superuser's,
+        # when tests run as a role; those then act as the role with ``local_role``
+        # ("SET LOCAL ROLE ...; ", sent first in their outer transaction).
+        self.admin_info = admin or info
+        self.local_role = local_role
         self.isolation = isolation
         self._restart = restart
         self._baseline = baseline
@@ -64,7 +68,7 @@ class PgDatabase(DatabaseHelpers):
         if self._time is None:
             from pytest_pgsandbox._engine.freezing import FrozenTime
 
-            self._time = FrozenTime(self._admin, self.conn)
+            self._time = FrozenTime(self.admin_info, self.conn)
         return self._time
 
     def freeze_time(self, when: When = None, tick: bool = False) -> FrozenTime:

@@ -194,6 +194,11 @@ class Sandbox:
         return info if self.role is None else self.role.info(info)
 
     @property
+    def local_role(self) -> str:
+        """``SET LOCAL ROLE ...; `` for an outer transaction of a test ("" without a role)."""
+        return f"{self.role.set_role(local=True)}; " if self.role else ""
+
+    @property
     def only_role(self) -> str | None:
         return None if self.role is None else self.role.only
 
@@ -344,7 +349,7 @@ class Sandbox:
                 info,
                 lambda: self.repair(info.dbname, template),
                 self.settings.start_timeout,
-                set_role=f"{self.role.set_role(local=True)}; " if self.role else "",
+                set_role=self.local_role,
             )
             self._isolations[info.dbname] = found
         return found
