@@ -434,8 +434,13 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
                 from pytest_pgsandbox._engine.pg2 import Psycopg2Connection
 
                 handle = sandbox.current_handle
+                isolated = handle.isolation == "transaction"
                 sandbox.current_pg2 = Psycopg2Connection(
-                    handle.info, handle.isolation == "transaction", sandbox.settings.start_timeout
+                    # Isolated: a superuser's, which may put sequences back, as the role.
+                    handle.admin_info if isolated else handle.info,
+                    isolated,
+                    sandbox.settings.start_timeout,
+                    set_role=handle.local_role if isolated else "",
                 )
             return sandbox.current_pg2.conn
         return sandbox.current

@@ -127,6 +127,15 @@ def test_tests_run_as_the_role_with_its_grants(
     result.assert_outcomes(passed=N_TESTS)
 
 
+def test_psycopg2_sessions_act_as_the_role(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean_env(monkeypatch)
+    _project(pytester)
+    result = pytester.runpytest_subprocess("--pg-driver=psycopg2", "-k", "sqlalchemy")
+    result.assert_outcomes(passed=1)
+
+
 BARRIER = """
 import json
 import os

@@ -74,7 +74,9 @@ def _sandbox_class() -> type[Any]:
 class Psycopg2Connection:
     """The test's psycopg2 connection (``isolated``: in an outer transaction)."""
 
-    def __init__(self, info: ConnInfo, isolated: bool, timeout: float = 60.0) -> None:
+    def __init__(
+        self, info: ConnInfo, isolated: bool, timeout: float = 60.0, set_role: str = ""
+    ) -> None:
         psycopg2 = require_psycopg2()
         factory = _sandbox_class() if isolated else psycopg2.extensions.connection
         self.conn: Any = psycopg2.connect(
@@ -87,7 +89,8 @@ class Psycopg2Connection:
                 self._restore = restore_sql(values_of(cur.fetchall()))
             self.conn.rollback()
             with self.conn.cursor() as cur:
-                cur.execute(f"SAVEPOINT {SAVEPOINT}")  # opens the outer transaction too
+                # Opens the outer transaction too (acting as the role, if any).
+                cur.execute(f"{set_role}SAVEPOINT {SAVEPOINT}")
             self.conn._pgsb_active = True
 
     def close(self) -> None:
