@@ -14,11 +14,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_pgsandbox._engine import external
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
 from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine import roles
 from pytest_pgsandbox._engine.discovery import candidates
 from pytest_pgsandbox._engine.discovery import find_binaries
 from pytest_pgsandbox._engine.server import external_url
@@ -285,7 +287,6 @@ def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> li
 
     Templates are meant to outlive runs: only the newest few are kept.
     """
-    import socket
 
     from pytest_pgsandbox._engine.template import reap_old_templates
     from pytest_pgsandbox._engine.template import templates
@@ -302,17 +303,30 @@ def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> li
         for name, label in provision.labelled_databases(conn):
             if label.get("builtin") or label.get("kind") == "template":
                 continue
-            same_host = label.get("host") == socket.gethostname()
-            pid = int(label.get("pid", 0))
-            ended = same_host and pid and janitor.cmdline(pid) is None
-            too_old = now - float(label.get("created", now)) > older_than_hours * 3600
-            if ended or too_old:
+            why = _stale(label, now, older_than_hours)
+            if why:
                 provision.drop_database(conn, name)
-                why = "its run has ended" if ended else f"older than {older_than_hours} h"
                 if label.get("kind") == "kept":
                     why = f"kept for {label.get('test', '?')}"
                 out.append(f"database {name} ({why})")
+        # Per-worker roles of runs that were killed (their databases went first).
+        for name, label in roles.worker_roles(conn):
+            why = _stale(label, now, older_than_hours)
+            if why and roles.drop_worker_role(conn, name):
+                out.append(f"role {name} (a worker's role; {why})")
     return out
+
+
+def _stale(label: dict[str, Any], now: float, older_than_hours: float) -> str:
+    """Why what carries ``label`` may go: its run ended (on this host), or it is too old."""
+    import socket
+
+    pid = int(label.get("pid", 0))
+    if label.get("host") == socket.gethostname() and pid and janitor.cmdline(pid) is None:
+        return "its run has ended"
+    if now - float(label.get("created", now)) > older_than_hours * 3600:
+        return f"older than {older_than_hours} h"
+    return ""
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:

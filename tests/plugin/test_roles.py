@@ -241,3 +241,31 @@ def test_an_existing_role_that_is_not_ours_is_used_without_its_password(
         login = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app'").fetchone()
     assert login == (False,), "a role that is not ours is never changed"
     assert re.search(r"options=-c%20role%3Dapp", urls.read_text())
+
+
+def test_gc_drops_the_worker_roles_of_a_killed_run(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    import subprocess
+    import sys
+
+    from pytest_pgsandbox._engine import roles
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    label: dict[str, object] = {"kind": "role", "run": "r1", "pid": int(dead.stdout)}
+    with connect(existing.admin) as conn:
+        for worker in ("gw0", "gw1"):
+            roles.prepare(conn, "app", secret="s", server_is_ours=False, worker=worker, label=label)
+        assert [name for name, _ in roles.worker_roles(conn)] == ["app_gw0", "app_gw1"]
+    gc = pgsandbox(pytester, "gc", "--url", existing.admin.url())
+    gc.stdout.fnmatch_lines(["reaped role app_gw0 (a worker's role; its run has ended)"])
+    with connect(existing.admin) as conn:
+        left = {
+            r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'app%'")
+        }
+    assert left == {"app"}  # the role the schema grants to stays, like a template

@@ -30,6 +30,7 @@ from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import UnsafeOperation
 
 Conn = psycopg.Connection[Any]
+WORKER_ROLE = "worker-role"  # the label's kind: a per-worker role, dropped after its run
 
 
 def label_of(conn: Conn, name: str) -> dict[str, Any] | bool | None:
@@ -150,7 +151,8 @@ def _prepare(
         return TestRole(name, name, secret, own=False)
     mine = f"{name}_{worker}"[:63]
     if label_of(conn, mine) is False:
-        _create(conn, mine, sql.SQL("LOGIN IN ROLE {}").format(sql.Identifier(name)), label)
+        login = sql.SQL("LOGIN IN ROLE {}").format(sql.Identifier(name))
+        _create(conn, mine, login, {**label, "kind": WORKER_ROLE})
     elif label_of(conn, mine) is None:
         raise UnsafeOperation(
             f"the role {mine!r} exists and was not created by pgsandbox, so it will not be "
@@ -162,9 +164,29 @@ def _prepare(
 
 def drop_own(conn: Conn, role: TestRole) -> None:
     """Drop a per-worker role this session created (what it still owns goes too)."""
-    if not role.own or label_of(conn, role.name) is None:
-        return
-    ident = sql.Identifier(role.name)
-    with contextlib.suppress(psycopg.Error):
+    if role.own and label_of(conn, role.name) is not None:
+        _drop(conn, role.name)
+
+
+def _drop(conn: Conn, name: str) -> bool:
+    ident = sql.Identifier(name)
+    try:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+    except psycopg.Error:
+        return False  # still used, e.g. by a kept database: the next gc tries again
+    return True
+
+
+def worker_roles(conn: Conn) -> list[tuple[str, dict[str, Any]]]:
+    """Per-worker roles pgsandbox created on this server, with their labels."""
+    rows = conn.execute(
+        "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles ORDER BY rolname"
+    ).fetchall()
+    found = [(name, provision.parse_label(comment)) for name, comment in rows]
+    return [(name, lab) for name, lab in found if lab and lab.get("kind") == WORKER_ROLE]
+
+
+def drop_worker_role(conn: Conn, name: str) -> bool:
+    """Drop a per-worker role left by a run that ended; False if it is still in use."""
+    return _drop(conn, name)
