@@ -115,6 +115,9 @@ class TestRole:
         return f'SET {"LOCAL " if local else ""}ROLE "{self.name}"'
 
 
+_LOCK = int.from_bytes(hashlib.sha256(b"pgsandbox roles").digest()[:8], "big", signed=True)
+
+
 def prepare(
     conn: Conn,
     name: str,
@@ -128,38 +131,25 @@ def prepare(
     # Roles are the whole server's: workers changing them at once would collide.
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-        return _prepare(conn, name, secret, server_is_ours, worker, label)
-
-
-_LOCK = int.from_bytes(hashlib.sha256(b"pgsandbox roles").digest()[:8], "big", signed=True)
-
-
-def _prepare(
-    conn: Conn,
-    name: str,
-    secret: str,
-    server_is_ours: bool,
-    worker: str | None,
-    label: dict[str, object],
-) -> TestRole:
-    ensure(conn, name, label)
-    ours = server_is_ours or label_of(conn, name) is not None
-    if worker is None:
-        if not ours:
-            return TestRole(name, None, secret, own=False)
-        _login(conn, name, secret)
-        return TestRole(name, name, secret, own=False)
-    mine = f"{name}_{worker}"[:63]
-    if label_of(conn, mine) is False:
-        login = sql.SQL("LOGIN IN ROLE {}").format(sql.Identifier(name))
-        _create(conn, mine, login, {**label, "kind": WORKER_ROLE})
-    elif label_of(conn, mine) is None:
-        raise UnsafeOperation(
-            f"the role {mine!r} exists and was not created by pgsandbox, so it will not be "
-            f"used as worker {worker}'s role. Drop or rename it, or turn role_per_worker off."
-        )
-    _login(conn, mine, secret)
-    return TestRole(mine, mine, secret, own=True)
+        ensure(conn, name, label)
+        if worker is None:
+            if not (server_is_ours or label_of(conn, name) is not None):
+                return TestRole(name, None, secret, own=False)
+            _login(conn, name, secret)
+            return TestRole(name, name, secret, own=False)
+        mine = f"{name}_{worker}"[:63]
+        found = label_of(conn, mine)
+        if found is False:
+            login = sql.SQL("LOGIN IN ROLE {}").format(sql.Identifier(name))
+            _create(conn, mine, login, {**label, "kind": WORKER_ROLE})
+        elif found is None:
+            raise UnsafeOperation(
+                f"the role {mine!r} exists and was not created by pgsandbox, so it will not "
+                f"be used as worker {worker}'s role. Drop or rename it, or turn "
+                "role_per_worker off."
+            )
+        _login(conn, mine, secret)
+        return TestRole(mine, mine, secret, own=True)
 
 
 def drop_own(conn: Conn, role: TestRole) -> None:
