@@ -42,6 +42,23 @@ def test_doctor_says_what_is_wrong(pytester: pytest.Pytester, runtime: Path) -> 
     )
 
 
+def test_doctor_checks_docker_when_it_is_asked_for(
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/no-docker.sock")
+    result = pgsandbox(pytester, "doctor", "--server", "docker", "--image", "postgres:16")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "Docker: no Docker daemon answered: its socket unix://*/no-docker.sock (DOCKER_HOST) "
+            "does not exist",
+            "server=docker would start a container from image postgres:16",
+            "doctor: see the problem above",
+        ]
+    )
+    assert "starting a throw-away local server" not in result.stdout.str()
+
+
 def test_doctor_reads_the_pytest_configuration(pytester: pytest.Pytester, runtime: Path) -> None:
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\npg_conf = ["work_mem=7MB"]\n')
     result = pgsandbox(pytester, "doctor", "--bin-dir", "embedded")

@@ -128,9 +128,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         entries = sorted(p.name for p in (cache / kind).glob("*") if (p / "meta.json").exists())
         print(f"  {kind}: {', '.join(entries) if entries else 'none yet'}")
     _print_servers(runtime)
+    from pytest_pgsandbox._engine.docker import daemon_problem
+
+    docker_problem = daemon_problem()
+    print(f"Docker: {docker_problem or 'a daemon answers'}")
     if settings.uses_existing_server:
         print(f"existing server: {settings.describe_existing()}")
         ok = _check_url(settings) and ok
+    elif settings.server == "docker" or (
+        settings.server == "auto" and not ok and settings.bin_dir is None
+    ):
+        # server=docker, or auto where no binaries were found: a container from the image.
+        print(f"server=docker would start a container from image {settings.image}")
+        ok = docker_problem is None
     elif ok:
         ok = _check_local(settings)
     print("doctor: everything needed works" if ok else "doctor: see the problem above")
@@ -360,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     local = ("bin_dir", "tcp", "port", "conf", "cache_dir", "start_timeout", *where)
 
     p = sub.add_parser("doctor", help="explain what was found here, and check that it works")
-    _add_setting_flags(p, ("url", *local))
+    _add_setting_flags(p, ("server", "url", "url_command", "allow_hosts", "image", *local))
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("start", help="start a local server that test runs reuse")
