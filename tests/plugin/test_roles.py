@@ -155,7 +155,7 @@ def test_a_worker_cannot_reach_another_workers_databases(pg, worker_id):
         assert time.monotonic() < deadline, "the other worker never came"
         time.sleep(0.05)
     me = pg.fetchval("SELECT current_user")
-    assert me == "app_" + worker_id
+    assert me.startswith(f"app_{worker_id}_")  # and the run's id
     other = "gw1" if worker_id == "gw0" else "gw0"
     theirs = [
         r[0] for r in pg.fetchall(
@@ -261,9 +261,9 @@ def test_gc_drops_the_worker_roles_of_a_killed_run(
     with connect(existing.admin) as conn:
         for worker in ("gw0", "gw1"):
             roles.prepare(conn, "app", secret="s", server_is_ours=False, worker=worker, label=label)
-        assert [name for name, _ in roles.worker_roles(conn)] == ["app_gw0", "app_gw1"]
+        assert [name for name, _ in roles.worker_roles(conn)] == ["app_gw0_r1", "app_gw1_r1"]
     gc = pgsandbox(pytester, "gc", "--url", existing.admin.url())
-    gc.stdout.fnmatch_lines(["reaped role app_gw0 (a worker's role; its run has ended)"])
+    gc.stdout.fnmatch_lines(["reaped role app_gw0_r1 (a worker's role; its run has ended)"])
     with connect(existing.admin) as conn:
         left = {
             r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'app%'")

@@ -137,7 +137,9 @@ def prepare(
                 return TestRole(name, None, secret, own=False)
             _login(conn, name, secret)
             return TestRole(name, name, secret, own=False)
-        mine = f"{name}_{worker}"[:63]
+        # The run's id in the name: runs at once on one server must not share (or drop)
+        # each other's worker roles.
+        mine = f"{name}_{worker}_{label.get('run', '')}"[:63].rstrip("_")
         found = label_of(conn, mine)
         if found is False:
             login = sql.SQL("LOGIN IN ROLE {}").format(sql.Identifier(name))
