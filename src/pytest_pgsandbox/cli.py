@@ -297,7 +297,6 @@ def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> li
 
     Templates are meant to outlive runs: only the newest few are kept.
     """
-
     from pytest_pgsandbox._engine.template import reap_old_templates
     from pytest_pgsandbox._engine.template import templates
 

@@ -151,8 +151,13 @@ def _seed_source(raw: str) -> tuple[str, str]:
     return _source(raw)
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    """Names separated by commas or spaces."""
+    return tuple(n.strip() for n in raw.replace(" ", ",").split(",") if n.strip())
+
+
 def _hosts(raw: str) -> tuple[str, ...]:
-    names = tuple(n.strip().lower() for n in raw.replace(" ", ",").split(",") if n.strip())
+    names = tuple(n.lower() for n in _names(raw))
     for name in names:
         if name != "*" and not name.replace("-", "a").replace(".", "a").replace(":", "a").isalnum():
             raise _Invalid
@@ -171,7 +176,7 @@ def _role(raw: str) -> str | None:
 
 
 def _extensions(raw: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in raw.replace(" ", ",").split(",") if n.strip())
+    names = _names(raw)
     for name in names:
         if not name.replace("_", "a").replace("-", "a").isalnum():
             raise _Invalid

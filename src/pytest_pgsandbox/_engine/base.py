@@ -18,6 +18,11 @@ class PgServer(Protocol):
         """True when the whole server is ours (a private local server)."""
 
     @property
+    def outlives_session(self) -> bool:
+        """True when the server goes on after this session (not ours, reusable, shared by
+        xdist workers): what the session created there must be dropped."""
+
+    @property
     def version(self) -> str: ...
 
     def describe(self) -> str: ...
@@ -26,3 +31,9 @@ class PgServer(Protocol):
         """Raise ServerDied if the server is known to be gone."""
 
     def stop(self) -> None: ...
+
+
+def version_text(server_version: int) -> str:
+    """libpq's ``server_version`` (150004) as PostgreSQL writes it (15.4)."""
+    major, minor = divmod(server_version, 10000)
+    return f"{major}.{minor}" if major >= 10 else str(server_version)

@@ -24,6 +24,7 @@ from filelock import Timeout
 from psycopg.rows import TupleRow
 
 from pytest_pgsandbox._engine import clock
+from pytest_pgsandbox._engine import roles
 from pytest_pgsandbox._engine.cluster import CACHE_LAYOUT
 from pytest_pgsandbox._engine.cluster import SESSION_DB
 from pytest_pgsandbox._engine.cluster import SUPERUSER
@@ -31,7 +32,6 @@ from pytest_pgsandbox._engine.cluster import ClusterOptions
 from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.cluster import _password
 from pytest_pgsandbox._engine.cluster import _run
-from pytest_pgsandbox._engine.cluster import _set_password
 from pytest_pgsandbox._engine.discovery import PgBinaries
 from pytest_pgsandbox._engine.places import RunAs
 from pytest_pgsandbox._engine.places import copy_tree
@@ -89,7 +89,7 @@ class InitdbCache:
                 if conn.info.server_version >= 160000:
                     # initdb hashed the password with 4096 iterations, which costs
                     # milliseconds per connection; the first one of every copy pays it.
-                    _set_password(conn, server.admin.password or "")
+                    roles.set_password(conn, SUPERUSER, server.admin.password or "")
 
         return _snapshot(self, entry, initdb, prepare)
 

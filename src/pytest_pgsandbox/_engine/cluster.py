@@ -21,12 +21,10 @@ from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psycopg
 from filelock import FileLock
-from psycopg import sql
-from psycopg.rows import TupleRow
 
 from pytest_pgsandbox._engine import janitor
+from pytest_pgsandbox._engine import roles
 from pytest_pgsandbox._engine.discovery import PgBinaries
 from pytest_pgsandbox._engine.places import RunAs
 from pytest_pgsandbox._engine.places import copy_tree
@@ -135,18 +133,6 @@ def _password() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _set_password(conn: psycopg.Connection[TupleRow], password: str) -> None:
-    if conn.info.server_version >= 160000:
-        # The password is random and long, so hash iterations add no safety, only
-        # milliseconds to every connection.
-        conn.execute("SET scram_iterations = 64")
-    conn.execute(
-        sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-            sql.Identifier(SUPERUSER), sql.Literal(password)
-        )
-    )
-
-
 @dataclass
 class LocalCluster:
     """A PostgreSQL server of our own: its folder, process, socket and password."""
@@ -177,6 +163,10 @@ class LocalCluster:
     @property
     def version(self) -> str:
         return self.binaries.version
+
+    @property
+    def outlives_session(self) -> bool:
+        return self.options.outlives_session
 
     def describe(self) -> str:
         where = f"socket {self.folder}"
@@ -293,7 +283,7 @@ class LocalCluster:
         """Give this server a password of its own (the cached one is shared by copies)."""
         password = _password()
         with connect(self.admin, timeout=self.options.start_timeout) as conn:
-            _set_password(conn, password)
+            roles.set_password(conn, SUPERUSER, password)
         self.admin = ConnInfo(
             host=self.admin.host, port=self.admin.port, user=SUPERUSER, password=password
         )

@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from pytest_pgsandbox._engine.base import version_text
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
@@ -96,8 +97,7 @@ class DockerServer:
 
     @property
     def version(self) -> str:
-        major, minor = divmod(self.server_version, 10000)
-        return f"{major}.{minor}" if major >= 10 else str(self.server_version)
+        return version_text(self.server_version)
 
     def describe(self) -> str:
         kept = ", kept for reuse" if self.reuse else ""

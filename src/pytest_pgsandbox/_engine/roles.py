@@ -65,14 +65,21 @@ def password(secret: str, name: str) -> str:
     return hmac.new(secret.encode(), f"role {name}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _login(conn: Conn, name: str, secret: str) -> None:
-    if conn.info.server_version >= 160000:  # a long random password: iterations add nothing
-        conn.execute("SET LOCAL scram_iterations = 64")
+def set_password(conn: Conn, name: str, password: str, *, login: bool = False) -> None:
+    """Give role ``name`` a password (random and long: see below), and LOGIN if asked."""
+    if conn.info.server_version >= 160000:
+        # The password is random and long, so hash iterations add no safety, only
+        # milliseconds to every connection.
+        conn.execute("SET scram_iterations = 64")
     conn.execute(
-        sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
-            sql.Identifier(name), sql.Literal(password(secret, name))
+        sql.SQL("ALTER ROLE {} {}PASSWORD {}").format(
+            sql.Identifier(name), sql.SQL("LOGIN " if login else ""), sql.Literal(password)
         )
     )
+
+
+def _login(conn: Conn, name: str, secret: str) -> None:
+    set_password(conn, name, password(secret, name), login=True)
 
 
 @dataclass(frozen=True)

@@ -483,14 +483,8 @@ class Sandbox:
                 only_role=self.only_role,
             )
 
-    @staticmethod
-    def _outlives_session(server: PgServer) -> bool:
-        """A server that goes on after this session: not ours, reusable, or shared by xdist."""
-        options = getattr(server, "options", server)
-        return not server.owns_cluster or bool(getattr(options, "outlives_session", False))
-
     def _stop(self, server: PgServer) -> None:
-        if not self._outlives_session(server):
+        if not server.outlives_session:
             server.stop()
 
     def close(self) -> None:
@@ -508,7 +502,7 @@ class Sandbox:
         server, self.server = self.server, None
         if server is None:
             return
-        outlives = self._outlives_session(server)
+        outlives = server.outlives_session
         for reset in self._resets.values():
             with contextlib.suppress(psycopg.Error):
                 reset.close(drop=outlives)
@@ -519,13 +513,13 @@ class Sandbox:
         self._pools.clear()
         try:
             # A server that is about to be thrown away needs no dropping first.
-            if self._created and self._outlives_session(server):
+            if self._created and server.outlives_session:
                 from pytest_pgsandbox._engine import provision
 
                 with self._admin(server) as conn:
                     for name in self._created:
                         provision.drop_database(conn, name)
-            if self.role is not None and self._outlives_session(server):
+            if self.role is not None and server.outlives_session:
                 from pytest_pgsandbox._engine import roles
 
                 with self._admin(server) as conn:

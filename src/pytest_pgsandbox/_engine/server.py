@@ -23,6 +23,7 @@ from pytest_pgsandbox._engine import external
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
 from pytest_pgsandbox._engine.base import PgServer
+from pytest_pgsandbox._engine.base import version_text
 from pytest_pgsandbox._engine.cache import InitdbCache
 from pytest_pgsandbox._engine.cache import TemplateClusterCache
 from pytest_pgsandbox._engine.cluster import ClusterOptions
@@ -50,11 +51,11 @@ class ExternalServer:
     server_version: int = field(default=0, init=False)
 
     owns_cluster = False
+    outlives_session = True
 
     @property
     def version(self) -> str:
-        major, minor = divmod(self.server_version, 10000)
-        return f"{major}.{minor}" if major >= 10 else str(self.server_version)
+        return version_text(self.server_version)
 
     def describe(self) -> str:
         return f"PostgreSQL {self.version} at {mask(self.admin.url())} ({self.source})"
