@@ -59,6 +59,17 @@ def test_doctor_checks_docker_when_it_is_asked_for(
     assert "starting a throw-away local server" not in result.stdout.str()
 
 
+def test_doctor_says_why_a_url_is_refused(pytester: pytest.Pytester, runtime: Path) -> None:
+    url = "postgresql://app:hunter2@db.prod.example.com/postgres"
+    result = pgsandbox(pytester, "doctor", "--url", url)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["  refusing to use the PostgreSQL server at postgresql://app:***@db.prod.example.com*"]
+    )
+    assert "cannot connect" not in result.stdout.str()
+    assert "hunter2" not in result.stdout.str()
+
+
 def test_doctor_reads_the_pytest_configuration(pytester: pytest.Pytester, runtime: Path) -> None:
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\npg_conf = ["work_mem=7MB"]\n')
     result = pgsandbox(pytester, "doctor", "--bin-dir", "embedded")

@@ -155,6 +155,9 @@ def _check_url(settings: Settings) -> bool:
             print(f"  connected: PostgreSQL {conn.info.server_version}")
             external.check_database(conn, info)
             print(f"  databases labelled by pgsandbox: {len(provision.labelled_databases(conn))}")
+    except PgSandboxError as exc:  # refused, or url_command failed: the message says why
+        print(f"  {mask(str(exc).strip())}")
+        return False
     except Exception as exc:
         print(f"  cannot connect: {mask(str(exc).strip())}")
         return False
