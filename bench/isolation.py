@@ -22,7 +22,9 @@ Timings on shared machines are noisy: compare the ratios within one run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -71,6 +73,13 @@ VARIANTS: dict[str, tuple[str, str, str, list[str]]] = {
     "no database": ("", "", "", []),
     "pgsandbox transaction": ("pg, ", "pg", "pg.conn.commit()", ["--pg-isolation=transaction"]),
     "pgsandbox reset": ("pg, ", "pg", "pg.conn.commit()", ["--pg-isolation=reset"]),
+    # The same server, as a role that is no superuser (restore with foreign keys on).
+    "pgsandbox reset, no su": (
+        "pg, ",
+        "pg",
+        "pg.conn.commit()",
+        ["--pg-isolation=reset", "--pg-url={app_url}"],
+    ),
     "pgsandbox clone": ("pg, ", "pg", "pg.conn.commit()", ["--pg-isolation=clone"]),
     "hand-written savepoint": ("savepoint, ", "savepoint", "savepoint.commit()", []),
     "pytest-postgresql": ("postgresql, ", "postgresql", "postgresql.commit()", []),
@@ -84,6 +93,7 @@ VARIANTS: dict[str, tuple[str, str, str, list[str]]] = {
 
 CONFTEST = '''
 import os
+import secrets
 from pathlib import Path
 
 import psycopg
@@ -172,6 +182,7 @@ def _start(env: dict[str, str]) -> str:
 
 def _measure(args: argparse.Namespace, env: dict[str, str], url: str, disk_url: str) -> int:
     import psycopg
+    from psycopg import sql
 
     from pytest_pgsandbox._engine.urls import ConnInfo
 
@@ -185,6 +196,12 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str, disk_url: 
         )
         conn.execute("DROP DATABASE IF EXISTS bench_savepoint")
         conn.execute("CREATE DATABASE bench_savepoint")
+        app_password = secrets.token_urlsafe(16)
+        conn.execute("DROP ROLE IF EXISTS bench_app")
+        conn.execute(
+            sql.SQL("CREATE ROLE bench_app LOGIN CREATEDB PASSWORD {}").format(app_password)
+        )
+    app_url = dataclasses.replace(admin, user="bench_app", password=app_password).url()
     with psycopg.connect(admin.for_db("bench_savepoint").conninfo(), autocommit=True) as conn:
         conn.execute(schema_sql())
     run_env = {
@@ -212,7 +229,7 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str, disk_url: 
     try:
         for _ in range(args.repeat):
             for (workload, name), project in projects.items():  # interleaved: same noise
-                extra = ["--pg-reuse", *VARIANTS[name][3]]
+                extra = ["--pg-reuse", *(a.format(app_url=app_url) for a in VARIANTS[name][3])]
                 m = session(project, run_env, *extra)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":

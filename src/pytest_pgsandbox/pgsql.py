@@ -329,17 +329,10 @@ class PostgreSQLTestDB(PostgreSQLTestDBBase):
 
     @classmethod
     def serve(cls, request: pytest.FixtureRequest, engine_name: str) -> Iterator[Any]:
-        """The fixture's body: the test's database under reset isolation, on the engine.
-
-        On the plugin's engine, where reset isolation cannot work (no superuser), a clone
-        serves as well: the engine follows the test's database wherever it is.
-        """
+        """The fixture's body: the test's database under reset isolation, on the engine."""
         from pytest_pgsandbox import fixtures
 
-        mode = "reset"
-        if engine_name == "pg_engine" and not fixtures.sandbox_of(request).can_reset():
-            mode = "clone"
-        for handle in fixtures.database_for(request, mode):
+        for handle in fixtures.database_for(request, "reset"):
             engine = request.getfixturevalue(engine_name)
             url = handle.info.url(driver="psycopg")
             with cls(url, engine, None, _handle=handle, _commit_helpers=True) as inst:

@@ -7,9 +7,11 @@ xdist, with the isolation verifier on, and afterwards nothing may be left behind
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from pgsb_helpers import leftovers
 from pytest_pgsandbox._engine.cluster import LocalCluster
@@ -87,6 +89,36 @@ def test_an_existing_server_holds_only_templates_afterwards(
     ours = [n for n in names if n.startswith("pgsandbox_")]
     assert ours
     assert [n for n in ours if not n.startswith("pgsandbox_tpl_")] == []
+
+
+def no_superuser(server: LocalCluster, createdb: bool = True) -> str:
+    """The URL of ``server`` as a new role ``app`` that is no superuser."""
+    password = "app-Secret-1"
+    with connect(server.admin) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE app LOGIN {} PASSWORD {}").format(
+                sql.SQL("CREATEDB" if createdb else "NOCREATEDB"), sql.Literal(password)
+            )
+        )
+    return dataclasses.replace(server.admin, user="app", password=password).url()
+
+
+@pytest.mark.parametrize("order", ["forward", "reversed", "xdist"])
+def test_reset_without_a_superuser(
+    project: pytest.Pytester, existing: LocalCluster, order: str
+) -> None:
+    """No event triggers and foreign keys kept on: the matrix holds all the same."""
+    args = ["isolation_matrix.py", f"--pg-url={no_superuser(existing)}", "--pg-isolation=reset"]
+    if ORDERS[order]:
+        project.makeconftest(ORDERS[order])
+    if order == "xdist":
+        args += ["-n", "2"]
+    result = project.runpytest_subprocess(*args, "--pg-verify-isolation")
+    result.assert_outcomes(**outcomes("reset"))
+    assert "app-Secret-1" not in result.stdout.str()
+    with connect(existing.admin) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
+    assert [n for n in names if n.startswith("pgsandbox_") and "_tpl_" not in n] == []
 
 
 @pytest.mark.parametrize("order", ["forward", "reversed", "shuffled"])

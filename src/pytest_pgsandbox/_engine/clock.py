@@ -70,9 +70,15 @@ def install(conn: psycopg.Connection[Any]) -> None:
     """Create the clock in ``conn``'s database and put it on the database's search_path.
 
     Idempotent. The connection's own search_path is set too, so that a schema built on it
-    next binds its defaults to the clock.
+    next binds its defaults to the clock. A clock the database got from its template, owned
+    by another role, stays as it is (this role could not replace it).
     """
-    conn.execute(INSTALL)
+    owner = conn.execute(
+        "SELECT pg_get_userbyid(nspowner) = current_user FROM pg_namespace WHERE nspname = %s",
+        (SCHEMA,),
+    ).fetchone()
+    if owner is None or owner[0] or not installed(conn):
+        conn.execute(INSTALL)
     dbname = sql.Identifier(conn.info.dbname)
     conn.execute(
         sql.SQL("ALTER DATABASE {} SET search_path = {}").format(dbname, sql.SQL(SEARCH_PATH))

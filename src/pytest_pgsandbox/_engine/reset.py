@@ -20,6 +20,18 @@ template, prepared in the background, under the same name.
 
 Connections that are idle at the end of a test (an application's pool) survive a reset; a swap
 ends them.
+
+A role that is not a superuser may neither make event triggers nor turn foreign keys off, so
+for one the database is watched and put back another way (``_RESET_PLAIN``):
+
+- DDL shows as a change in a digest of the catalog (``_pgsandbox.catalog()``), taken after
+  each test and compared with the one taken when the database was new;
+- the restore keeps foreign keys on and goes in their order: rows that are not the template's
+  are deleted children first, missing rows are inserted parents first, and rows changed in
+  place are updated back by primary key (so rows of untouched tables that point at them stay
+  valid). User triggers of the tables being put back are turned off meanwhile (the tables'
+  owner may do that); if the restore fails or writes to a table outside the ones put back,
+  the database is swapped instead.
 """
 
 from __future__ import annotations
@@ -57,6 +69,12 @@ CREATE TABLE _pgsandbox.restore (relid oid PRIMARY KEY, statements text NOT NULL
 CREATE TABLE _pgsandbox.mark (at xid NOT NULL);
 CREATE TABLE _pgsandbox.settings (config text[]);
 CREATE TABLE _pgsandbox.sequences (seq regclass PRIMARY KEY, last_value bigint, start bigint);
+-- Without a superuser: the restore in foreign-key order (see _RESET_PLAIN), and the catalog's
+-- digest when the database was new.
+CREATE TABLE _pgsandbox.ordered (
+    relid oid PRIMARY KEY, pos int NOT NULL, drop_new text NOT NULL, put_back text,
+    revert text, triggers_off text, triggers_on text);
+CREATE TABLE _pgsandbox.catalog (digest text);
 
 CREATE FUNCTION _pgsandbox.wrote() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
@@ -68,7 +86,9 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+"""
 
+_DDL_TRIGGERS = """
 CREATE FUNCTION _pgsandbox.ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
@@ -76,6 +96,68 @@ BEGIN
         INSERT INTO _pgsandbox.touched VALUES (0);
     END IF;
 END $$;
+CREATE EVENT TRIGGER _pgsandbox_ddl ON ddl_command_end EXECUTE FUNCTION _pgsandbox.ddl();
+CREATE EVENT TRIGGER _pgsandbox_drop ON sql_drop EXECUTE FUNCTION _pgsandbox.ddl();
+"""
+
+# What DDL changes, in the user's schemas: a digest compared after each test when no event
+# trigger can record DDL. Object ids are part of it (a table dropped and made again is not the
+# same table); what TRUNCATE, VACUUM and ANALYZE change (file nodes, statistics) is not.
+_CATALOG_DIGEST = """
+CREATE FUNCTION _pgsandbox.catalog() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+WITH ns AS (
+    SELECT oid, nspname, nspowner, nspacl FROM pg_namespace
+    WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', '_pgsandbox')
+), rel AS (
+    SELECT c.oid, c.relname, c.relkind, c.relnamespace, c.relowner, c.relpersistence,
+           c.relrowsecurity, c.relforcerowsecurity, c.relacl, c.reloptions
+    FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM ns)
+)
+SELECT md5(string_agg(x, E'\\n' ORDER BY x)) FROM (
+    SELECT concat_ws(' ', 'n', oid, nspname, nspowner, nspacl) AS x FROM ns
+    UNION ALL
+    SELECT concat_ws(' ', 'c', oid, relname, relkind, relnamespace, relowner, relpersistence,
+                     relrowsecurity, relforcerowsecurity, relacl, reloptions) FROM rel
+    UNION ALL
+    SELECT concat_ws(' ', 'a', a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod,
+                     a.attnotnull, a.atthasdef, a.attisdropped, a.attidentity, a.attgenerated,
+                     a.attacl)
+    FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rel) AND a.attnum > 0
+    UNION ALL
+    SELECT concat_ws(' ', 'd', d.oid, d.adrelid, d.adnum) FROM pg_attrdef d
+    WHERE d.adrelid IN (SELECT oid FROM rel)
+    UNION ALL
+    SELECT concat_ws(' ', 'k', co.oid, co.conname, co.convalidated) FROM pg_constraint co
+    WHERE co.connamespace IN (SELECT oid FROM ns)
+    UNION ALL
+    SELECT concat_ws(' ', 't', t.oid, t.tgname, t.tgenabled) FROM pg_trigger t
+    WHERE t.tgrelid IN (SELECT oid FROM rel) AND NOT t.tgisinternal
+    UNION ALL
+    SELECT concat_ws(' ', 'r', r.oid, md5(r.ev_action::text)) FROM pg_rewrite r
+    WHERE r.ev_class IN (SELECT oid FROM rel)
+    UNION ALL
+    SELECT concat_ws(' ', 'o', p.oid, p.polname, md5(p.polqual::text)) FROM pg_policy p
+    WHERE p.polrelid IN (SELECT oid FROM rel)
+    UNION ALL
+    SELECT concat_ws(' ', 's', s.seqrelid, s.seqtypid, s.seqstart, s.seqincrement, s.seqmax,
+                     s.seqmin, s.seqcache, s.seqcycle)
+    FROM pg_sequence s WHERE s.seqrelid IN (SELECT oid FROM rel)
+    UNION ALL
+    SELECT concat_ws(' ', 'f', p.oid, p.proname, p.proowner, p.proacl, md5(p.prosrc))
+    FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM ns)
+    UNION ALL
+    SELECT concat_ws(' ', 'y', t.oid, t.typname, t.typowner, t.typacl) FROM pg_type t
+    WHERE t.typnamespace IN (SELECT oid FROM ns) AND t.typtype IN ('b', 'd', 'e', 'm', 'r')
+    UNION ALL
+    SELECT concat_ws(' ', 'e', e.oid, e.enumlabel) FROM pg_enum e
+    UNION ALL
+    SELECT concat_ws(' ', 'x', e.oid, e.extname, e.extversion) FROM pg_extension e
+    UNION ALL
+    SELECT concat_ws(' ', 'p', a.oid, a.defaclrole, a.defaclnamespace, a.defaclacl)
+    FROM pg_default_acl a
+) objects
+$$;
 """
 
 # Tables of the user's schema: ordinary and partitioned, outside the system's schemas and ours.
@@ -83,12 +165,19 @@ _TABLES = """
 SELECT c.oid, c.relkind::text, format('%I.%I', n.nspname, c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_pgsandbox')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_pgsandbox', 'pgsandbox_clock')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY c.oid
 """
+
+_NOT_OWNED = (  # constants only
+    "SELECT t.name, pg_get_userbyid(c.relowner) FROM ("  # noqa: S608
+    + _TABLES
+    + ") t(oid, kind, name) JOIN pg_class c ON c.oid = t.oid "
+    "WHERE NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
+)
 
 # A table and every table below it (inheritance and partitions): a statement on the parent
 # fires only the parent's statement triggers but may change every child.
@@ -101,12 +190,8 @@ WITH RECURSIVE below(relid, leaf) AS (
 SELECT b.relid, b.leaf FROM below b JOIN pg_class c ON c.oid = b.leaf WHERE c.relkind = 'r'
 """
 
-_COLUMNS = """
-SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
-FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-"""
-
-_RESET = """
+# The start of both resets: the database's declarations, and the checks that come first.
+_DECLARE = """
 CREATE FUNCTION _pgsandbox.reset(wait_ms int) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
@@ -116,6 +201,7 @@ DECLARE
     mark xid := (SELECT m.at FROM _pgsandbox.mark m);
     rewritten bool := false;
     n int := 0;
+    phase text;
     db oid := (SELECT oid FROM pg_database WHERE datname = current_database());
 BEGIN
     -- Work other connections have not committed must not land after the restore. (The
@@ -135,6 +221,22 @@ BEGIN
     SELECT array_agg(DISTINCT t.relid),
            coalesce(array_agg(DISTINCT t.relid) FILTER (WHERE t.changed), '{}')
     INTO wrote, changed FROM _pgsandbox.touched t;
+"""
+
+# The end of both: rows put back belong to the template's now, and sequences go back.
+_END = """
+    IF rewritten THEN
+        UPDATE _pgsandbox.mark SET at = {now_xid};
+    END IF;
+    PERFORM setval(s.seq, coalesce(s.last_value, s.start), s.last_value IS NOT NULL)
+    FROM _pgsandbox.sequences s
+    WHERE pg_sequence_last_value(s.seq) IS DISTINCT FROM s.last_value;
+    RETURN n::text;
+END $$;
+"""
+
+# With a superuser: triggers and foreign keys off, so order does not matter.
+_RESET = """
     IF wrote IS NOT NULL THEN
         IF 0 = ANY(wrote) THEN
             RETURN 'ddl';
@@ -157,29 +259,97 @@ BEGIN
             n := n + 1;
         END LOOP;
         DELETE FROM _pgsandbox.touched;
-        IF rewritten THEN  -- rows put back now belong to the template's
-            UPDATE _pgsandbox.mark SET at = {now_xid};
-        END IF;
     END IF;
-    PERFORM setval(s.seq, coalesce(s.last_value, s.start), s.last_value IS NOT NULL)
-    FROM _pgsandbox.sequences s
-    WHERE pg_sequence_last_value(s.seq) IS DISTINCT FROM s.last_value;
-    RETURN n::text;
-END $$;
+"""
+
+# Without one: DDL seen in the catalog's digest; foreign keys stay on, so the restore goes in
+# their order (see the module's docstring). Anything it cannot do is left to a swap.
+_RESET_PLAIN = """
+    IF _pgsandbox.catalog() IS DISTINCT FROM (SELECT c.digest FROM _pgsandbox.catalog c) THEN
+        RETURN 'ddl';
+    END IF;
+    IF wrote IS NOT NULL THEN
+        wrote := ARRAY(SELECT l.leaf FROM _pgsandbox.leaves l WHERE l.relid = ANY(wrote));
+        changed := ARRAY(SELECT l.leaf FROM _pgsandbox.leaves l WHERE l.relid = ANY(changed));
+        DELETE FROM _pgsandbox.touched;
+        -- Rows that are not the template's go children first, missing ones come back parents
+        -- first, changed ones are updated back. Deleting first fails where a changed row
+        -- points at a new one; putting back first, where a new row holds a unique value.
+        FOR attempt IN 1..2 LOOP
+            BEGIN
+                n := 0;
+                FOR r IN SELECT o.triggers_off FROM _pgsandbox.ordered o
+                         WHERE o.relid = ANY(wrote) AND o.triggers_off IS NOT NULL LOOP
+                    EXECUTE r.triggers_off;
+                END LOOP;
+                FOREACH phase IN ARRAY CASE attempt WHEN 1 THEN '{drop,put,revert}'::text[]
+                                       ELSE '{put,revert,drop}'::text[] END LOOP
+                    IF phase = 'drop' THEN
+                        FOR r IN SELECT o.relid, o.drop_new, s.inserted FROM _pgsandbox.ordered o
+                                 JOIN _pgsandbox.restore s USING (relid)
+                                 WHERE o.relid = ANY(wrote) ORDER BY o.pos DESC LOOP
+                            IF r.inserted IS NOT NULL AND NOT r.relid = ANY(changed) THEN
+                                EXECUTE r.inserted USING mark;
+                            ELSE
+                                EXECUTE r.drop_new;
+                            END IF;
+                            n := n + 1;
+                        END LOOP;
+                    ELSE
+                        FOR r IN SELECT CASE phase WHEN 'put' THEN o.put_back ELSE o.revert END
+                                        AS statement
+                                 FROM _pgsandbox.ordered o WHERE o.relid = ANY(changed)
+                                 ORDER BY o.pos LOOP
+                            CONTINUE WHEN r.statement IS NULL;
+                            EXECUTE r.statement;
+                            rewritten := true;
+                        END LOOP;
+                    END IF;
+                END LOOP;
+                FOR r IN SELECT o.triggers_on FROM _pgsandbox.ordered o
+                         WHERE o.relid = ANY(wrote) AND o.triggers_on IS NOT NULL LOOP
+                    EXECUTE r.triggers_on;
+                END LOOP;
+                -- A foreign key's action reached a table that was not put back.
+                IF EXISTS (SELECT FROM _pgsandbox.touched t WHERE t.relid <> ALL(wrote)) THEN
+                    RETURN 'ddl';
+                END IF;
+                IF rewritten THEN
+                    -- This block is a subtransaction: the rows put back carry its id, newer
+                    -- than txid_current()'s. The mark takes it from a row written here.
+                    UPDATE _pgsandbox.mark SET at = at;
+                    UPDATE _pgsandbox.mark SET at = xmin;
+                    rewritten := false;
+                END IF;
+                EXIT;
+            EXCEPTION WHEN OTHERS THEN
+                IF attempt = 2 THEN
+                    RETURN 'ddl';
+                END IF;
+            END;
+        END LOOP;
+        DELETE FROM _pgsandbox.touched;
+    END IF;
 """
 
 
 def instrument(conn: psycopg.Connection[Any]) -> int:
     """Add the bookkeeping to the database ``conn`` is on; returns how many tables it watches.
 
-    ``conn`` must be a superuser's: event triggers and turning triggers off need one.
+    ``conn`` must own the tables. A superuser's records DDL with event triggers and restores
+    with triggers off; any other role's the slower way of ``_RESET_PLAIN``.
     """
-    if not _is_superuser(conn):
-        raise ServerError(
-            f'isolation="reset" needs a superuser on the test server (event triggers record '
-            f"DDL, and the restore turns triggers off), and {conn.info.user!r} is not one. "
-            'Use isolation="clone" or "transaction", or connect as a superuser.'
-        )
+    superuser = _is_superuser(conn)
+    if not superuser:
+        foreign = conn.execute(_NOT_OWNED).fetchall()
+        if foreign:
+            raise ServerError(
+                f'isolation="reset" as {conn.info.user!r}, which is not a superuser, needs the '
+                "role to own every table it puts back, and it does not own "
+                + ", ".join(f"{name} (owner {owner})" for name, owner in foreign[:5])
+                + ". Build the schema as this role, connect as a superuser, or use "
+                'isolation="clone" or "transaction".'
+            )
     major = conn.info.server_version // 10000
     terminate = "pg_terminate_backend(pid, wait_ms)" if major >= 14 else "pg_terminate_backend(pid)"
     with conn.transaction():
@@ -197,17 +367,19 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
             "INSERT INTO _pgsandbox.leaves " + _LEAVES,
             {"oids": oids},
         )
+        order = _fk_order(conn, oids) if not superuser else {}
         for oid, kind, name in tables:
             if kind != "r":
                 continue
             table = sql.SQL(name)  # quoted by format('%I.%I') in the catalog query
-            columns = conn.execute(_COLUMNS, (oid,)).fetchone()
+            columns = _columns(conn, oid)
             statements = sql.SQL("DELETE FROM ONLY {};").format(table)
             inserted = None
+            copy = sql.Identifier(SCHEMA, f"b{oid}")
             has_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM ONLY {})").format(table))
-            if columns and columns[0] and (has_rows.fetchone() or (False,))[0]:
-                cols = sql.SQL(columns[0])  # quoted by quote_ident() in the query
-                copy = sql.Identifier(SCHEMA, f"b{oid}")
+            filled = bool(columns and (has_rows.fetchone() or (False,))[0])
+            if filled:
+                cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
                 conn.execute(
                     sql.SQL("CREATE TABLE {} AS SELECT {} FROM ONLY {}").format(copy, cols, table)
                 )
@@ -221,6 +393,12 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
                 "INSERT INTO _pgsandbox.restore VALUES (%s, %s, %s)",
                 (oid, statements.as_string(conn), inserted and inserted.as_string(conn)),
             )
+            if not superuser:
+                plan = _plain_restore(conn, oid, table, columns, copy if filled else None)
+                conn.execute(
+                    "INSERT INTO _pgsandbox.ordered VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (oid, order.get(oid, 0), *plan),
+                )
         conn.execute(
             "INSERT INTO _pgsandbox.sequences "
             "SELECT c.oid, pg_sequence_last_value(c.oid), s.seqstart "
@@ -236,15 +414,149 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
         conn.execute(
             "INSERT INTO _pgsandbox.mark VALUES ((txid_current() % 4294967296)::text::xid)"
         )
-        conn.execute(_RESET.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID))
-        conn.execute(
-            "CREATE EVENT TRIGGER _pgsandbox_ddl ON ddl_command_end "
-            "EXECUTE FUNCTION _pgsandbox.ddl()"
-        )
-        conn.execute(
-            "CREATE EVENT TRIGGER _pgsandbox_drop ON sql_drop EXECUTE FUNCTION _pgsandbox.ddl()"
-        )
+        body = _DECLARE + (_RESET if superuser else _RESET_PLAIN) + _END
+        conn.execute(body.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID))
+        if superuser:
+            conn.execute(_DDL_TRIGGERS)
+        else:
+            conn.execute(_CATALOG_DIGEST)
+            conn.execute("INSERT INTO _pgsandbox.catalog SELECT _pgsandbox.catalog()")
     return len(tables)
+
+
+def _columns(conn: psycopg.Connection[Any], oid: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+        "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+        (oid,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _fk_order(conn: psycopg.Connection[Any], oids: list[int]) -> dict[int, int]:
+    """Each table's place when referenced tables come before those that refer to them.
+
+    Foreign keys between partitioned tables count for their partitions. In a cycle the order
+    is arbitrary: a restore that then breaks a key is left to a swap.
+    """
+    from graphlib import CycleError
+    from graphlib import TopologicalSorter
+
+    leaves: dict[int, list[int]] = {}
+    for relid, leaf in conn.execute(_LEAVES, {"oids": oids}).fetchall():
+        leaves.setdefault(relid, []).append(leaf)
+    graph: TopologicalSorter[int] = TopologicalSorter()
+    for oid in oids:
+        graph.add(oid)
+    for child, parent in conn.execute(
+        "SELECT conrelid, confrelid FROM pg_constraint WHERE contype = 'f' "
+        "AND conrelid = ANY(%(oids)s) AND confrelid <> conrelid",
+        {"oids": oids},
+    ).fetchall():
+        for c in leaves.get(child, [child]):
+            for p in leaves.get(parent, [parent]):
+                if c != p:
+                    graph.add(c, p)
+    try:
+        return {oid: pos for pos, oid in enumerate(graph.static_order())}
+    except CycleError:
+        return {oid: pos for pos, oid in enumerate(oids)}
+
+
+def _plain_restore(
+    conn: psycopg.Connection[Any],
+    oid: int,
+    table: sql.Composable,
+    columns: list[str],
+    copy: sql.Composable | None,
+) -> tuple[str, str | None, str | None, str | None, str | None]:
+    """The statements that put ``table`` back with foreign keys on (see ``_RESET_PLAIN``):
+    (drop rows not the template's, put back missing rows, update changed rows back,
+    user triggers off, and on again)."""
+    key = [
+        r[0]
+        for r in conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+            "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE i.indrelid = %s AND i.indisprimary ORDER BY a.attnum",
+            (oid,),
+        ).fetchall()
+    ]
+    always = {
+        r[0]
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a'", (oid,)
+        ).fetchall()
+    }
+    put_back = revert = None
+    if copy is None:
+        drop_new = sql.SQL("DELETE FROM ONLY {}").format(table)
+    else:
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+        def of(alias: str, names: list[str]) -> sql.Composable:
+            return sql.SQL(", ").join(sql.Identifier(alias, c) for c in names)
+
+        insert = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} b").format(
+            table, cols, of("b", columns), copy
+        )
+        if key:
+            same = sql.SQL("({}) = ({})").format(of("t", key), of("b", key))
+            drop_new = sql.SQL(
+                "DELETE FROM ONLY {} t WHERE NOT EXISTS (SELECT FROM {} b WHERE {})"
+            ).format(table, copy, same)
+            put_back = insert + sql.SQL(
+                " WHERE NOT EXISTS (SELECT FROM ONLY {} t WHERE {})"
+            ).format(table, same)
+            settable = [c for c in columns if c not in key and c not in always]
+            if settable:
+                revert = sql.SQL(
+                    "UPDATE ONLY {} t SET ({}) = ROW({}) FROM {} b WHERE {} "
+                    "AND ROW({})::text IS DISTINCT FROM ROW({})::text"
+                ).format(
+                    table,
+                    sql.SQL(", ").join(sql.Identifier(c) for c in settable),
+                    of("b", settable),
+                    copy,
+                    same,
+                    of("t", columns),
+                    of("b", columns),
+                )
+        else:  # no key: nothing can refer to its rows, so all of them go back
+            drop_new = sql.SQL("DELETE FROM ONLY {}").format(table)
+            put_back = insert
+    triggers = conn.execute(
+        "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal "
+        "AND tgname <> '_pgsandbox_wrote' AND tgenabled <> 'D' ORDER BY tgname",
+        (oid,),
+    ).fetchall()
+    off = on = None
+    if triggers:
+        how = {"O": "", "A": "ALWAYS ", "R": "REPLICA "}
+        off = sql.SQL("ALTER TABLE ONLY {} {}").format(
+            table,
+            sql.SQL(", ").join(
+                sql.SQL("DISABLE TRIGGER {}").format(sql.Identifier(n)) for n, _ in triggers
+            ),
+        )
+        on = sql.SQL("ALTER TABLE ONLY {} {}").format(
+            table,
+            sql.SQL(", ").join(
+                sql.SQL("ENABLE " + how.get(str(e), "") + "TRIGGER {}").format(sql.Identifier(n))
+                for n, e in triggers
+            ),
+        )
+
+    def text(q: sql.Composable | None) -> str | None:
+        return None if q is None else q.as_string(conn)
+
+    return (
+        drop_new.as_string(conn),
+        text(put_back),
+        text(revert),
+        text(off),
+        text(on),
+    )
 
 
 def _is_superuser(conn: psycopg.Connection[Any]) -> bool:

@@ -76,7 +76,6 @@ class Sandbox:
         self._resets: dict[str | None, ResetDatabase] = {}
         self._pictures: dict[str, dict[str, str]] = {}  # database -> what it held when new
         self._baselines: dict[str, str] = {}  # template -> its catalog digest
-        self._can_reset: bool | None = None
         self.kept: list[str] = []
         self.current_handle: Any = None  # the running test's PgDatabase
         self.current_pg2: Any = None  # its psycopg2 connection (driver=psycopg2), once opened
@@ -314,15 +313,6 @@ class Sandbox:
         """The running test's connection (it changes when ``reset_db()`` restarts it)."""
         handle = self.current_handle
         return None if handle is None else handle.conn
-
-    def can_reset(self) -> bool:
-        """Whether reset isolation works on this server (it needs a superuser)."""
-        from pytest_pgsandbox._engine.reset import _is_superuser
-
-        if self._can_reset is None:
-            with self._admin(self.ensure_server()) as conn:
-                self._can_reset = _is_superuser(conn)
-        return self._can_reset
 
     def catalog_baseline(self, template: PgTemplate | None) -> str:
         """The catalog digest of ``template`` (what ``is_dirty()`` compares with), once."""

@@ -274,8 +274,16 @@ def _ensure(
     source: str | None = None,
     family: str = "schema",
 ) -> PgTemplate:
-    name = PREFIX + digest[:16]
     with connect(admin, timeout=timeout) as conn:
+        owner = conn.execute(
+            "SELECT CASE WHEN rolsuper THEN NULL ELSE rolname END FROM pg_roles "
+            "WHERE rolname = current_user"
+        ).fetchone()
+        if owner and owner[0]:
+            # A role that is no superuser builds a template of its own: it owns the tables
+            # in it, and could neither write to nor put back those of another role's.
+            digest = hashlib.sha256(f"{digest}\nowner {owner[0]}".encode()).hexdigest()
+        name = PREFIX + digest[:16]
         if _is_ready(conn, name):
             return PgTemplate(name, digest, reused=True)
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{LOCK_SECONDS}s")))
