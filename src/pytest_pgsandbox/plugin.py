@@ -248,7 +248,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     reporter.write_line(
         f"postgresql: {server.describe()}, ready in {sandbox.startup_seconds:.2f} s{cache_note}"
     )
-    if sandbox.template is not None:
+    if sandbox.place is not None and sandbox.template is not None:
+        reporter.write_line(
+            f"postgresql: the role {server.admin.user} may not create databases: tests run in "
+            f"{server.admin.dbname} in place ({sandbox.template.describe()})"
+        )
+    elif sandbox.template is not None:
         reporter.write_line(f"postgresql: {sandbox.template.describe()}")
     for name, template in ready:
         how = "reused" if template.reused else f"loaded in {template.build_seconds:.2f} s"

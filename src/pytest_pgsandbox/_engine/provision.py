@@ -85,7 +85,9 @@ def create_database(
             f"the role {user!r} may not create databases on {conn.info.host}:"
             f"{conn.info.port}, and pgsandbox needs one of its own for the tests. Grant it "
             f"(ALTER ROLE {user} CREATEDB), connect as a role that may, or leave --pg-url "
-            "unset to use a private local server."
+            "unset to use a private local server. Or name in the URL a database the role "
+            "owns, made for the tests (CREATE DATABASE app_test OWNER "
+            f"{user}): the tests then run in it in place, under transaction or reset isolation."
         ) from None
     conn.execute(
         sql.SQL("COMMENT ON DATABASE {} IS {}").format(

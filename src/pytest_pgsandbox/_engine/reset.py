@@ -640,7 +640,7 @@ class ResetDatabase:
             if keep_as is None:
                 provision.drop_database(admin, self.name)
             else:
-                _end_sessions(admin, self.name)
+                end_sessions(admin, self.name)
                 admin.execute(
                     sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                         sql.Identifier(self.name), sql.Identifier(keep_as)
@@ -668,9 +668,14 @@ class ResetDatabase:
                 provision.drop_database(admin, self.name)
 
 
-def _end_sessions(conn: psycopg.Connection[Any], name: str) -> None:
+def end_sessions(
+    conn: psycopg.Connection[Any], name: str, mine: bool = False, spare: int = 0
+) -> None:
+    """End the other sessions on database ``name`` (only this role's if ``mine``; not the
+    backend ``spare``)."""
     conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_backend_pid()",
-        (name,),
+        "WHERE datname = %s AND pid NOT IN (pg_backend_pid(), %s) "
+        "AND (NOT %s OR usename = current_user)",
+        (name, spare, mine),
     )

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
 
     from pytest_pgsandbox._engine.clone import CloneDatabase
     from pytest_pgsandbox._engine.clone import ClonePool
+    from pytest_pgsandbox._engine.inplace import InPlace
     from pytest_pgsandbox._engine.isolation import TransactionIsolation
     from pytest_pgsandbox._engine.reset import ResetDatabase
     from pytest_pgsandbox._engine.roles import TestRole
@@ -67,6 +68,9 @@ class Sandbox:
         self.xdist = xdist
         self.server: PgServer | None = None
         self.template: PgTemplate | None = None
+        # A role that may not create databases: the tests run in the URL's database itself.
+        self.place: InPlace | None = None
+        self._place_rebuilds = 0  # rebuilds in place the isolation verifier has seen
         self.error: PgSandboxError | None = None
         self.startup_seconds = 0.0
         self._databases: dict[str | None, str] = {}  # template name -> test database
@@ -142,7 +146,10 @@ class Sandbox:
             self.error = exc
             raise
         try:
-            if not spec.empty:
+            self.place = self._in_place(server, spec)
+            if self.place is not None:
+                self.template = self._place_template(self.place)
+            elif not spec.empty:
                 # Already in a new private server's data when it came from the cache (and
                 # built there just now if ``prebuilt``); else found or built on the server.
                 found = self.build_template(server, spec)
@@ -156,6 +163,50 @@ class Sandbox:
         self.server = server
         self.startup_seconds = time.monotonic() - began
         return server
+
+    def _in_place(self, server: PgServer, spec: TemplateSpec) -> InPlace | None:
+        """The URL's database to run the tests in, if the role may not create databases."""
+        from pytest_pgsandbox._engine import inplace
+        from pytest_pgsandbox._engine.external import MAINTENANCE_DATABASES
+        from pytest_pgsandbox._engine.template import filler
+        from pytest_pgsandbox._engine.template import fingerprint
+
+        if server.owns_cluster or server.admin.dbname in MAINTENANCE_DATABASES:
+            return None
+        with self._admin(server) as conn:
+            if inplace.may_create_databases(conn):
+                return None
+        s = self.settings
+        if s.isolation == "clone":
+            raise ServerError(self._no_clone(server))
+        major = int(server.version.split(".")[0])
+        place = inplace.InPlace(
+            server.admin,
+            fingerprint(spec, major),
+            filler(spec, self.run_id, s.start_timeout, s.url_env),
+            self.run_id,
+            s.start_timeout,
+        )
+        place.open()
+        return place
+
+    def _place_template(self, place: InPlace) -> PgTemplate:
+        from pytest_pgsandbox._engine.helpers import catalog_digest
+        from pytest_pgsandbox._engine.template import PgTemplate
+
+        with connect(place.info, timeout=self.settings.start_timeout) as conn:
+            self._baselines[place.info.dbname] = catalog_digest(conn)
+        return PgTemplate(place.info.dbname, place.digest, place.reused, place.build_seconds)
+
+    def _no_clone(self, server: PgServer) -> str:
+        info = server.admin
+        return (
+            f'isolation="clone" makes a database per test, and the role {info.user!r} may not '
+            f"create databases on this server; the tests would run in the URL's database "
+            f'{info.dbname!r} in place. Use isolation "reset" (any connection may commit) '
+            f'or "transaction" there, or grant the role CREATEDB (ALTER ROLE {info.user} '
+            "CREATEDB)."
+        )
 
     def _prepare_role(self, server: PgServer, name: str) -> TestRole:
         import psycopg
@@ -261,6 +312,13 @@ class Sandbox:
         if failed is not None:
             raise failed
         server = self.ensure_server()
+        if self.place is not None:
+            raise ServerError(
+                f"scenario {name!r} needs a template database of its own, and the role "
+                f"{server.admin.user!r} may not create databases on this server (the tests "
+                f"run in {server.admin.dbname!r} in place). Load it with a fixture instead, or "
+                "grant the role CREATEDB."
+            )
         try:
             chain = scenario.find(self.spec().scenarios, name)
             found = ensure_scenario_template(
@@ -286,6 +344,8 @@ class Sandbox:
         from pytest_pgsandbox._engine.cluster import SESSION_DB
 
         server = self.ensure_server()
+        if self.place is not None:
+            return self.place.info
         key = template.name if template else None
         name = self._databases.get(key)
         if name is None:
@@ -383,6 +443,8 @@ class Sandbox:
         from pytest_pgsandbox._engine.clone import CloneDatabase
 
         server = self.ensure_server()
+        if self.place is not None:
+            raise ServerError(self._no_clone(server))
         source = template.name if template else "template1"
         pool = self._pool("clone", server, source, self.settings.clone_pool)
         return CloneDatabase(pool, self.settings.start_timeout)
@@ -397,6 +459,11 @@ class Sandbox:
         if found is not None:
             return found
         server = self.ensure_server()
+        if self.place is not None:
+            from pytest_pgsandbox._engine.inplace import ResetInPlace
+
+            found = self._resets[key] = ResetInPlace(self.place)
+            return found
         parts = [template.fingerprint[:8]] if template else []
         source = database_name("rtpl", self.run_id, self.worker, *parts)
         make_reset_template(
@@ -455,6 +522,11 @@ class Sandbox:
                 now = picture(own)
         else:
             now = picture(conn)
+        if self.place is not None and self.place.rebuilds != self._place_rebuilds:
+            # Built again in place: its seed ran again (now() defaults differ). The new
+            # database is the template from here on.
+            self._place_rebuilds = self.place.rebuilds
+            self._pictures.pop(info.dbname, None)
         before = self._pictures.setdefault(info.dbname, now)
         return differences(before, now)
 
@@ -463,6 +535,9 @@ class Sandbox:
         from pytest_pgsandbox._engine import provision
 
         server = self.ensure_server()
+        if self.place is not None:
+            self.place.restore()
+            return
         with self._admin(server) as conn:
             provision.drop_database(conn, dbname)
             provision.create_database(
@@ -497,6 +572,9 @@ class Sandbox:
             with contextlib.suppress(psycopg.Error):
                 reset.close(drop=outlives)
         self._resets.clear()
+        if self.place is not None:
+            self.place.close()
+            self.place = None
         for pool in self._pools.values():
             with contextlib.suppress(psycopg.Error):
                 pool.close(drop=outlives)

@@ -220,6 +220,14 @@ def ensure_template(
     url_env: str | None = None,
 ) -> PgTemplate:
     """The template for ``spec`` on this server: found, or built now (once, under a lock)."""
+    fill = filler(spec, run_id, timeout, url_env)
+    return _ensure(admin, fingerprint(spec, pg_major), fill, run_id, timeout)
+
+
+def filler(
+    spec: TemplateSpec, run_id: str, timeout: float, url_env: str | None
+) -> Callable[[ConnInfo], None]:
+    """What builds ``spec`` into a database: the clock, extensions, schema and seed."""
 
     def fill(info: ConnInfo) -> None:
         with connect(info, autocommit=False, timeout=timeout) as conn:
@@ -231,7 +239,7 @@ def ensure_template(
         for src in spec.schema + spec.seed:
             _apply(src, spec, info, timeout, url_env)
 
-    return _ensure(admin, fingerprint(spec, pg_major), fill, run_id, timeout)
+    return fill
 
 
 def ensure_scenario_template(

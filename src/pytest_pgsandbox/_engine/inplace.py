@@ -1,0 +1,199 @@
+"""Servers where the tests' role may not create databases: the URL's own database, in place.
+
+Managed and shared servers often give a team one database and a role without ``CREATEDB``.
+There is then no template database to copy; instead the schema is built once into the URL's
+database itself, with reset isolation's bookkeeping (``_pgsandbox``), and every test starts
+from it:
+
+- ``transaction`` isolation rolls each test back, as anywhere;
+- ``reset`` isolation puts back what a test wrote (see ``reset``), so any connection may
+  commit;
+- a schema that changed (its hash is kept in ``_pgsandbox.in_place``), DDL in a test, or a
+  restore that cannot be done rebuilds the database in place: everything the role owns in it
+  is dropped (``DROP OWNED``) and the schema built again.
+
+The database must belong to the role and hold no tables when it is first used; from then on
+``_pgsandbox.in_place`` marks it as pgsandbox's. It is never dropped. One run at a time may use
+it: a session-long advisory lock keeps a second one out with a message, rather than letting two
+runs undo each other's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pytest_pgsandbox._engine import reset
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
+from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox.errors import ServerError
+
+MARK = "_pgsandbox.in_place"
+_LOCK = 0x70677362_696E706C  # "pgsbinpl": one run at a time in the database
+
+
+def may_create_databases(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def is_in_place(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn``'s database is one pgsandbox uses in place."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (MARK,)).fetchone()
+    return bool(row and row[0])
+
+
+class InPlace:
+    """The URL's database, used in place for a whole session."""
+
+    def __init__(
+        self,
+        info: ConnInfo,
+        digest: str,
+        fill: Callable[[ConnInfo], None],
+        run_id: str,
+        timeout: float,
+    ) -> None:
+        self.info = info
+        self.digest = digest
+        self._fill = fill
+        self.run_id = run_id
+        self.timeout = timeout
+        self.reused = False
+        self.rebuilds = 0
+        self.build_seconds = 0.0
+        self._lock: psycopg.Connection[Any] | None = None
+
+    def open(self) -> None:
+        """Take the database for this run, and make it match the schema."""
+        lock = connect(self.info, timeout=self.timeout)
+        try:
+            self._check_owner(lock)
+            got = lock.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK,)).fetchone()
+            if not (got and got[0]):
+                raise ServerError(
+                    f"another test run is using the database {self.info.dbname!r} in place "
+                    f"({self._where()}), and one run at a time may. The role "
+                    f"{self.info.user!r} may not create databases, so runs cannot get one "
+                    "each: wait for the other run, or grant the role CREATEDB "
+                    f"(ALTER ROLE {self.info.user} CREATEDB). Under pytest-xdist, workers "
+                    "are runs of their own: drop -n, or grant CREATEDB."
+                )
+            found = lock.execute(
+                sql.SQL("SELECT hash FROM {}").format(sql.SQL(MARK))
+                if is_in_place(lock)
+                else "SELECT NULL WHERE false"
+            ).fetchone()
+        except BaseException:
+            lock.close()
+            raise
+        self._lock = lock
+        if found is not None and found[0] == self.digest:
+            self.reused = True
+            self.restore()  # whatever a run that was killed left behind
+        else:
+            self.rebuild(clear=found is not None)
+
+    def _where(self) -> str:
+        return mask(self.info.url())
+
+    def _check_owner(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute(
+            "SELECT pg_get_userbyid(datdba), pg_has_role(datdba, 'USAGE') FROM pg_database "
+            "WHERE datname = current_database()"
+        ).fetchone()
+        if row is None or not row[1]:
+            owner = row[0] if row else "?"
+            raise ServerError(
+                f"the role {self.info.user!r} may not create databases on this server, so "
+                f"pgsandbox would run the tests in the URL's database {self.info.dbname!r} "
+                f"itself, but that belongs to {owner!r}. Use a database the role owns, made "
+                "for the tests (as an administrator: CREATE DATABASE app_test OWNER "
+                f"{self.info.user}), or grant the role CREATEDB."
+            )
+
+    def rebuild(self, clear: bool = True) -> None:
+        """Build the schema into the database again (after clearing what the role made)."""
+        began = time.monotonic()
+        with connect(self.info, timeout=self.timeout) as conn:
+            if clear:
+                spare = self._lock.info.backend_pid if self._lock is not None else 0
+                reset.end_sessions(conn, self.info.dbname, mine=True, spare=spare)
+                conn.execute("DROP OWNED BY CURRENT_USER")
+        try:
+            self._fill(self.info)
+            with connect(self.info, timeout=self.timeout, autocommit=False) as conn:
+                reset.instrument(conn)
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} (hash text NOT NULL, run text, built float)").format(
+                        sql.SQL(MARK)
+                    )
+                )
+                conn.execute(
+                    sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(sql.SQL(MARK)),
+                    (self.digest, self.run_id, time.time()),
+                )
+                conn.commit()
+        except BaseException:
+            # Half a schema must not pass for a whole one next time.
+            with contextlib.suppress(psycopg.Error), connect(self.info, timeout=self.timeout) as c:
+                c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(MARK)))
+            raise
+        self.rebuilds += 1
+        self.build_seconds += time.monotonic() - began
+
+    def restore(self) -> None:
+        """Put the database back as built (rebuilding it where that cannot be done)."""
+        with connect(self.info, timeout=self.timeout) as conn:
+            row = conn.execute("SELECT _pgsandbox.reset(%s)", (ResetInPlace.WAIT_MS,)).fetchone()
+        if row is not None and row[0] == "ddl":
+            self.rebuild()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._lock.close()
+            self._lock = None
+
+
+class ResetInPlace(reset.ResetDatabase):
+    """Reset isolation in the database the URL names: a swap rebuilds it in place."""
+
+    def __init__(self, place: InPlace) -> None:  # no pool: nothing is copied
+        self.place = place
+        self.admin = place.info
+        self.name = place.info.dbname
+        self.timeout = place.timeout
+        self.info = place.info
+        self.conn: psycopg.Connection[Any] | None = None
+        self.swaps = 0
+
+    def swap(self, keep_as: str | None = None) -> None:
+        if keep_as is not None:
+            raise ServerError(
+                f"cannot keep the test's database: the role {self.info.user!r} may not create "
+                "databases, so the tests run in one database in place and the next test needs "
+                "it. Its rows are put back now."
+            )
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None
+        self.place.rebuild()
+        self.swaps += 1
+
+    def close(self, drop: bool = True) -> None:
+        """Close the connection; the database stays (it is the URL's, not ours to drop)."""
+        del drop
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None

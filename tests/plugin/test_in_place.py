@@ -1,0 +1,175 @@
+"""A role that may not create databases: the tests run in the URL's own database, in place."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import connect
+
+PASSWORD = "app-In-Place-7"
+MATRIX = 13  # tests in examples/isolation_matrix.py
+NEED_OTHER_CONNECTIONS = 3  # skipped there under transaction isolation
+
+SCHEMA = """
+CREATE TABLE users (
+    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL,
+    created_at timestamptz DEFAULT now()
+);
+CREATE TABLE orders (
+    id serial PRIMARY KEY,
+    user_id int NOT NULL REFERENCES users ON DELETE CASCADE,
+    total numeric(10, 2) NOT NULL
+);
+INSERT INTO users (name)
+VALUES ('Alice Chen'), ('Bob Okafor'), ('Carmen Ruiz'), ('Dmitri Ivanov'), ('Emeka Eze');
+INSERT INTO orders (user_id, total) VALUES (1, 10), (1, 20.5), (2, 7.25);
+"""
+
+
+@pytest.fixture
+def app(existing: LocalCluster) -> ConnInfo:
+    """Role ``app`` without CREATEDB, owner of an empty database ``app_test`` made for it."""
+    with connect(existing.admin) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE app LOGIN NOCREATEDB PASSWORD {}").format(sql.Literal(PASSWORD))
+        )
+        conn.execute("CREATE DATABASE app_test OWNER app")
+    return dataclasses.replace(existing.admin, user="app", password=PASSWORD, dbname="app_test")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    (pytester.path / "schema.sql").write_text(SCHEMA)
+    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
+    pytester.copy_example("isolation_matrix.py")
+    return pytester
+
+
+def tables(info: ConnInfo) -> list[str]:
+    with connect(info) as conn:
+        rows = conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND relkind = 'r' ORDER BY 1"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("isolation", ["reset", "transaction"])
+def test_the_isolation_matrix_in_place(
+    project: pytest.Pytester, app: ConnInfo, isolation: str
+) -> None:
+    args = ["isolation_matrix.py", f"--pg-url={app.url()}", f"--pg-isolation={isolation}"]
+    expected = {"passed": MATRIX}
+    if isolation == "transaction":
+        expected = {"passed": MATRIX - NEED_OTHER_CONNECTIONS, "skipped": NEED_OTHER_CONNECTIONS}
+    first = project.runpytest_subprocess(*args, "--pg-verify-isolation")
+    first.assert_outcomes(**expected)
+    first.stdout.fnmatch_lines(
+        [
+            "postgresql: the role app may not create databases: tests run in app_test in place "
+            "(template built: *"
+        ]
+    )
+    assert PASSWORD not in first.stdout.str()
+    # The next run finds the schema built, and the rows as the schema made them.
+    second = project.runpytest_subprocess(*args, "-p", "no:randomly")
+    second.assert_outcomes(**expected)
+    second.stdout.fnmatch_lines(["*tests run in app_test in place (template reused: *"])
+    with connect(app) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (3,)
+
+
+def test_a_changed_schema_is_rebuilt_and_a_killed_run_cleaned_up(
+    project: pytest.Pytester, app: ConnInfo
+) -> None:
+    project.makepyfile(
+        test_count="""
+        def test_count(pg):
+            assert pg.fetchval("SELECT count(*) FROM users") == 5
+        """
+    )
+    args = [f"--pg-url={app.url()}", "--pg-isolation=reset", "test_count.py"]
+    project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    with connect(app) as conn:  # what a run that was killed mid-test would leave
+        conn.execute("INSERT INTO users (name) VALUES ('left behind')")
+    project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+
+    (project.path / "schema.sql").write_text(
+        SCHEMA.replace("CREATE TABLE orders", "CREATE TABLE invoices").replace(
+            "INTO orders", "INTO invoices"
+        )
+    )
+    result = project.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*tests run in app_test in place (template built: *"])
+    assert tables(app) == ["invoices", "users"]
+
+
+def test_clone_says_what_to_use_instead(project: pytest.Pytester, app: ConnInfo) -> None:
+    result = project.runpytest_subprocess(
+        "isolation_matrix.py", f"--pg-url={app.url()}", "--pg-isolation=clone"
+    )
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(
+        [
+            "*isolation=\"clone\" makes a database per test, and the role 'app' may not create "
+            'databases*Use isolation "reset"*ALTER ROLE app CREATEDB*'
+        ]
+    )
+    assert tables(app) == []
+
+
+def test_a_database_the_role_does_not_own_is_refused(
+    project: pytest.Pytester, existing: LocalCluster, app: ConnInfo
+) -> None:
+    with connect(existing.admin) as conn:
+        conn.execute("CREATE DATABASE shared_test")
+    url = dataclasses.replace(app, dbname="shared_test").url()
+    result = project.runpytest_subprocess("isolation_matrix.py", f"--pg-url={url}")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(
+        [
+            "*the role 'app' may not create databases on this server*belongs to 'postgres'*"
+            "CREATE DATABASE app_test OWNER app*"
+        ]
+    )
+
+
+def test_one_run_at_a_time(project: pytest.Pytester, app: ConnInfo) -> None:
+    """xdist workers would undo each other's rows: the second is told why it cannot."""
+    result = project.runpytest_subprocess(
+        "isolation_matrix.py", f"--pg-url={app.url()}", "--pg-isolation=reset", "-n", "2"
+    )
+    result.stdout.fnmatch_lines(
+        ["*another test run is using the database 'app_test' in place*drop -n, or grant CREATEDB*"]
+    )
+    assert PASSWORD not in result.stdout.str()
+
+
+def test_the_maintenance_database_says_how_to_run_in_place(
+    project: pytest.Pytester, app: ConnInfo
+) -> None:
+    url = dataclasses.replace(app, dbname="postgres").url()
+    result = project.runpytest_subprocess("isolation_matrix.py", f"--pg-url={url}")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*may not create databases*run in it in place*"])
+
+
+def test_no_tables_are_left_outside_the_database(
+    project: pytest.Pytester, existing: LocalCluster, app: ConnInfo, runtime: Path
+) -> None:
+    project.runpytest_subprocess(
+        "isolation_matrix.py", f"--pg-url={app.url()}", "--pg-isolation=reset"
+    ).assert_outcomes(passed=MATRIX)
+    with connect(existing.admin) as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    assert "app_test" in names
+    assert [n for n in names if n.startswith("pgsandbox_")] == []
