@@ -148,6 +148,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _check_url(settings: Settings) -> bool:
+    from pytest_pgsandbox._engine import inplace
+
     try:
         info, source = external_url(settings)
         external.check_host(info, settings.allow_hosts, source)
@@ -155,6 +157,14 @@ def _check_url(settings: Settings) -> bool:
             print(f"  connected: PostgreSQL {conn.info.server_version}")
             external.check_database(conn, info)
             print(f"  databases labelled by pgsandbox: {len(provision.labelled_databases(conn))}")
+            if not inplace.may_create_databases(conn):
+                who = f"  the role {info.user!r} may not create databases"
+                if info.dbname in external.MAINTENANCE_DATABASES:
+                    print(f"{who}: grant it CREATEDB, or name in the URL a database it owns")
+                    print("  to run the tests in, in place (transaction or reset isolation)")
+                    return False
+                print(f"{who}: the tests run in {info.dbname!r} in place")
+                print("  (transaction or reset isolation, one run at a time)")
     except PgSandboxError as exc:  # refused, or url_command failed: the message says why
         print(f"  {mask(str(exc).strip())}")
         return False

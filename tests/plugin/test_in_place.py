@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
+from pgsb_helpers import pgsandbox
 from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -173,3 +174,21 @@ def test_no_tables_are_left_outside_the_database(
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
     assert "app_test" in names
     assert [n for n in names if n.startswith("pgsandbox_")] == []
+
+
+def test_doctor_says_the_tests_run_in_place(
+    pytester: pytest.Pytester, app: ConnInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGSANDBOX_URL", app.url())
+    result = pgsandbox(pytester, "doctor")
+    result.stdout.fnmatch_lines(
+        [
+            "*the role 'app' may not create databases: the tests run in 'app_test' in place*",
+            "doctor: everything needed works",
+        ]
+    )
+    monkeypatch.setenv("PGSANDBOX_URL", dataclasses.replace(app, dbname="postgres").url())
+    result = pgsandbox(pytester, "doctor")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*may not create databases: grant it CREATEDB*"])
+    assert PASSWORD not in result.stdout.str()
