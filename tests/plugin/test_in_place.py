@@ -114,6 +114,27 @@ def test_a_changed_schema_is_rebuilt_and_a_killed_run_cleaned_up(
     assert tables(app) == ["invoices", "users"]
 
 
+def test_a_build_that_failed_half_way_is_cleared_next_time(
+    project: pytest.Pytester, app: ConnInfo
+) -> None:
+    folder = project.path / "schema"
+    folder.mkdir()
+    (folder / "01_tables.sql").write_text(SCHEMA)
+    (folder / "02_broken.sql").write_text("SELECT no_such_function();\n")
+    project.makeini("[pytest]\npg_schema = sql:schema\n")
+    project.makepyfile(
+        "def test_x(pg):\n    assert pg.fetchval('SELECT count(*) FROM users') == 5\n"
+    )
+    args = [f"--pg-url={app.url()}", "--pg-isolation=reset"]
+    failed = project.runpytest_subprocess(*args)
+    assert failed.ret != 0
+    failed.stdout.fnmatch_lines(["*no_such_function*"])
+    assert tables(app) == ["orders", "users"]  # half a schema, still marked as pgsandbox's
+    (folder / "02_broken.sql").write_text("CREATE TABLE fixed (id int);\n")
+    project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    assert tables(app) == ["fixed", "orders", "users"]
+
+
 def test_clone_says_what_to_use_instead(project: pytest.Pytester, app: ConnInfo) -> None:
     result = project.runpytest_subprocess(
         "isolation_matrix.py", f"--pg-url={app.url()}", "--pg-isolation=clone"

@@ -121,32 +121,38 @@ class InPlace:
             )
 
     def rebuild(self, clear: bool = True) -> None:
-        """Build the schema into the database again (after clearing what the role made)."""
+        """Build the schema into the database again (after clearing what the role made).
+
+        The mark comes first, saying "building": a build that fails half way leaves a
+        database that is still known to be pgsandbox's, and is cleared next time.
+        """
         began = time.monotonic()
+        mark = sql.SQL(MARK)
         with connect(self.info, timeout=self.timeout) as conn:
             if clear:
                 spare = self._lock.info.backend_pid if self._lock is not None else 0
                 reset.end_sessions(conn, self.info.dbname, mine=True, spare=spare)
                 conn.execute("DROP OWNED BY CURRENT_USER")
-        try:
-            self._fill(self.info)
-            with connect(self.info, timeout=self.timeout, autocommit=False) as conn:
-                reset.instrument(conn)
+            with conn.transaction():
+                conn.execute("CREATE SCHEMA IF NOT EXISTS _pgsandbox")
                 conn.execute(
-                    sql.SQL("CREATE TABLE {} (hash text NOT NULL, run text, built float)").format(
-                        sql.SQL(MARK)
-                    )
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} (hash text, run text, built float)"
+                    ).format(mark)
                 )
+                conn.execute(sql.SQL("DELETE FROM {}").format(mark))
                 conn.execute(
-                    sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(sql.SQL(MARK)),
-                    (self.digest, self.run_id, time.time()),
+                    sql.SQL("INSERT INTO {} VALUES ('building', %s, NULL)").format(mark),
+                    (self.run_id,),
                 )
-                conn.commit()
-        except BaseException:
-            # Half a schema must not pass for a whole one next time.
-            with contextlib.suppress(psycopg.Error), connect(self.info, timeout=self.timeout) as c:
-                c.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(MARK)))
-            raise
+        self._fill(self.info)
+        with connect(self.info, timeout=self.timeout, autocommit=False) as conn:
+            reset.instrument(conn)
+            conn.execute(
+                sql.SQL("UPDATE {} SET hash = %s, built = %s").format(mark),
+                (self.digest, time.time()),
+            )
+            conn.commit()
         self.rebuilds += 1
         self.build_seconds += time.monotonic() - began
 

@@ -56,7 +56,7 @@ NOW_XID = "(txid_current() % 4294967296)::text::xid"
 DDL = 0  # the "relation" recorded for DDL
 
 _SETUP = """
-CREATE SCHEMA _pgsandbox;
+CREATE SCHEMA IF NOT EXISTS _pgsandbox;
 COMMENT ON SCHEMA _pgsandbox IS 'pgsandbox: what tests wrote, and the rows to put back';
 -- changed: a statement other than INSERT (UPDATE, DELETE, TRUNCATE; an upsert fires both).
 CREATE UNLOGGED TABLE _pgsandbox.touched (relid oid NOT NULL, changed bool NOT NULL DEFAULT true);
