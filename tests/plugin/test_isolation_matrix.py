@@ -103,7 +103,7 @@ def no_superuser(server: LocalCluster, createdb: bool = True) -> str:
     return dataclasses.replace(server.admin, user="app", password=password).url()
 
 
-@pytest.mark.parametrize("order", ["forward", "reversed", "xdist"])
+@pytest.mark.parametrize("order", list(ORDERS))
 def test_reset_without_a_superuser(
     project: pytest.Pytester, existing: LocalCluster, order: str
 ) -> None:

@@ -105,7 +105,8 @@ CREATE EVENT TRIGGER _pgsandbox_drop ON sql_drop EXECUTE FUNCTION _pgsandbox.ddl
 # same table); what TRUNCATE, VACUUM and ANALYZE change (file nodes, statistics) is not.
 _CATALOG_DIGEST = """
 CREATE FUNCTION _pgsandbox.catalog() RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+BEGIN RETURN (  -- PL/pgSQL: its plan is kept for the session (a SQL function's is not)
 WITH ns AS (
     SELECT oid, nspname, nspowner, nspacl FROM pg_namespace
     WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', '_pgsandbox')
@@ -114,7 +115,7 @@ WITH ns AS (
            c.relrowsecurity, c.relforcerowsecurity, c.relacl, c.reloptions
     FROM pg_class c WHERE c.relnamespace IN (SELECT oid FROM ns)
 )
-SELECT md5(string_agg(x, E'\\n' ORDER BY x)) FROM (
+SELECT count(*) || ' ' || sum(hashtextextended(x, 0)) FROM (  -- any order: no sort
     SELECT concat_ws(' ', 'n', oid, nspname, nspowner, nspacl) AS x FROM ns
     UNION ALL
     SELECT concat_ws(' ', 'c', oid, relname, relkind, relnamespace, relowner, relpersistence,
@@ -156,7 +157,7 @@ SELECT md5(string_agg(x, E'\\n' ORDER BY x)) FROM (
     UNION ALL
     SELECT concat_ws(' ', 'p', a.oid, a.defaclrole, a.defaclnamespace, a.defaclacl)
     FROM pg_default_acl a
-) objects
+) objects); END
 $$;
 """
 
