@@ -213,3 +213,33 @@ def test_doctor_says_the_tests_run_in_place(
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*may not create databases: grant it CREATEDB*"])
     assert PASSWORD not in result.stdout.str()
+
+
+def test_transaction_and_reset_tests_share_the_database(
+    project: pytest.Pytester, app: ConnInfo
+) -> None:
+    """A rebuild in place ends the idle connection of transaction isolation: it reconnects."""
+    project.makepyfile(
+        test_mix="""
+        import pytest
+
+        def test_a_rolled_back(pg):
+            pg.execute("DELETE FROM orders")
+            assert pg.fetchval("SELECT count(*) FROM orders") == 0
+
+        @pytest.mark.pg(isolation="reset")
+        def test_b_ddl_rebuilds(pg):
+            pg.execute("ALTER TABLE users ADD COLUMN age int")
+            pg.conn.commit()
+
+        def test_c_rolled_back_again(pg):
+            assert pg.fetchval("SELECT count(*) FROM orders") == 3
+            assert pg.fetchval(
+                "SELECT count(*) FROM information_schema.columns WHERE column_name = 'age'"
+            ) == 0
+        """
+    )
+    result = project.runpytest_subprocess(
+        f"--pg-url={app.url()}", "test_mix.py", "-p", "no:randomly", "--pg-verify-isolation"
+    )
+    result.assert_outcomes(passed=3)

@@ -126,6 +126,16 @@ class InPlace:
         The mark comes first, saying "building": a build that fails half way leaves a
         database that is still known to be pgsandbox's, and is cleared next time.
         """
+        try:
+            self._rebuild(clear)
+        except psycopg.Error as exc:
+            raise ServerError(
+                f"could not build the schema into the database {self.info.dbname!r} in place "
+                f"(the role {self.info.user!r} may not create databases, so the tests run "
+                f"there): {str(exc).strip()}"
+            ) from None
+
+    def _rebuild(self, clear: bool) -> None:
         began = time.monotonic()
         mark = sql.SQL(MARK)
         with connect(self.info, timeout=self.timeout) as conn:

@@ -131,7 +131,15 @@ class TransactionIsolation:
         conn._pgsb_active = False
         conn._pgsb_broken = False
         # One round trip (psycopg would send its own BEGIN first, costing another).
-        xid = _batch(conn, f"BEGIN; {self._set_role}SAVEPOINT {SAVEPOINT}; SELECT txid_current()")
+        start = f"BEGIN; {self._set_role}SAVEPOINT {SAVEPOINT}; SELECT txid_current()"
+        try:
+            xid = _batch(conn, start)
+        except psycopg.OperationalError:
+            # Ended by the server while idle between tests (a rebuild in place ends this
+            # role's sessions): a new connection, once.
+            conn.close()
+            conn = self._conn = self._connect()
+            xid = _batch(conn, start)
         self._xid = int(xid or 0)
         conn._pgsb_active = True
         return conn
