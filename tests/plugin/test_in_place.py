@@ -8,30 +8,16 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
+from pgsb_helpers import MATRIX_SCHEMA as SCHEMA
+from pgsb_helpers import MATRIX_TESTS as MATRIX
+from pgsb_helpers import matrix_outcomes
+from pgsb_helpers import matrix_project
 from pgsb_helpers import pgsandbox
 from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 
 PASSWORD = "app-In-Place-7"
-MATRIX = 13  # tests in examples/isolation_matrix.py
-NEED_OTHER_CONNECTIONS = 3  # skipped there under transaction isolation
-
-SCHEMA = """
-CREATE TABLE users (
-    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name text NOT NULL,
-    created_at timestamptz DEFAULT now()
-);
-CREATE TABLE orders (
-    id serial PRIMARY KEY,
-    user_id int NOT NULL REFERENCES users ON DELETE CASCADE,
-    total numeric(10, 2) NOT NULL
-);
-INSERT INTO users (name)
-VALUES ('Alice Chen'), ('Bob Okafor'), ('Carmen Ruiz'), ('Dmitri Ivanov'), ('Emeka Eze');
-INSERT INTO orders (user_id, total) VALUES (1, 10), (1, 20.5), (2, 7.25);
-"""
 
 
 @pytest.fixture
@@ -47,10 +33,7 @@ def app(existing: LocalCluster) -> ConnInfo:
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    (pytester.path / "schema.sql").write_text(SCHEMA)
-    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
-    pytester.copy_example("isolation_matrix.py")
-    return pytester
+    return matrix_project(pytester)
 
 
 def tables(info: ConnInfo) -> list[str]:
@@ -67,9 +50,7 @@ def test_the_isolation_matrix_in_place(
     project: pytest.Pytester, app: ConnInfo, isolation: str
 ) -> None:
     args = ["isolation_matrix.py", f"--pg-url={app.url()}", f"--pg-isolation={isolation}"]
-    expected = {"passed": MATRIX}
-    if isolation == "transaction":
-        expected = {"passed": MATRIX - NEED_OTHER_CONNECTIONS, "skipped": NEED_OTHER_CONNECTIONS}
+    expected = matrix_outcomes(isolation)
     first = project.runpytest_subprocess(*args, "--pg-verify-isolation")
     first.assert_outcomes(**expected)
     first.stdout.fnmatch_lines(

@@ -14,24 +14,11 @@ import pytest
 from psycopg import sql
 
 from pgsb_helpers import leftovers
+from pgsb_helpers import matrix_outcomes as outcomes
+from pgsb_helpers import matrix_project
 from pytest_pgsandbox._engine.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
 
-SCHEMA = """
-CREATE TABLE users (
-    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name text NOT NULL,
-    created_at timestamptz DEFAULT now()
-);
-CREATE TABLE orders (
-    id serial PRIMARY KEY,
-    user_id int NOT NULL REFERENCES users ON DELETE CASCADE,
-    total numeric(10, 2) NOT NULL
-);
-INSERT INTO users (name)
-VALUES ('Alice Chen'), ('Bob Okafor'), ('Carmen Ruiz'), ('Dmitri Ivanov'), ('Emeka Eze');
-INSERT INTO orders (user_id, total) VALUES (1, 10), (1, 20.5), (2, 7.25);
-"""
 ORDERS = {
     "forward": "",
     "reversed": "def pytest_collection_modifyitems(items):\n    items.reverse()\n",
@@ -41,22 +28,11 @@ ORDERS = {
     ),
     "xdist": "",
 }
-TESTS = 13
-NEED_OTHER_CONNECTIONS = 3  # skipped under transaction isolation
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    (pytester.path / "schema.sql").write_text(SCHEMA)
-    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
-    pytester.copy_example("isolation_matrix.py")
-    return pytester
-
-
-def outcomes(isolation: str) -> dict[str, int]:
-    if isolation == "transaction":
-        return {"passed": TESTS - NEED_OTHER_CONNECTIONS, "skipped": NEED_OTHER_CONNECTIONS}
-    return {"passed": TESTS}
+    return matrix_project(pytester)
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
