@@ -186,8 +186,9 @@ def test_each_worker_has_a_role_of_its_own(
 
 
 def test_no_password_reaches_any_output(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runtime: Path
 ) -> None:
+    """(In a runtime folder of its own: the kept database keeps its server running.)"""
     clean_env(monkeypatch)
     urls = tmp_path / "urls.txt"
     _project(pytester, "pg_tcp = true")
