@@ -10,8 +10,8 @@ server, data in RAM when there is room), with:
 - pgsandbox ``pg`` under ``isolation`` transaction, reset and clone;
 - pytest-postgresql's ``postgresql`` fixture (a database per test from its template), through
   ``postgresql_noproc`` pointed at that server (it cannot start its own as root), and pointed
-  at a second server set up the way pytest-postgresql's own is: data on disk, durable
-  settings (fsync, synchronous_commit, full_page_writes on);
+  at a second server set up the way pytest-postgresql's own is: data in a folder on disk,
+  started with ``-F`` (fsync off; synchronous_commit and full_page_writes stay on);
 - a hand-written savepoint fixture: one session connection, ``BEGIN`` ... ``ROLLBACK`` per test.
 
 Per-test overhead is the time per test from the first test's start to the last one's end,
@@ -158,7 +158,8 @@ def main() -> int:
         "PGSANDBOX_RUNTIME_DIR": str(disk / "rt"),
         "PGSANDBOX_CACHE_DIR": str(disk / "cache"),
         "PGSANDBOX_TMPFS": "false",
-        "PGSANDBOX_CONF": "fsync=on synchronous_commit=on full_page_writes=on",
+        # What pytest-postgresql's own executor starts with (pg_ctl ... -o "-F ...").
+        "PGSANDBOX_CONF": "fsync=off synchronous_commit=on full_page_writes=on",
     }
     try:
         urls = [_start(e) for e in (env, disk_env)]
