@@ -83,6 +83,10 @@ def test_a_changed_schema_is_rebuilt_and_a_killed_run_cleaned_up(
     with connect(app) as conn:  # what a run that was killed mid-test would leave
         conn.execute("INSERT INTO users (name) VALUES ('left behind')")
     project.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    with connect(app) as conn:  # bookkeeping damaged by hand: built again
+        conn.execute("DROP FUNCTION _pgsandbox.reset(int)")
+        conn.execute("INSERT INTO users (name) VALUES ('left behind')")
+    project.runpytest_subprocess(*args).assert_outcomes(passed=1)
 
     (project.path / "schema.sql").write_text(
         SCHEMA.replace("CREATE TABLE orders", "CREATE TABLE invoices").replace(

@@ -96,11 +96,15 @@ class InPlace:
             lock.close()
             raise
         self._lock = lock
-        if found is not None and found[0] == self.digest:
-            self.reused = True
-            self.restore()  # whatever a run that was killed left behind
-        else:
-            self.rebuild(clear=found is not None)
+        try:
+            if found is not None and found[0] == self.digest:
+                self.reused = True
+                self.restore()  # whatever a run that was killed left behind
+            else:
+                self.rebuild(clear=found is not None)
+        except BaseException:
+            self.close()
+            raise
 
     def _where(self) -> str:
         return mask(self.info.url())
@@ -168,9 +172,15 @@ class InPlace:
 
     def restore(self) -> None:
         """Put the database back as built (rebuilding it where that cannot be done)."""
-        with connect(self.info, timeout=self.timeout) as conn:
-            row = conn.execute("SELECT _pgsandbox.reset(%s)", (ResetInPlace.WAIT_MS,)).fetchone()
-        if row is not None and row[0] == "ddl":
+        try:
+            with connect(self.info, timeout=self.timeout) as conn:
+                row = conn.execute(
+                    "SELECT _pgsandbox.reset(%s)", (ResetInPlace.WAIT_MS,)
+                ).fetchone()
+            done = row is not None and row[0] != "ddl"
+        except psycopg.Error:  # the bookkeeping itself was damaged: build it all again
+            done = False
+        if not done:
             self.rebuild()
 
     def close(self) -> None:
