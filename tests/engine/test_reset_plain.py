@@ -174,3 +174,19 @@ def test_tables_the_role_does_not_own_are_named(existing: LocalCluster) -> None:
         pytest.raises(ServerError, match=r"does not own public\.theirs \(owner postgres\)"),
     ):
         reset.instrument(conn)
+
+
+def test_another_roles_open_transaction_does_not_stop_the_reset(
+    existing: LocalCluster, database: ConnInfo
+) -> None:
+    """A session the role may not end (a superuser's, idle in a transaction) is left alone."""
+    with (
+        connect(existing.admin.for_db("plain"), autocommit=False) as other,
+        connect(database) as conn,
+    ):
+        other.execute("SELECT 1")  # now idle in transaction
+        before = contents(conn)
+        conn.execute(WRITES["update"])
+        assert run_reset(conn) != "ddl"
+        assert contents(conn) == before
+        assert not other.closed
