@@ -41,6 +41,10 @@ CREATE TRIGGER users_log AFTER DELETE ON users FOR EACH ROW EXECUTE FUNCTION log
 CREATE TABLE events (day date NOT NULL, what text) PARTITION BY RANGE (day);
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE TABLE events_2027 PARTITION OF events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+CREATE FUNCTION log_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO log VALUES ('event gone: ' || OLD.what); RETURN OLD; END $$;
+-- a row trigger on the partitioned table: each partition gets a clone of it
+CREATE TRIGGER events_log AFTER DELETE ON events FOR EACH ROW EXECUTE FUNCTION log_event();
 CREATE TABLE empty_at_first (id int PRIMARY KEY, team_id int REFERENCES teams);
 
 INSERT INTO teams VALUES (1, 'Core'), (2, 'Growth');
