@@ -148,8 +148,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _check_url(settings: Settings) -> bool:
-    from pytest_pgsandbox._engine import inplace
-
     try:
         info, source = external_url(settings)
         external.check_host(info, settings.allow_hosts, source)
@@ -157,7 +155,7 @@ def _check_url(settings: Settings) -> bool:
             print(f"  connected: PostgreSQL {conn.info.server_version}")
             external.check_database(conn, info)
             print(f"  databases labelled by pgsandbox: {len(provision.labelled_databases(conn))}")
-            if not inplace.may_create_databases(conn):
+            if not roles.rights(conn).may_create_databases:
                 who = f"  the role {info.user!r} may not create databases"
                 if info.dbname in external.MAINTENANCE_DATABASES:
                     print(f"{who}: grant it CREATEDB, or name in the URL a database it owns")

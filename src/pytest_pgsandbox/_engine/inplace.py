@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pytest_pgsandbox._engine import provision
 from pytest_pgsandbox._engine import reset
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -36,13 +37,6 @@ from pytest_pgsandbox.errors import ServerError
 
 MARK = "_pgsandbox.in_place"
 _LOCK = 0x70677362_696E706C  # "pgsbinpl": one run at a time in the database
-
-
-def may_create_databases(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(
-        "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def is_in_place(conn: psycopg.Connection[Any]) -> bool:
@@ -145,7 +139,7 @@ class InPlace:
         with connect(self.info, timeout=self.timeout) as conn:
             if clear:
                 spare = self._lock.info.backend_pid if self._lock is not None else 0
-                reset.end_sessions(conn, self.info.dbname, mine=True, spare=spare)
+                provision.end_sessions(conn, self.info.dbname, mine=True, spare=spare)
                 conn.execute("DROP OWNED BY CURRENT_USER")
             with conn.transaction():
                 conn.execute("CREATE SCHEMA IF NOT EXISTS _pgsandbox")
@@ -193,14 +187,9 @@ class InPlace:
 class ResetInPlace(reset.ResetDatabase):
     """Reset isolation in the database the URL names: a swap rebuilds it in place."""
 
-    def __init__(self, place: InPlace) -> None:  # no pool: nothing is copied
+    def __init__(self, place: InPlace) -> None:
         self.place = place
-        self.admin = place.info
-        self.name = place.info.dbname
-        self.timeout = place.timeout
-        self.info = place.info
-        self.conn: psycopg.Connection[Any] | None = None
-        self.swaps = 0
+        super().__init__(place.info, None, place.info.dbname, place.timeout)  # nothing copied
 
     def swap(self, keep_as: str | None = None) -> None:
         if keep_as is not None:
@@ -209,17 +198,11 @@ class ResetInPlace(reset.ResetDatabase):
                 "databases, so the tests run in one database in place and the next test needs "
                 "it. Its rows are put back now."
             )
-        if self.conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.close()
-            self.conn = None
+        self._disconnect()
         self.place.rebuild()
         self.swaps += 1
 
     def close(self, drop: bool = True) -> None:
         """Close the connection; the database stays (it is the URL's, not ours to drop)."""
         del drop
-        if self.conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.close()
-            self.conn = None
+        self._disconnect()

@@ -169,12 +169,19 @@ def drop_database(conn: Conn, name: str) -> None:
     conn.execute(
         sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
     )
+    end_sessions(conn, name)
+    conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
+
+
+def end_sessions(conn: Conn, name: str, mine: bool = False, spare: int = 0) -> None:
+    """End the other sessions on database ``name`` (only this role's if ``mine``; not the
+    backend ``spare``)."""
     conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_backend_pid()",
-        (name,),
+        "WHERE datname = %s AND pid NOT IN (pg_backend_pid(), %s) "
+        "AND (NOT %s OR usename = current_user)",
+        (name, spare, mine),
     )
-    conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
 
 
 def relabel(conn: Conn, name: str, label: Mapping[str, object]) -> None:

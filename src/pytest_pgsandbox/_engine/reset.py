@@ -44,6 +44,8 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine import roles
+from pytest_pgsandbox._engine import scenario
 from pytest_pgsandbox._engine.clone import ClonePool
 from pytest_pgsandbox._engine.isolation import _batch
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -341,7 +343,7 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
     ``conn`` must own the tables. A superuser's records DDL with event triggers and restores
     with triggers off; any other role's the slower way of ``_RESET_PLAIN``.
     """
-    superuser = _is_superuser(conn)
+    superuser = roles.rights(conn).superuser
     if not superuser:
         foreign = conn.execute(_NOT_OWNED).fetchall()
         if foreign:
@@ -427,12 +429,8 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
 
 
 def _columns(conn: psycopg.Connection[Any], oid: int) -> list[str]:
-    rows = conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
-        "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-        (oid,),
-    ).fetchall()
-    return [r[0] for r in rows]
+    """The columns a row can be written with (all but generated ones)."""
+    return [r[0] for r in conn.execute(scenario.COLUMNS, (oid,)).fetchall() if not r[4]]
 
 
 def _fk_order(conn: psycopg.Connection[Any], oids: list[int]) -> dict[int, int]:
@@ -475,15 +473,7 @@ def _plain_restore(
     """The statements that put ``table`` back with foreign keys on (see ``_RESET_PLAIN``):
     (drop rows not the template's, put back missing rows, update changed rows back,
     user triggers off, and on again)."""
-    key = [
-        r[0]
-        for r in conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-            "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = %s AND i.indisprimary ORDER BY a.attnum",
-            (oid,),
-        ).fetchall()
-    ]
+    key = [r[0] for r in conn.execute(scenario.PRIMARY_KEY, (oid,)).fetchall()]
     always = {
         r[0]
         for r in conn.execute(
@@ -561,11 +551,6 @@ def _plain_restore(
     )
 
 
-def _is_superuser(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-    return bool(row and row[0])
-
-
 def make_reset_template(
     admin: ConnInfo, template: str | None, name: str, label: dict[str, object], timeout: float
 ) -> None:
@@ -587,7 +572,8 @@ class ResetDatabase:
 
     WAIT_MS = 5000
 
-    def __init__(self, admin: ConnInfo, pool: ClonePool, name: str, timeout: float) -> None:
+    def __init__(self, admin: ConnInfo, pool: ClonePool | None, name: str, timeout: float) -> None:
+        """``pool``: fresh copies to swap in; None: the database is used where it is."""
         self.admin = admin
         self.pool = pool
         self.name = name
@@ -634,15 +620,12 @@ class ResetDatabase:
 
         ``keep_as``: rename the old one to that instead of dropping it.
         """
-        if self.conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.close()
-            self.conn = None
+        self._disconnect()
         with connect(self.admin, timeout=self.timeout) as admin:
             if keep_as is None:
                 provision.drop_database(admin, self.name)
             else:
-                end_sessions(admin, self.name)
+                provision.end_sessions(admin, self.name)
                 admin.execute(
                     sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                         sql.Identifier(self.name), sql.Identifier(keep_as)
@@ -651,7 +634,15 @@ class ResetDatabase:
         self.swaps += 1
         self._swap_in()
 
+    def _disconnect(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None
+
     def _swap_in(self) -> None:
+        if self.pool is None:
+            return
         fresh = self.pool.take()
         with connect(self.admin, timeout=self.timeout) as admin:
             admin.execute(
@@ -661,23 +652,7 @@ class ResetDatabase:
             )
 
     def close(self, drop: bool = True) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.close()
-            self.conn = None
+        self._disconnect()
         if drop:
             with connect(self.admin, timeout=self.timeout) as admin:
                 provision.drop_database(admin, self.name)
-
-
-def end_sessions(
-    conn: psycopg.Connection[Any], name: str, mine: bool = False, spare: int = 0
-) -> None:
-    """End the other sessions on database ``name`` (only this role's if ``mine``; not the
-    backend ``spare``)."""
-    conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid NOT IN (pg_backend_pid(), %s) "
-        "AND (NOT %s OR usename = current_user)",
-        (name, spare, mine),
-    )

@@ -33,6 +33,29 @@ Conn = psycopg.Connection[Any]
 WORKER_ROLE = "worker-role"  # the label's kind: a per-worker role, dropped after its run
 
 
+@dataclass(frozen=True)
+class Rights:
+    """What the session's role may do on the server."""
+
+    name: str
+    superuser: bool
+    createdb: bool
+
+    @property
+    def may_create_databases(self) -> bool:
+        return self.superuser or self.createdb
+
+
+def rights(conn: Conn) -> Rights:
+    """The session's current role and its rights."""
+    row = conn.execute(
+        "SELECT rolname, rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if row is None:  # a role dropped under the session: it may do nothing
+        return Rights(str(conn.info.user), False, False)
+    return Rights(str(row[0]), bool(row[1]), bool(row[2]))
+
+
 def label_of(conn: Conn, name: str) -> dict[str, Any] | bool | None:
     """The role's pgsandbox label; None if it has none; False if there is no such role."""
     row = conn.execute(

@@ -167,6 +167,7 @@ class Sandbox:
     def _in_place(self, server: PgServer, spec: TemplateSpec) -> InPlace | None:
         """The URL's database to run the tests in, if the role may not create databases."""
         from pytest_pgsandbox._engine import inplace
+        from pytest_pgsandbox._engine import roles
         from pytest_pgsandbox._engine.external import MAINTENANCE_DATABASES
         from pytest_pgsandbox._engine.template import filler
         from pytest_pgsandbox._engine.template import fingerprint
@@ -174,7 +175,7 @@ class Sandbox:
         if server.owns_cluster or server.admin.dbname in MAINTENANCE_DATABASES:
             return None
         with self._admin(server) as conn:
-            if inplace.may_create_databases(conn):
+            if roles.rights(conn).may_create_databases:
                 return None
         s = self.settings
         if s.isolation == "clone":

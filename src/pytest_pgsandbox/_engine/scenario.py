@@ -102,7 +102,8 @@ WHERE c.relkind = 'S'
 ORDER BY n.nspname, c.relname
 """
 
-_COLUMNS = """
+# A table's columns: name, type, NOT NULL, has a default (or identity), generated.
+COLUMNS = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        a.atthasdef OR a.attidentity <> '', a.attgenerated <> ''
 FROM pg_attribute a
@@ -110,7 +111,8 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
-_PRIMARY_KEY = """
+# A table's primary key, in key order: column name, and whether it has a collation.
+PRIMARY_KEY = """
 SELECT a.attname, a.attcollation <> 0
 FROM pg_index i
 JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) ON true
@@ -160,7 +162,7 @@ class Catalog:
             (saved,) = conn.execute("SELECT current_setting('search_path')").fetchone() or ("",)
             conn.execute("SELECT set_config('search_path', 'pg_catalog', true)")
             try:
-                rows = conn.execute(_COLUMNS, (oid,)).fetchall()
+                rows = conn.execute(COLUMNS, (oid,)).fetchall()
             finally:
                 conn.execute("SELECT set_config('search_path', %s, true)", (saved,))
             got = self._columns[oid] = [Column(*row) for row in rows]
@@ -211,7 +213,7 @@ def _stable_output(conn: Conn) -> None:
 
 def _order_by(conn: Conn, oid: int) -> sql.Composable:
     """Primary-key order (text in the "C" collation), else the whole row's text."""
-    key = conn.execute(_PRIMARY_KEY, (oid,)).fetchall()
+    key = conn.execute(PRIMARY_KEY, (oid,)).fetchall()
     if not key:
         return sql.SQL('_pgsb_row::text COLLATE "C"')
     return sql.SQL(", ").join(

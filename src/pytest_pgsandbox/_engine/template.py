@@ -283,14 +283,11 @@ def _ensure(
     family: str = "schema",
 ) -> PgTemplate:
     with connect(admin, timeout=timeout) as conn:
-        owner = conn.execute(
-            "SELECT CASE WHEN rolsuper THEN NULL ELSE rolname END FROM pg_roles "
-            "WHERE rolname = current_user"
-        ).fetchone()
-        if owner and owner[0]:
+        me = roles.rights(conn)
+        if not me.superuser:
             # A role that is no superuser builds a template of its own: it owns the tables
             # in it, and could neither write to nor put back those of another role's.
-            digest = hashlib.sha256(f"{digest}\nowner {owner[0]}".encode()).hexdigest()
+            digest = hashlib.sha256(f"{digest}\nowner {me.name}".encode()).hexdigest()
         name = PREFIX + digest[:16]
         if _is_ready(conn, name):
             return PgTemplate(name, digest, reused=True)
