@@ -228,3 +228,29 @@ def test_transaction_and_reset_tests_share_the_database(
         f"--pg-url={app.url()}", "test_mix.py", "-p", "no:randomly", "--pg-verify-isolation"
     )
     result.assert_outcomes(passed=3)
+
+
+def test_keep_says_it_cannot_and_the_next_test_starts_clean(
+    project: pytest.Pytester, app: ConnInfo
+) -> None:
+    project.makepyfile(
+        test_keep="""
+        def test_a_fails(pg):
+            pg.execute("INSERT INTO users (name) VALUES ('Farah Haddad')")
+            pg.conn.commit()
+            assert False
+
+        def test_b_clean(pg):
+            assert pg.fetchval("SELECT count(*) FROM users") == 5
+        """
+    )
+    result = project.runpytest_subprocess(
+        f"--pg-url={app.url()}",
+        "--pg-isolation=reset",
+        "--pg-keep=failed",
+        "test_keep.py",
+        "-p",
+        "no:randomly",
+    )
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*cannot keep the test's database*Its rows are put back now*"])

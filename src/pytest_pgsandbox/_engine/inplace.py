@@ -193,6 +193,7 @@ class ResetInPlace(reset.ResetDatabase):
 
     def swap(self, keep_as: str | None = None) -> None:
         if keep_as is not None:
+            self.end()  # the next test needs the database as built
             raise ServerError(
                 f"cannot keep the test's database: the role {self.info.user!r} may not create "
                 "databases, so the tests run in one database in place and the next test needs "
