@@ -58,7 +58,7 @@ class ClonePool:
         self._threads: list[threading.Thread] = []
         self.reused = 0
         # Where the template's sequences are: "unchanged" includes them. Read from the
-        # first copy, before any test has it.
+        # template before the first copy is made.
         self.sequences: str | None = None
 
     def take(self) -> ConnInfo:
@@ -123,11 +123,16 @@ class ClonePool:
         try:
             with connect(self.admin, timeout=self.timeout) as conn:
                 if job == "create":
-                    # One connection first: its relation cache file is then copied with the
-                    # template, and the first connection to each copy starts faster (a
-                    # server removes those files when it starts).
-                    with contextlib.suppress(psycopg.Error):
-                        connect(self.admin.for_db(self.template), timeout=self.timeout).close()
+                    # One connection to the template first: where its sequences are (what
+                    # "unchanged" compares with), and its relation cache file is then copied
+                    # with it, so the first connection to each copy starts faster (a server
+                    # removes those files when it starts). A template that takes no
+                    # connections leaves sequences unknown: then no copy is handed on.
+                    with (
+                        contextlib.suppress(psycopg.Error),
+                        connect(self.admin.for_db(self.template), timeout=self.timeout) as t,
+                    ):
+                        self.sequences = sequence_values(t)
                 while (name := self._next(job)) is not None:
                     if job == "drop":
                         provision.drop_database(conn, name)
@@ -135,9 +140,6 @@ class ClonePool:
                     provision.create_database(
                         conn, name, self._label, self.template, self.strategy, self.only_role
                     )
-                    if self.sequences is None:
-                        with connect(self.admin.for_db(name), timeout=self.timeout) as copy:
-                            self.sequences = sequence_values(copy)
                     with self._cond:
                         self._ready.append(name)
                         self._cond.notify_all()
