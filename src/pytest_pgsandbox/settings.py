@@ -165,12 +165,8 @@ def _hosts(raw: str) -> tuple[str, ...]:
 
 
 def _role(raw: str) -> str | None:
-    text = raw.strip()
-    if not text:
-        return None
-    if not text.replace("_", "a").isalnum() or text[0].isdigit() or len(text) > 50:
-        raise _Invalid
-    if text.lower() != text or text.startswith("pg_"):
+    text = _env_var_name(raw)  # the same shape: letters, digits, underscores
+    if text is not None and (len(text) > 50 or text.lower() != text or text.startswith("pg_")):
         raise _Invalid
     return text
 
