@@ -113,3 +113,14 @@ def test_work_mem_goes_to_the_server_unless_conf_sets_it(
 def test_work_mem_must_be_megabytes(bad: str) -> None:
     with pytest.raises(SettingError, match="work_mem"):
         resolve({"work_mem": bad}, {}, {})
+
+
+@pytest.mark.parametrize("bad", ["App", "pg_app", "9app", "app-role", "a" * 51, "app;drop"])
+def test_role_names_are_refused_unless_plain_lower_case(bad: str) -> None:
+    with pytest.raises(SettingError, match="'role'"):
+        resolve({}, {"PGSANDBOX_ROLE": bad}, {})
+
+
+@pytest.mark.parametrize("good", ["app", "app_rw", "a" * 50, "  shop2  "])
+def test_role_names_that_are_taken(good: str) -> None:
+    assert resolve({}, {"PGSANDBOX_ROLE": good}, {}).role == good.strip()
