@@ -53,21 +53,18 @@ def _async_conn(pg: PgDatabase) -> AsyncGenerator[Any, None]:
 
 
 def _psycopg_owner(pg: PgDatabase) -> AsyncPsycopg:
-    """The test's own async connection: under transaction isolation in an outer transaction
-    of a superuser's connection (which puts sequences back), acting as the role if any."""
+    """The test's own async connection (where it goes: ``PgDatabase.driver_target``)."""
     from pytest_pgsandbox._engine.aio import AsyncPsycopg
 
-    if pg.isolation == "transaction":
-        return AsyncPsycopg(pg.admin_info, isolated=True, set_role=pg.local_role)
-    return AsyncPsycopg(pg.info, isolated=False)
+    info, isolated, set_role = pg.driver_target()
+    return AsyncPsycopg(info, isolated=isolated, set_role=set_role)
 
 
 def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
     from pytest_pgsandbox._engine.aio import AsyncPg
 
-    if pg.isolation == "transaction":
-        return _owned(AsyncPg(pg.admin_info, isolated=True, set_role=pg.local_role))
-    return _owned(AsyncPg(pg.info, isolated=False))
+    info, isolated, set_role = pg.driver_target()
+    return _owned(AsyncPg(info, isolated=isolated, set_role=set_role))
 
 
 async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:

@@ -433,14 +433,9 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
             if sandbox.current_pg2 is None:
                 from pytest_pgsandbox._engine.pg2 import Psycopg2Connection
 
-                handle = sandbox.current_handle
-                isolated = handle.isolation == "transaction"
+                info, isolated, set_role = sandbox.current_handle.driver_target()
                 sandbox.current_pg2 = Psycopg2Connection(
-                    # Isolated: a superuser's, which may put sequences back, as the role.
-                    handle.admin_info if isolated else handle.info,
-                    isolated,
-                    sandbox.settings.start_timeout,
-                    set_role=handle.local_role if isolated else "",
+                    info, isolated, sandbox.settings.start_timeout, set_role=set_role
                 )
             return sandbox.current_pg2.conn
         return sandbox.current

@@ -88,6 +88,16 @@ class PgDatabase(DatabaseHelpers):
 
     # -- state -------------------------------------------------------------------------------
 
+    def driver_target(self) -> tuple[ConnInfo, bool, str]:
+        """Where another driver's connection for this test goes: (info, isolated, set_role).
+
+        Under transaction isolation, a superuser's connection in an outer transaction (it may
+        put sequences back) acting as the role, if any; else the test's own URL.
+        """
+        if self.isolation == "transaction":
+            return self.admin_info, True, self.local_role
+        return self.info, False, ""
+
     def is_dirty(self) -> bool:
         """Whether the database's schemas, extensions, tables or columns differ from the
         template's (what DDL changes; rows are not compared)."""
