@@ -30,6 +30,7 @@ from psycopg import sql
 
 from pytest_pgsandbox._engine import provision
 from pytest_pgsandbox._engine import reset
+from pytest_pgsandbox._engine.helpers import catalog_digest
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
@@ -64,6 +65,7 @@ class InPlace:
         self.reused = False
         self.rebuilds = 0
         self.build_seconds = 0.0
+        self.baseline = ""  # its catalog digest as built (what is_dirty() compares with)
         self._lock: psycopg.Connection[Any] | None = None
 
     def open(self) -> None:
@@ -96,6 +98,7 @@ class InPlace:
                 self.restore()  # whatever a run that was killed left behind
             else:
                 self.rebuild(clear=found is not None)
+            self.baseline = catalog_digest(lock)
         except BaseException:
             self.close()
             raise

@@ -167,16 +167,17 @@ class Sandbox:
     def _in_place(self, server: PgServer, spec: TemplateSpec) -> InPlace | None:
         """The URL's database to run the tests in, if the role may not create databases."""
         from pytest_pgsandbox._engine import inplace
-        from pytest_pgsandbox._engine import roles
         from pytest_pgsandbox._engine.external import MAINTENANCE_DATABASES
+        from pytest_pgsandbox._engine.server import ExternalServer
         from pytest_pgsandbox._engine.template import filler
         from pytest_pgsandbox._engine.template import fingerprint
 
-        if server.owns_cluster or server.admin.dbname in MAINTENANCE_DATABASES:
+        if (
+            not isinstance(server, ExternalServer)  # asked when it connected
+            or server.may_create_databases
+            or server.admin.dbname in MAINTENANCE_DATABASES
+        ):
             return None
-        with self._admin(server) as conn:
-            if roles.rights(conn).may_create_databases:
-                return None
         s = self.settings
         if s.isolation == "clone":
             raise ServerError(self._no_clone(server))
@@ -192,11 +193,9 @@ class Sandbox:
         return place
 
     def _place_template(self, place: InPlace) -> PgTemplate:
-        from pytest_pgsandbox._engine.helpers import catalog_digest
         from pytest_pgsandbox._engine.template import PgTemplate
 
-        with connect(place.info, timeout=self.settings.start_timeout) as conn:
-            self._baselines[place.info.dbname] = catalog_digest(conn)
+        self._baselines[place.info.dbname] = place.baseline
         return PgTemplate(place.info.dbname, place.digest, place.reused, place.build_seconds)
 
     def _no_clone(self, server: PgServer) -> str:

@@ -22,6 +22,7 @@ from filelock import Timeout
 from pytest_pgsandbox._engine import external
 from pytest_pgsandbox._engine import janitor
 from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine import roles
 from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.base import version_text
 from pytest_pgsandbox._engine.cache import InitdbCache
@@ -49,6 +50,7 @@ class ExternalServer:
     guard: bool = False  # refuse a URL that names an application's database
     startup_seconds: float = field(default=0.0, init=False)
     server_version: int = field(default=0, init=False)
+    may_create_databases: bool = field(default=True, init=False)  # the URL's role
 
     owns_cluster = False
     outlives_session = True
@@ -65,6 +67,7 @@ class ExternalServer:
         try:
             with connect(self.admin, timeout=self.timeout) as conn:
                 self.server_version = conn.info.server_version
+                self.may_create_databases = roles.rights(conn).may_create_databases
                 if self.guard:
                     external.check_database(conn, self.admin)
         except psycopg.Error as exc:
