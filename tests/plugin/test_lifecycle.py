@@ -14,6 +14,8 @@ import pytest
 from pgsb_helpers import leftovers
 from pgsb_helpers import pgsandbox
 from pgsb_helpers import postgres_processes
+from pytest_pgsandbox._engine import janitor
+from pytest_pgsandbox._engine import places
 
 WAITS = """
 import os
@@ -116,8 +118,6 @@ def test_a_reusable_server_is_used_by_test_runs(pytester: pytest.Pytester, runti
 
 
 def test_a_dead_reusable_server_is_replaced(pytester: pytest.Pytester, runtime: Path) -> None:
-    from pytest_pgsandbox._engine import janitor
-
     pytester.makepyfile("def test_x(pg):\n    assert pg.fetchval('SELECT 1') == 1\n")
     try:
         pytester.runpytest_subprocess("--pg-reuse").assert_outcomes(passed=1)
@@ -132,3 +132,33 @@ def test_a_dead_reusable_server_is_replaced(pytester: pytest.Pytester, runtime: 
     finally:
         pgsandbox(pytester, "stop")
     assert leftovers(runtime) == []
+
+
+COPIES = """
+import pytest
+
+@pytest.mark.pg(isolation="clone")
+@pytest.mark.parametrize("n", range(3))
+def test_writes(pg, n):
+    pg.execute("CREATE TABLE t (id int)")
+"""
+
+
+@pytest.mark.skipif(places.ram_dir() is None, reason="no RAM file system here")
+def test_copies_are_made_the_same_way_on_a_server_started_or_attached_to(
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reusable server (and the one xdist workers share) is attached to, not started, by
+    # most sessions; its copies must still be file copies when its data is in RAM.
+    monkeypatch.setenv("PGSANDBOX_CONF", "log_statement=ddl")
+    pytester.makepyfile(test_copies=COPIES)
+    try:
+        for args in ((), (), ("-n", "2")):  # starts it, attaches, attaches from two workers
+            pytester.runpytest_subprocess("--pg-reuse", *args).assert_outcomes(passed=3)
+        (rec,) = janitor.records(runtime)
+        log = (runtime / f"{rec.name}.log").read_text()
+    finally:
+        pgsandbox(pytester, "stop")
+    copies = [ln for ln in log.splitlines() if "CREATE DATABASE" in ln and " TEMPLATE " in ln]
+    assert len(copies) >= 9
+    assert [ln for ln in copies if "STRATEGY FILE_COPY" not in ln] == []

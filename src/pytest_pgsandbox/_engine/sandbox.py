@@ -413,8 +413,8 @@ class Sandbox:
         """
         from pytest_pgsandbox._engine import places
 
-        folder = getattr(server, "folder", None)
-        if not server.owns_cluster or not isinstance(folder, Path):
+        folder = getattr(server, "folder", None)  # a local server, started here or attached to
+        if not isinstance(folder, Path):
             return None
         return "FILE_COPY" if places.in_ram(folder) else None
 

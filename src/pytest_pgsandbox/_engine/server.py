@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 
 import psycopg
 from filelock import FileLock
@@ -51,6 +52,9 @@ class ExternalServer:
     startup_seconds: float = field(default=0.0, init=False)
     server_version: int = field(default=0, init=False)
     may_create_databases: bool = field(default=True, init=False)  # the URL's role
+    # Set when it is a local server pgsandbox started (reusable, or shared by the workers
+    # of an xdist run): its folder, so that copies are made the way its storage wants.
+    folder: Path | None = None
 
     owns_cluster = False
     outlives_session = True
@@ -111,7 +115,7 @@ def _attach(
             what = (
                 f"reusable server {rec.name}" if run is None else f"server {rec.name} of this run"
             )
-            server = ExternalServer(rec.admin(), what, timeout)
+            server = ExternalServer(rec.admin(), what, timeout, folder=rec.folder)
             try:
                 server.start()
             except ServerUnreachable:
