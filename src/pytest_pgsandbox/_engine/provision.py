@@ -105,6 +105,26 @@ def create_database(
         )
 
 
+_OWN_CATALOGS = """
+SELECT c.oid::regclass::text FROM pg_class c
+WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'r' AND NOT c.relisshared
+-- Last: the rows that the others' rewrites change.
+ORDER BY c.oid IN ('pg_attribute'::regclass, 'pg_class'::regclass), c.oid
+"""
+
+
+def compact_catalogs(conn: Conn) -> None:
+    """Rewrite the catalogs of ``conn``'s database without their dead rows and free-space maps.
+
+    Building a schema leaves both behind, and CREATE DATABASE copies every file: a template
+    compacted once (about 70 ms) is a tenth smaller, and so is every copy made of it
+    (``bench/isolation.py``: clone 5-8 % faster per writing test). Superusers only; the
+    catalogs of the server's shared tables are left alone. ``conn`` must be in autocommit.
+    """
+    names = [row[0] for row in conn.execute(_OWN_CATALOGS)]
+    conn.execute(sql.SQL("VACUUM FULL {}").format(sql.SQL(", ").join(map(sql.SQL, names))))
+
+
 _DB_SETTINGS = """
 SELECT split_part(c, '=', 1), substr(c, strpos(c, '=') + 1)
 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) c

@@ -306,7 +306,7 @@ def _ensure(
             label: dict[str, object] = {"kind": "template", "hash": digest, "run": run_id}
             if family != "schema":
                 label["family"] = family
-            _build(conn, admin, name, label, source, fill)
+            _build(conn, admin, name, label, source, fill, timeout, compact=me.superuser)
             built = PgTemplate(name, digest, reused=False, build_seconds=time.monotonic() - began)
             reap_old_templates(conn, keep=name, family=family)
             return built
@@ -328,12 +328,21 @@ def _build(
     label: dict[str, object],
     source: str | None,
     fill: Callable[[ConnInfo], None],
+    timeout: float,
+    compact: bool = False,
 ) -> None:
+    """Build into ``<name>_building``, then rename it ``name`` and mark it a template.
+
+    ``compact``: rewrite its catalogs afterwards, so that every copy is smaller.
+    """
     building = f"{name}_building"
     provision.drop_database(admin_conn, building)  # a build that was interrupted
     provision.create_database(admin_conn, building, {**label, "state": "building"}, source)
     try:
         fill(admin.for_db(building))
+        if compact:
+            with connect(admin.for_db(building), timeout=timeout) as conn:
+                provision.compact_catalogs(conn)
     except BaseException:
         provision.drop_database(admin_conn, building)
         raise
