@@ -180,10 +180,18 @@ def test_tables_the_role_does_not_own_are_named(existing: LocalCluster) -> None:
         reset.instrument(conn)
 
 
+@pytest.mark.parametrize("sees_it", [False, True], ids=["hidden", "seen"])
 def test_another_roles_open_transaction_does_not_stop_the_reset(
-    existing: LocalCluster, database: ConnInfo
+    existing: LocalCluster, database: ConnInfo, sees_it: bool
 ) -> None:
-    """A session the role may not end (a superuser's, idle in a transaction) is left alone."""
+    """A session the role may not end (a superuser's, idle in a transaction) is left alone.
+
+    "seen": the role may read every session's state (pg_read_all_stats), yet still not end a
+    superuser's.
+    """
+    if sees_it:
+        with connect(existing.admin) as admin:
+            admin.execute("GRANT pg_read_all_stats TO app")
     with (
         connect(existing.admin.for_db("plain"), autocommit=False) as other,
         connect(database) as conn,
