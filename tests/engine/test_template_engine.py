@@ -115,3 +115,20 @@ def test_a_template_is_built_with_compact_catalogs(existing: LocalCluster, tmp_p
         assert tables.fetchone() == (19,)
     with connect(existing.admin) as conn:
         provision.drop_database(conn, built.name)
+
+
+def test_a_server_that_refuses_the_compaction_still_gets_its_template(
+    existing: LocalCluster, tmp_path: Path
+) -> None:
+    # A statement_timeout too short for VACUUM FULL: the template is built all the same.
+    (tmp_path / "schema.sql").write_text(
+        "CREATE TABLE t (id int PRIMARY KEY);\n"
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = 1', "
+        "current_database()); END $$;\n"
+    )
+    spec = TemplateSpec(schema=(Source("sql", "schema.sql"),), base=tmp_path)
+    built = ensure_template(existing.admin, spec, 18, "run")
+    assert not built.reused
+    with connect(existing.admin) as conn:
+        assert built.name in {name for name, _ in templates(conn)}
+        provision.drop_database(conn, built.name)

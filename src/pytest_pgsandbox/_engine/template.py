@@ -10,6 +10,7 @@ advisory lock, so concurrent runs and xdist workers on one server build it once.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -341,7 +342,12 @@ def _build(
     try:
         fill(admin.for_db(building))
         if compact:
-            with connect(admin.for_db(building), timeout=timeout) as conn:
+            # Only makes copies cheaper: a server that refuses it (a statement_timeout, a lock
+            # held elsewhere) still gets its template.
+            with (
+                contextlib.suppress(psycopg.Error),
+                connect(admin.for_db(building), timeout=timeout) as conn,
+            ):
                 provision.compact_catalogs(conn)
     except BaseException:
         provision.drop_database(admin_conn, building)
