@@ -202,3 +202,21 @@ def test_another_roles_open_transaction_does_not_stop_the_reset(
         assert run_reset(conn) != "ddl"
         assert contents(conn) == before
         assert not other.closed
+
+
+def test_pgsandboxs_own_sessions_survive_a_reset_and_a_tests_do_not(database: ConnInfo) -> None:
+    """Another run starting on a database used in place is busy on it for a moment: its
+    session holds no test's work, and the reset leaves it alone (the test's left-open
+    transaction it ends)."""
+    with (
+        connect(database, autocommit=False) as ours,
+        psycopg.connect(database.conninfo()) as tests,
+        connect(database) as conn,
+    ):
+        ours.execute("SELECT 1")  # both idle in a transaction
+        tests.execute("SELECT 1")
+        conn.execute(WRITES["update"])
+        assert run_reset(conn) != "ddl"
+        assert ours.execute("SELECT 2").fetchone() == (2,)
+        with pytest.raises(psycopg.OperationalError):
+            tests.execute("SELECT 2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -14,6 +15,7 @@ from pgsb_helpers import matrix_outcomes
 from pgsb_helpers import matrix_project
 from pgsb_helpers import pgsandbox
 from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.inplace import InPlace
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 
@@ -254,3 +256,23 @@ def test_keep_says_it_cannot_and_the_next_test_starts_clean(
     )
     result.assert_outcomes(passed=1, failed=1, errors=1)
     result.stdout.fnmatch_lines(["*cannot keep the test's database*Its rows are put back now*"])
+
+
+def test_a_rebuild_ends_the_tests_sessions_and_not_another_runs(app: ConnInfo) -> None:
+    """Another run that is starting on the database is connected for a moment: a rebuild
+    (after DDL in a test) leaves that session alone, and ends the tests' own."""
+
+    def fill(info: ConnInfo) -> None:
+        with connect(info) as conn:
+            conn.execute(SCHEMA)
+
+    place = InPlace(app, "digest-1", fill, "run", 30.0)
+    place.open()
+    try:
+        with connect(app) as starting, psycopg.connect(app.conninfo()) as tests:
+            place.rebuild()
+            assert starting.execute("SELECT 1").fetchone() == (1,)
+            with pytest.raises(psycopg.OperationalError):
+                tests.execute("SELECT 1")
+    finally:
+        place.close()

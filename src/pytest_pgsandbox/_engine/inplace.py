@@ -141,8 +141,7 @@ class InPlace:
         mark = sql.SQL(MARK)
         with connect(self.info, timeout=self.timeout) as conn:
             if clear:
-                spare = self._lock.info.backend_pid if self._lock is not None else 0
-                provision.end_sessions(conn, self.info.dbname, mine=True, spare=spare)
+                provision.end_sessions(conn, self.info.dbname, tests_only=True)
                 conn.execute("DROP OWNED BY CURRENT_USER")
             with conn.transaction():
                 conn.execute("CREATE SCHEMA IF NOT EXISTS _pgsandbox")

@@ -23,6 +23,7 @@ from psycopg.pq import ExecStatus
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
+from pytest_pgsandbox._engine.urls import APPLICATION_NAME
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import IsolationBroken
@@ -114,9 +115,10 @@ class TransactionIsolation:
 
     def _connect(self) -> SandboxConnection:
         conn = SandboxConnection.connect(
-            self.info.conninfo(), connect_timeout=max(1, round(self._timeout))
+            self.info.conninfo(),
+            connect_timeout=max(1, round(self._timeout)),
+            application_name=f"{APPLICATION_NAME} test",  # not one of pgsandbox's own
         )
-        conn.execute("SET application_name = 'pgsandbox'")
         self._sequences, self._sequences_any = sequence_reset(conn)
         conn.commit()
         return conn

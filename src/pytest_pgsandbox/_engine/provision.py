@@ -18,6 +18,7 @@ import psycopg
 from psycopg import errors
 from psycopg import sql
 
+from pytest_pgsandbox._engine.urls import APPLICATION_NAME
 from pytest_pgsandbox.errors import ServerError
 from pytest_pgsandbox.errors import UnsafeOperation
 
@@ -193,14 +194,17 @@ def drop_database(conn: Conn, name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(name)))
 
 
-def end_sessions(conn: Conn, name: str, mine: bool = False, spare: int = 0) -> None:
-    """End the other sessions on database ``name`` (only this role's if ``mine``; not the
-    backend ``spare``)."""
+def end_sessions(conn: Conn, name: str, tests_only: bool = False) -> None:
+    """End the other sessions on database ``name``.
+
+    ``tests_only``: only this role's, and not pgsandbox's own (this run's lock on a database
+    used in place, another run that is starting on it and will be told to wait).
+    """
     conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid NOT IN (pg_backend_pid(), %s) "
-        "AND (NOT %s OR usename = current_user)",
-        (name, spare, mine),
+        "WHERE datname = %s AND pid <> pg_backend_pid() AND (NOT %s OR "
+        "(usename = current_user AND application_name IS DISTINCT FROM %s))",
+        (name, tests_only, APPLICATION_NAME),
     )
 
 

@@ -48,6 +48,7 @@ from pytest_pgsandbox._engine import roles
 from pytest_pgsandbox._engine import scenario
 from pytest_pgsandbox._engine.clone import ClonePool
 from pytest_pgsandbox._engine.isolation import _batch
+from pytest_pgsandbox._engine.urls import APPLICATION_NAME
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerError
@@ -210,11 +211,14 @@ BEGIN
     -- Work other connections have not committed must not land after the restore. (The
     -- function, not the pg_stat_activity view: the view costs half a millisecond more.)
     -- Only sessions this role may end (all, for a superuser): another role's would fail it.
+    -- Not pgsandbox's own (another run starting on a database used in place): they hold no
+    -- test's work.
     PERFORM {terminate}
     FROM pg_stat_get_activity(NULL) a
     WHERE a.datid = db
       AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
-      AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER');
+      AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER')
+      AND a.application_name IS DISTINCT FROM '{application_name}';
     -- ALTER DATABASE/ROLE ... SET fires no event trigger: compare the settings themselves.
     IF (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = db AND s.setrole = 0)
            IS DISTINCT FROM (SELECT c.config FROM _pgsandbox.settings c)
@@ -419,7 +423,8 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
             "INSERT INTO _pgsandbox.mark VALUES ((txid_current() % 4294967296)::text::xid)"
         )
         body = _DECLARE + (_RESET if superuser else _RESET_PLAIN) + _END
-        conn.execute(body.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID))
+        body = body.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID)
+        conn.execute(body.replace("{application_name}", APPLICATION_NAME))
         if superuser:
             conn.execute(_DDL_TRIGGERS)
         else:

@@ -106,14 +106,23 @@ class ConnInfo:
         )
 
 
+# What pgsandbox's own sessions are called on the server (never a test's connections): a
+# reset leaves them alone, since they hold none of a test's work.
+APPLICATION_NAME = "pgsandbox"
+
+
 def connect(
     info: ConnInfo, *, autocommit: bool = True, timeout: float = 60.0
 ) -> psycopg.Connection[TupleRow]:
-    """A connection (autocommit by default) that gives up after ``timeout`` seconds."""
+    """One of pgsandbox's own connections (autocommit by default), which gives up after
+    ``timeout`` seconds."""
     import psycopg
 
     return psycopg.connect(
-        info.conninfo(), autocommit=autocommit, connect_timeout=max(1, round(timeout))
+        info.conninfo(),
+        autocommit=autocommit,
+        connect_timeout=max(1, round(timeout)),
+        application_name=APPLICATION_NAME,
     )
 
 
