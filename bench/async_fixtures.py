@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--isolation", default="transaction", help="transaction, reset or clone")
     args = parser.parse_args()
 
-    from pytest_pgsandbox._engine import places
+    from pytest_pgsandbox._engine.servers import places
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
     home = Path(tempfile.mkdtemp(prefix="pgsb-bench-async-", dir=places.ram_dir() or None))

@@ -21,9 +21,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine.discovery import find_binaries
-from pytest_pgsandbox._engine.server import open_server
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers.choice import open_server
+from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import BinariesNotFound

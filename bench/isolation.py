@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine.servers import places
 from run import project_with
 from run import session
 

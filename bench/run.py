@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pytest_pgsandbox._engine import places
-from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.servers import places
+from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox.errors import BinariesNotFound
 
 CONFTEST = """

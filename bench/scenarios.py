@@ -93,7 +93,7 @@ PLAIN = "import pytest\n\n@pytest.mark.parametrize('n', range({n}))\ndef test_t(
 def _fill(url: str, dbname: str, rows: int) -> str:
     import psycopg
 
-    from pytest_pgsandbox._engine import provision
+    from pytest_pgsandbox._engine.servers import provision
     from pytest_pgsandbox._engine.urls import ConnInfo
     from pytest_pgsandbox._engine.urls import connect
 
@@ -111,7 +111,7 @@ def _fill(url: str, dbname: str, rows: int) -> str:
 def _export(conninfo: str, folder: Path, name: str) -> tuple[float, int]:
     import psycopg
 
-    from pytest_pgsandbox._engine import scenario
+    from pytest_pgsandbox._engine.templates import scenario
 
     began = time.monotonic()
     with psycopg.connect(conninfo) as conn:
@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--bin-dir", default="embedded", help="PostgreSQL binaries to use")
     args = parser.parse_args()
 
-    from pytest_pgsandbox._engine import places
+    from pytest_pgsandbox._engine.servers import places
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
     home = Path(tempfile.mkdtemp(prefix="pgsb-bench-scn-", dir=places.ram_dir() or None))

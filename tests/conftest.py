@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgsandbox._engine import janitor
-from pytest_pgsandbox._engine import places
-from pytest_pgsandbox._engine.cluster import LocalCluster
-from pytest_pgsandbox._engine.discovery import find_binaries
-from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.servers import janitor
+from pytest_pgsandbox._engine.servers import places
+from pytest_pgsandbox._engine.servers.choice import local_cluster
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox.errors import BinariesNotFound
 from pytest_pgsandbox.settings import Settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgsandbox._engine import janitor
+from pytest_pgsandbox._engine.servers import janitor
 
 
 def leftovers(folder: Path) -> list[str]:

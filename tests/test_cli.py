@@ -108,8 +108,8 @@ def test_gc_drops_labelled_databases_of_ended_runs_on_a_url_server(
 ) -> None:
     import os
 
-    from pytest_pgsandbox._engine import provision
-    from pytest_pgsandbox._engine.server import local_cluster
+    from pytest_pgsandbox._engine.servers import provision
+    from pytest_pgsandbox._engine.servers.choice import local_cluster
     from pytest_pgsandbox._engine.urls import connect
     from pytest_pgsandbox.settings import Settings
 

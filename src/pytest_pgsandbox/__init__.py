@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pytest_pgsandbox._engine.base import PgServer
-from pytest_pgsandbox._engine.discovery import PgBinaries
 from pytest_pgsandbox._engine.handle import PgDatabase
+from pytest_pgsandbox._engine.servers.base import PgServer
+from pytest_pgsandbox._engine.servers.discovery import PgBinaries
 from pytest_pgsandbox._time import freeze_time
 from pytest_pgsandbox._version import __version__
 from pytest_pgsandbox.errors import BinariesNotFound

@@ -1,3 +1,3 @@
-from pytest_pgsandbox.cli import main
+from pytest_pgsandbox.cli.main import main
 
 raise SystemExit(main())

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from pytest_pgsandbox._engine.freezing import FrozenTime
-from pytest_pgsandbox._engine.freezing import When
+from pytest_pgsandbox._engine.clock.freezing import FrozenTime
+from pytest_pgsandbox._engine.clock.freezing import When
 from pytest_pgsandbox._engine.helpers import DatabaseHelpers
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._time import freeze_time
@@ -175,7 +175,7 @@ class SQLAlchemyFreezegun:
 def _rewrite(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> tuple[str, Any]:
-    from pytest_pgsandbox._engine.clock import rewrite
+    from pytest_pgsandbox._engine.clock.dbclock import rewrite
 
     return rewrite(statement), parameters
 
@@ -330,7 +330,7 @@ class PostgreSQLTestDB(PostgreSQLTestDBBase):
     @classmethod
     def serve(cls, request: pytest.FixtureRequest, engine_name: str) -> Iterator[Any]:
         """The fixture's body: the test's database under reset isolation, on the engine."""
-        from pytest_pgsandbox import fixtures
+        from pytest_pgsandbox._plugin import fixtures
 
         for handle in fixtures.database_for(request, "reset"):
             engine = request.getfixturevalue(engine_name)
@@ -355,7 +355,7 @@ class TransactedPostgreSQLTestDB(PostgreSQLTestDBBase):
     def serve(cls, request: pytest.FixtureRequest, engine_name: str) -> Iterator[Any]:
         """The fixture's body. The plugin's engine runs on the test's transaction; another
         engine connects to database_uri, which reset isolation puts back afterwards."""
-        from pytest_pgsandbox import fixtures
+        from pytest_pgsandbox._plugin import fixtures
 
         mode = "transaction" if engine_name == "pg_engine" else "reset"
         for handle in fixtures.database_for(request, mode):
@@ -385,7 +385,7 @@ def create_engine_fixture(name: str, scope: str = "session", **engine_params: An
 
     @pytest.fixture(name=name, scope=scope)  # type: ignore[call-overload, untyped-decorator]
     def _engine_fixture(database_uri: str) -> Iterator[Any]:
-        from pytest_pgsandbox._engine.sqla import require_sqlalchemy
+        from pytest_pgsandbox._engine.drivers.sqla import require_sqlalchemy
 
         sa = require_sqlalchemy()
         # After DDL, reset isolation swaps the database for a fresh copy, which ends the

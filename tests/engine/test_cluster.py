@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pytest_pgsandbox._engine import janitor
-from pytest_pgsandbox._engine import places
-from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.servers import janitor
+from pytest_pgsandbox._engine.servers import places
+from pytest_pgsandbox._engine.servers.choice import local_cluster
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerStartError
 from pytest_pgsandbox.settings import Settings
@@ -129,7 +129,7 @@ def test_servers_of_a_dead_owner_are_reaped(settings: Settings, tmp_path: Path) 
         "import os, sys\n"
         "from pathlib import Path\n"
         "from pytest_pgsandbox.settings import Settings\n"
-        "from pytest_pgsandbox._engine.server import local_cluster\n"
+        "from pytest_pgsandbox._engine.servers.choice import local_cluster\n"
         f"s = Settings(runtime_dir=Path({str(runtime)!r}),"
         f" cache_dir=Path({str(settings.cache_dir)!r}), bin_dir=Path('embedded'))\n"
         "c = local_cluster(s)\n"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgsandbox._engine.discovery import candidates
-from pytest_pgsandbox._engine.discovery import embedded_bin_dir
-from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.servers.discovery import candidates
+from pytest_pgsandbox._engine.servers.discovery import embedded_bin_dir
+from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox.errors import BinariesNotFound
 
 

@@ -9,7 +9,7 @@ from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox import PgDatabase
 from pytest_pgsandbox import PgSandboxError
-from pytest_pgsandbox._engine.clock import SEARCH_PATH
+from pytest_pgsandbox._engine.clock.dbclock import SEARCH_PATH
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pytest_pgsandbox._engine import reset
-from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.isolation import reset
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerError

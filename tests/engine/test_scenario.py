@@ -14,8 +14,8 @@ from psycopg import sql
 
 from pytest_pgsandbox import PgServer
 from pytest_pgsandbox import ScenarioError
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine import scenario
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.templates import scenario
 from pytest_pgsandbox._engine.urls import connect
 
 # Eleven tables: identity and serial keys, foreign keys (one to itself), a table without a

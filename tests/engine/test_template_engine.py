@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine.cache import TemplateClusterCache
-from pytest_pgsandbox._engine.cluster import LocalCluster
-from pytest_pgsandbox._engine.server import local_cluster
-from pytest_pgsandbox._engine.template import KEEP_OLD
-from pytest_pgsandbox._engine.template import Source
-from pytest_pgsandbox._engine.template import TemplateSpec
-from pytest_pgsandbox._engine.template import ensure_template
-from pytest_pgsandbox._engine.template import fingerprint
-from pytest_pgsandbox._engine.template import templates
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
+from pytest_pgsandbox._engine.servers.choice import local_cluster
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.templates.template import KEEP_OLD
+from pytest_pgsandbox._engine.templates.template import Source
+from pytest_pgsandbox._engine.templates.template import TemplateSpec
+from pytest_pgsandbox._engine.templates.template import ensure_template
+from pytest_pgsandbox._engine.templates.template import fingerprint
+from pytest_pgsandbox._engine.templates.template import templates
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.settings import Settings
 
@@ -76,8 +76,8 @@ def test_template_cluster_cache_keeps_the_newest_entries(
 def test_the_cache_forgets_the_least_recently_used_entries(tmp_path: Path) -> None:
     import os
 
-    from pytest_pgsandbox._engine.cache import KEEP_INITDB
-    from pytest_pgsandbox._engine.cache import prune
+    from pytest_pgsandbox._engine.servers.cache import KEEP_INITDB
+    from pytest_pgsandbox._engine.servers.cache import prune
 
     folder = tmp_path / "initdb"
     for n in range(KEEP_INITDB + 3):

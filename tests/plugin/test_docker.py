@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pgsb_helpers import clean_env
-from pytest_pgsandbox._engine.docker import daemon_problem
+from pytest_pgsandbox._engine.servers.docker import daemon_problem
 
 NO_DAEMON = daemon_problem()
 needs_daemon = pytest.mark.skipif(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 
 SCHEMA = """
 CREATE TABLE events (

@@ -14,8 +14,8 @@ from pgsb_helpers import MATRIX_TESTS as MATRIX
 from pgsb_helpers import matrix_outcomes
 from pgsb_helpers import matrix_project
 from pgsb_helpers import pgsandbox
-from pytest_pgsandbox._engine.cluster import LocalCluster
-from pytest_pgsandbox._engine.inplace import InPlace
+from pytest_pgsandbox._engine.isolation.inplace import InPlace
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 

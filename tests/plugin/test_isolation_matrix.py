@@ -16,7 +16,7 @@ from psycopg import sql
 from pgsb_helpers import leftovers
 from pgsb_helpers import matrix_outcomes as outcomes
 from pgsb_helpers import matrix_project
-from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
 
 ORDERS = {

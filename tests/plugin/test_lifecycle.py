@@ -14,8 +14,8 @@ import pytest
 from pgsb_helpers import leftovers
 from pgsb_helpers import pgsandbox
 from pgsb_helpers import postgres_processes
-from pytest_pgsandbox._engine import janitor
-from pytest_pgsandbox._engine import places
+from pytest_pgsandbox._engine.servers import janitor
+from pytest_pgsandbox._engine.servers import places
 
 WAITS = """
 import os

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
 
 TESTS = 24

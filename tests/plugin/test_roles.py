@@ -10,7 +10,7 @@ import pytest
 
 from pgsb_helpers import clean_env
 from pgsb_helpers import pgsandbox
-from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 
@@ -250,7 +250,7 @@ def test_gc_drops_the_worker_roles_of_a_killed_run(
     import subprocess
     import sys
 
-    from pytest_pgsandbox._engine import roles
+    from pytest_pgsandbox._engine.servers import roles
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

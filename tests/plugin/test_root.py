@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgsandbox._engine import places
-from pytest_pgsandbox._engine.discovery import embedded_bin_dir
-from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.servers import places
+from pytest_pgsandbox._engine.servers.choice import local_cluster
+from pytest_pgsandbox._engine.servers.discovery import embedded_bin_dir
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.settings import Settings
 

@@ -16,9 +16,9 @@ import pytest
 from pgsb_helpers import leftovers
 from pgsb_helpers import pgsandbox
 from pytest_pgsandbox import PgServer
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine import scenario
-from pytest_pgsandbox._engine.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.templates import scenario
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 

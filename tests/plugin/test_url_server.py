@@ -10,15 +10,15 @@ import pytest
 from psycopg import sql
 
 from pytest_pgsandbox import UnsafeOperation
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine.cluster import LocalCluster
-from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers.choice import local_cluster
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.settings import Settings
 
 PROBE = """
 import json
-from pytest_pgsandbox._engine.provision import database_label
+from pytest_pgsandbox._engine.servers.provision import database_label
 
 def test_runs_in_a_labelled_database_of_its_own(pg):
     name = pg.fetchval("SELECT current_database()")
@@ -57,7 +57,7 @@ def test_tests_run_in_a_database_that_is_created_labelled_and_dropped(
         """
         def pytest_sessionfinish(session):
             import psycopg
-            from pytest_pgsandbox._engine.provision import labelled_databases
+            from pytest_pgsandbox._engine.servers.provision import labelled_databases
             with psycopg.connect(session.config.getoption("pg_url"), autocommit=True) as c:
                 for name, label in labelled_databases(c):
                     print("LABEL:", name, label.get("kind"), label.get("run"))

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from pytest_pgsandbox._engine.clock import rewrite
-from pytest_pgsandbox._engine.freezing import as_instant
+from pytest_pgsandbox._engine.clock.dbclock import rewrite
+from pytest_pgsandbox._engine.clock.freezing import as_instant
 from pytest_pgsandbox.errors import PgSandboxError
 
 NOW = "pgsandbox_clock.now()"

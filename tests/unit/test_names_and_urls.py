@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgsandbox._engine import external
 from pytest_pgsandbox._engine.naming import MAX_IDENTIFIER
 from pytest_pgsandbox._engine.naming import database_name
-from pytest_pgsandbox._engine.provision import make_label
-from pytest_pgsandbox._engine.provision import parse_label
+from pytest_pgsandbox._engine.servers import external
+from pytest_pgsandbox._engine.servers.provision import make_label
+from pytest_pgsandbox._engine.servers.provision import parse_label
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import ServerUnreachable

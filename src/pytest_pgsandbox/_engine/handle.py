@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # psycopg is imported when a test first needs a database, not
     from psycopg import sql
     from psycopg.abc import Params
 
-    from pytest_pgsandbox._engine.freezing import FrozenTime
-    from pytest_pgsandbox._engine.freezing import When
+    from pytest_pgsandbox._engine.clock.freezing import FrozenTime
+    from pytest_pgsandbox._engine.clock.freezing import When
 
     Query: TypeAlias = str | bytes | sql.SQL | sql.Composed
 
@@ -66,7 +66,7 @@ class PgDatabase(DatabaseHelpers):
         """This test's clock: ``freeze(when)``, ``tick(delta)``, ``move_to(when)``,
         ``unfreeze()``; a context manager too. Unfrozen when the test ends."""
         if self._time is None:
-            from pytest_pgsandbox._engine.freezing import FrozenTime
+            from pytest_pgsandbox._engine.clock.freezing import FrozenTime
 
             self._time = FrozenTime(self.admin_info, self.conn)
         return self._time

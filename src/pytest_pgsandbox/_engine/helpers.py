@@ -206,7 +206,7 @@ class DatabaseHelpers:
         Its commits and rollbacks do nothing: the work stays in the psycopg connection's
         transaction, which the helper's caller owns.
         """
-        from pytest_pgsandbox._engine.sqla import make_engine
+        from pytest_pgsandbox._engine.drivers.sqla import make_engine
 
         conn = self._helper_conn()
         cached = getattr(self, "_pgsb_helper_engine", None)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.naming import database_name
+from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError
@@ -28,14 +28,14 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     import psycopg
     from psycopg.rows import TupleRow
 
-    from pytest_pgsandbox._engine.clone import CloneDatabase
-    from pytest_pgsandbox._engine.clone import ClonePool
-    from pytest_pgsandbox._engine.inplace import InPlace
-    from pytest_pgsandbox._engine.isolation import TransactionIsolation
-    from pytest_pgsandbox._engine.reset import ResetDatabase
-    from pytest_pgsandbox._engine.roles import TestRole
-    from pytest_pgsandbox._engine.template import PgTemplate
-    from pytest_pgsandbox._engine.template import TemplateSpec
+    from pytest_pgsandbox._engine.isolation.clone import CloneDatabase
+    from pytest_pgsandbox._engine.isolation.clone import ClonePool
+    from pytest_pgsandbox._engine.isolation.inplace import InPlace
+    from pytest_pgsandbox._engine.isolation.reset import ResetDatabase
+    from pytest_pgsandbox._engine.isolation.transaction import TransactionIsolation
+    from pytest_pgsandbox._engine.servers.roles import TestRole
+    from pytest_pgsandbox._engine.templates.template import PgTemplate
+    from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,8 @@ class Sandbox:
         self.scenario_failed_in: dict[str, str] = {}  # scenario -> the first test it failed
 
     def spec(self) -> TemplateSpec:
-        from pytest_pgsandbox._engine.template import Source
-        from pytest_pgsandbox._engine.template import TemplateSpec
+        from pytest_pgsandbox._engine.templates.template import Source
+        from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
         s = self.settings
         return TemplateSpec(
@@ -110,9 +110,9 @@ class Sandbox:
             return self.server
         if self.error is not None:
             raise self.error
-        from pytest_pgsandbox._engine.server import Prebuild
-        from pytest_pgsandbox._engine.server import open_server
-        from pytest_pgsandbox._engine.template import fingerprint
+        from pytest_pgsandbox._engine.servers.choice import Prebuild
+        from pytest_pgsandbox._engine.servers.choice import open_server
+        from pytest_pgsandbox._engine.templates.template import fingerprint
 
         began = time.monotonic()
         xdist = self.xdist
@@ -166,11 +166,11 @@ class Sandbox:
 
     def _in_place(self, server: PgServer, spec: TemplateSpec) -> InPlace | None:
         """The URL's database to run the tests in, if the role may not create databases."""
-        from pytest_pgsandbox._engine import inplace
-        from pytest_pgsandbox._engine.external import MAINTENANCE_DATABASES
-        from pytest_pgsandbox._engine.server import ExternalServer
-        from pytest_pgsandbox._engine.template import filler
-        from pytest_pgsandbox._engine.template import fingerprint
+        from pytest_pgsandbox._engine.isolation import inplace
+        from pytest_pgsandbox._engine.servers.choice import ExternalServer
+        from pytest_pgsandbox._engine.servers.external import MAINTENANCE_DATABASES
+        from pytest_pgsandbox._engine.templates.template import filler
+        from pytest_pgsandbox._engine.templates.template import fingerprint
 
         if (
             not isinstance(server, ExternalServer)  # asked when it connected
@@ -193,7 +193,7 @@ class Sandbox:
         return place
 
     def _place_template(self, place: InPlace) -> PgTemplate:
-        from pytest_pgsandbox._engine.template import PgTemplate
+        from pytest_pgsandbox._engine.templates.template import PgTemplate
 
         self._baselines[place.info.dbname] = place.baseline
         return PgTemplate(place.info.dbname, place.digest, place.reused, place.build_seconds)
@@ -211,7 +211,7 @@ class Sandbox:
     def _prepare_role(self, server: PgServer, name: str) -> TestRole:
         import psycopg
 
-        from pytest_pgsandbox._engine import roles
+        from pytest_pgsandbox._engine.servers import roles
 
         per_worker = self.settings.role_per_worker and self.xdist is not None
         try:
@@ -257,7 +257,7 @@ class Sandbox:
         return self._ensure_template(server.admin, spec, int(server.version.split(".")[0]))
 
     def _ensure_template(self, admin: ConnInfo, spec: TemplateSpec, major: int) -> PgTemplate:
-        from pytest_pgsandbox._engine.template import ensure_template
+        from pytest_pgsandbox._engine.templates.template import ensure_template
 
         return ensure_template(
             admin,
@@ -270,7 +270,7 @@ class Sandbox:
 
     def _scenarios_digest(self) -> str:
         """A hash of every scenario's files (a broken one counts by its name)."""
-        from pytest_pgsandbox._engine import scenario
+        from pytest_pgsandbox._engine.templates import scenario
 
         folder = self.spec().scenarios
         parts = []
@@ -284,8 +284,8 @@ class Sandbox:
     def _prebuild_scenarios(self, admin: ConnInfo, base: PgTemplate, major: int) -> None:
         """Load every scenario that fits into a template of its own (on a server being
         prepared for the cluster cache); those that do not fit report it when used."""
-        from pytest_pgsandbox._engine import scenario
-        from pytest_pgsandbox._engine.template import ensure_scenario_template
+        from pytest_pgsandbox._engine.templates import scenario
+        from pytest_pgsandbox._engine.templates.template import ensure_scenario_template
 
         folder = self.spec().scenarios
         for name in scenario.names(folder):
@@ -301,8 +301,8 @@ class Sandbox:
         A failure (no such scenario, or it does not fit the schema) is remembered and raised
         again for every later test that asks for it.
         """
-        from pytest_pgsandbox._engine import scenario
-        from pytest_pgsandbox._engine.template import ensure_scenario_template
+        from pytest_pgsandbox._engine.templates import scenario
+        from pytest_pgsandbox._engine.templates.template import ensure_scenario_template
 
         key = (base.name if base else None, name)
         found = self._scenario_templates.get(key)
@@ -340,8 +340,8 @@ class Sandbox:
 
     def database(self, template: PgTemplate | None) -> ConnInfo:
         """This session's test database (a copy of ``template``), created on first use."""
-        from pytest_pgsandbox._engine import provision
-        from pytest_pgsandbox._engine.cluster import SESSION_DB
+        from pytest_pgsandbox._engine.servers import provision
+        from pytest_pgsandbox._engine.servers.cluster import SESSION_DB
 
         server = self.ensure_server()
         if self.place is not None:
@@ -390,7 +390,7 @@ class Sandbox:
         return {"kind": "session", "run": self.run_id, "worker": self.worker}
 
     def isolation(self, template: PgTemplate | None) -> TransactionIsolation:
-        from pytest_pgsandbox._engine.isolation import TransactionIsolation
+        from pytest_pgsandbox._engine.isolation.transaction import TransactionIsolation
 
         info = self.database(template)
         found = self._isolations.get(info.dbname)
@@ -413,7 +413,7 @@ class Sandbox:
         next to the copies (``bench/isolation.py``, clone, writing tests) the gap is wider:
         10 against 15 ms per test, and 8.5 against 13 under ``-n 2``.
         """
-        from pytest_pgsandbox._engine import places
+        from pytest_pgsandbox._engine.servers import places
 
         folder = getattr(server, "folder", None)  # a local server, started here or attached to
         if not isinstance(folder, Path):
@@ -421,7 +421,7 @@ class Sandbox:
         return "FILE_COPY" if places.in_ram(folder) else None
 
     def _pool(self, kind: str, server: PgServer, source: str, size: int) -> ClonePool:
-        from pytest_pgsandbox._engine.clone import ClonePool
+        from pytest_pgsandbox._engine.isolation.clone import ClonePool
 
         key = (kind, source)
         pool = self._pools.get(key)
@@ -442,7 +442,7 @@ class Sandbox:
 
     def clone(self, template: PgTemplate | None) -> CloneDatabase:
         """A database of the test's own, copied from ``template`` (prepared ahead of time)."""
-        from pytest_pgsandbox._engine.clone import CloneDatabase
+        from pytest_pgsandbox._engine.isolation.clone import CloneDatabase
 
         server = self.ensure_server()
         if self.place is not None:
@@ -453,8 +453,8 @@ class Sandbox:
 
     def reset(self, template: PgTemplate | None) -> ResetDatabase:
         """This worker's database for reset isolation (made on first use)."""
-        from pytest_pgsandbox._engine.reset import ResetDatabase
-        from pytest_pgsandbox._engine.reset import make_reset_template
+        from pytest_pgsandbox._engine.isolation.reset import ResetDatabase
+        from pytest_pgsandbox._engine.isolation.reset import make_reset_template
 
         key = template.name if template else None
         found = self._resets.get(key)
@@ -462,7 +462,7 @@ class Sandbox:
             return found
         server = self.ensure_server()
         if self.place is not None:
-            from pytest_pgsandbox._engine.inplace import ResetInPlace
+            from pytest_pgsandbox._engine.isolation.inplace import ResetInPlace
 
             found = self._resets[key] = ResetInPlace(self.place)
             return found
@@ -496,7 +496,7 @@ class Sandbox:
         name: str | None = None,
     ) -> ConnInfo:
         """Keep a test's database past the session (relabelled, for pgsandbox gc)."""
-        from pytest_pgsandbox._engine import provision
+        from pytest_pgsandbox._engine.servers import provision
 
         server = self.ensure_server()
         name = name or self.kept_name(info, reset is not None)
@@ -515,8 +515,8 @@ class Sandbox:
 
         The first call for a database only takes its picture.
         """
-        from pytest_pgsandbox._engine.verify import differences
-        from pytest_pgsandbox._engine.verify import picture
+        from pytest_pgsandbox._engine.isolation.verify import differences
+        from pytest_pgsandbox._engine.isolation.verify import picture
 
         if conn is None or conn.closed or conn.broken:
             admin = self.ensure_server().admin.for_db(info.dbname)
@@ -534,7 +534,7 @@ class Sandbox:
 
     def repair(self, dbname: str, template: PgTemplate | None) -> None:
         """Replace a test database with a fresh copy (after a test committed for real)."""
-        from pytest_pgsandbox._engine import provision
+        from pytest_pgsandbox._engine.servers import provision
 
         server = self.ensure_server()
         if self.place is not None:
@@ -558,7 +558,7 @@ class Sandbox:
         """Drop what this session created and stop a server it started."""
         import psycopg
 
-        aio = sys.modules.get("pytest_pgsandbox._engine.aio")
+        aio = sys.modules.get("pytest_pgsandbox._engine.drivers.aio")
         if aio is not None:  # async connections kept for tests that did not come
             aio.close_idle()
         for isolation in self._isolations.values():
@@ -584,13 +584,13 @@ class Sandbox:
         try:
             # A server that is about to be thrown away needs no dropping first.
             if self._created and server.outlives_session:
-                from pytest_pgsandbox._engine import provision
+                from pytest_pgsandbox._engine.servers import provision
 
                 with self._admin(server) as conn:
                     for name in self._created:
                         provision.drop_database(conn, name)
             if self.role is not None and server.outlives_session:
-                from pytest_pgsandbox._engine import roles
+                from pytest_pgsandbox._engine.servers import roles
 
                 with self._admin(server) as conn:
                     roles.drop_own(conn, self.role)

@@ -27,7 +27,7 @@ import pytest
 from pytest_pgsandbox._engine.handle import PgDatabase
 
 if TYPE_CHECKING:  # aio imports psycopg's async parts: only when a fixture needs them
-    from pytest_pgsandbox._engine.aio import AsyncPsycopg
+    from pytest_pgsandbox._engine.drivers.aio import AsyncPsycopg
 
 SCOPES = ("function", "class", "module", "package", "session")
 KINDS = ("async_conn", "asyncpg", "async_session", "asyncpg_pool")
@@ -54,21 +54,21 @@ def _async_conn(pg: PgDatabase) -> AsyncGenerator[Any, None]:
 
 def _psycopg_owner(pg: PgDatabase) -> AsyncPsycopg:
     """The test's own async connection (where it goes: ``PgDatabase.driver_target``)."""
-    from pytest_pgsandbox._engine.aio import AsyncPsycopg
+    from pytest_pgsandbox._engine.drivers.aio import AsyncPsycopg
 
     info, isolated, set_role = pg.driver_target()
     return AsyncPsycopg(info, isolated=isolated, set_role=set_role)
 
 
 def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
-    from pytest_pgsandbox._engine.aio import AsyncPg
+    from pytest_pgsandbox._engine.drivers.aio import AsyncPg
 
     info, isolated, set_role = pg.driver_target()
     return _owned(AsyncPg(info, isolated=isolated, set_role=set_role))
 
 
 async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
-    from pytest_pgsandbox._engine.sqla import make_async_engine
+    from pytest_pgsandbox._engine.drivers.sqla import make_async_engine
 
     owner = _psycopg_owner(pg)
     conn = await owner.open()
@@ -91,7 +91,7 @@ async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
 
 
 async def _asyncpg_pool(pg: PgDatabase) -> AsyncGenerator[Callable[..., Any], None]:
-    from pytest_pgsandbox._engine.aio import require_asyncpg
+    from pytest_pgsandbox._engine.drivers.aio import require_asyncpg
 
     url = pg.url  # an error with a hint under transaction isolation
     asyncpg = require_asyncpg()

@@ -21,8 +21,8 @@ from typing import TypeVar
 
 import pytest
 
-from pytest_pgsandbox._engine.base import PgServer
 from pytest_pgsandbox._engine.handle import PgDatabase
+from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerDied
@@ -30,7 +30,7 @@ from pytest_pgsandbox.errors import ServerDied
 if TYPE_CHECKING:
     import psycopg
 
-    from pytest_pgsandbox._engine.template import PgTemplate
+    from pytest_pgsandbox._engine.templates.template import PgTemplate
 
 
 T = TypeVar("T")
@@ -39,7 +39,7 @@ KEPT_KEY = pytest.StashKey[str]()  # the name its database is kept under, once i
 
 
 def _sandbox(config: pytest.Config) -> Any:
-    from pytest_pgsandbox.plugin import SANDBOX_KEY
+    from pytest_pgsandbox._plugin.hooks import SANDBOX_KEY
 
     return config.stash[SANDBOX_KEY]
 
@@ -88,8 +88,8 @@ def pg_build_template(
     def pg_template(pg_build_template):
         return pg_build_template(schema=["sql:db/schema.sql"], seed=["callable:db.seed:run"])
     """
-    from pytest_pgsandbox._engine.template import Source
-    from pytest_pgsandbox._engine.template import TemplateSpec
+    from pytest_pgsandbox._engine.templates.template import Source
+    from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
     sandbox = _sandbox(request.config)
 
@@ -417,7 +417,7 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
     Inside a test that uses ``pg`` (or ``pg_session``), ``pg_engine.connect()`` works in that
     test's transaction; everything is rolled back afterwards.
     """
-    from pytest_pgsandbox._engine.sqla import make_engine
+    from pytest_pgsandbox._engine.drivers.sqla import make_engine
 
     sandbox = _sandbox(request.config)
 
@@ -431,7 +431,7 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
             )
         if driver == "psycopg2":
             if sandbox.current_pg2 is None:
-                from pytest_pgsandbox._engine.pg2 import Psycopg2Connection
+                from pytest_pgsandbox._engine.drivers.pg2 import Psycopg2Connection
 
                 info, isolated, set_role = sandbox.current_handle.driver_target()
                 sandbox.current_pg2 = Psycopg2Connection(
@@ -442,7 +442,7 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
 
     try:
         if driver == "psycopg2":
-            from pytest_pgsandbox._engine.pg2 import require_psycopg2
+            from pytest_pgsandbox._engine.drivers.pg2 import require_psycopg2
 
             require_psycopg2()
         engine = make_engine(current, driver)

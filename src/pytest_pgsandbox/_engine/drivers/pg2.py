@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pytest_pgsandbox._engine.isolation import SAVEPOINT
-from pytest_pgsandbox._engine.isolation import SEQUENCES
-from pytest_pgsandbox._engine.isolation import restore_sql
-from pytest_pgsandbox._engine.isolation import values_of
+from pytest_pgsandbox._engine.isolation.transaction import SAVEPOINT
+from pytest_pgsandbox._engine.isolation.transaction import SEQUENCES
+from pytest_pgsandbox._engine.isolation.transaction import restore_sql
+from pytest_pgsandbox._engine.isolation.transaction import values_of
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import PgSandboxError
 

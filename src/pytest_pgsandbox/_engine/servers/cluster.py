@@ -23,21 +23,21 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
-from pytest_pgsandbox._engine import janitor
-from pytest_pgsandbox._engine import roles
-from pytest_pgsandbox._engine.discovery import PgBinaries
-from pytest_pgsandbox._engine.places import RunAs
-from pytest_pgsandbox._engine.places import copy_tree
-from pytest_pgsandbox._engine.places import make_server_dir
-from pytest_pgsandbox._engine.places import remove_tree
-from pytest_pgsandbox._engine.places import spawn_args
+from pytest_pgsandbox._engine.servers import janitor
+from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.servers.discovery import PgBinaries
+from pytest_pgsandbox._engine.servers.places import RunAs
+from pytest_pgsandbox._engine.servers.places import copy_tree
+from pytest_pgsandbox._engine.servers.places import make_server_dir
+from pytest_pgsandbox._engine.servers.places import remove_tree
+from pytest_pgsandbox._engine.servers.places import spawn_args
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerDied
 
 if TYPE_CHECKING:
-    from pytest_pgsandbox._engine.cache import InitdbCache
-    from pytest_pgsandbox._engine.cache import TemplateClusterCache
+    from pytest_pgsandbox._engine.servers.cache import InitdbCache
+    from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
 from pytest_pgsandbox.errors import ServerStartError
 
 SUPERUSER = "postgres"

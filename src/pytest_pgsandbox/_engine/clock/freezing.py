@@ -1,7 +1,7 @@
 """Python's clock and the database's, frozen and moved together.
 
 Python's side is freezegun when it is installed, else time-machine. The database's side is
-the clock of :mod:`pytest_pgsandbox._engine.clock`: a row written through a connection of its
+the clock of :mod:`.dbclock`: a row written through a connection of its
 own, in autocommit, so that every connection to the test's database sees it at once and no
 rollback of the test's (or the application's) can take it away. The test's own connection
 also gets its time keywords (``CURRENT_TIMESTAMP``...) rewritten while time is frozen.
@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import psycopg
 
-from pytest_pgsandbox._engine import clock
+from pytest_pgsandbox._engine.clock import dbclock
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError
@@ -177,7 +177,7 @@ class FrozenTime:
             if side is not None:
                 with contextlib.suppress(psycopg.Error):
                     if not side.closed and not side.broken:
-                        clock.unfreeze(side)
+                        dbclock.unfreeze(side)
                 side.close()
 
     stop = unfreeze
@@ -217,14 +217,14 @@ class FrozenTime:
         if side is None or side.closed or side.broken:
             side = self._side = connect(self._info, timeout=self._timeout)
             side.execute("SET lock_timeout = '10s'")
-            if not clock.installed(side):
+            if not dbclock.installed(side):
                 self._install(side)
-        clock.freeze(side, dt.datetime.now(dt.timezone.utc), self._ticking)
+        dbclock.freeze(side, dt.datetime.now(dt.timezone.utc), self._ticking)
 
     def _install(self, side: psycopg.Connection[Any]) -> None:
         """A database made without pgsandbox's template (an external server, no schema)."""
         try:
-            clock.install(side)
+            dbclock.install(side)
         except psycopg.Error as exc:
             raise PgSandboxError(
                 f"could not add pgsandbox's clock to database {self._info.dbname!r}: "
@@ -235,7 +235,7 @@ class FrozenTime:
             # Connections opened before the install see the old search_path.
             with contextlib.suppress(psycopg.Error):
                 self._test_conn.execute(
-                    "SELECT set_config('search_path', %s, false)", (clock.SEARCH_PATH,)
+                    "SELECT set_config('search_path', %s, false)", (dbclock.SEARCH_PATH,)
                 )
 
     def _rewrite_test_queries(self, on: bool) -> None:
@@ -272,7 +272,7 @@ def rewriting_cursor(base: type[Any]) -> type[Any]:
 
 def _rewritten(query: Any) -> Any:
     if isinstance(query, str):
-        return clock.rewrite(query)
+        return dbclock.rewrite(query)
     if isinstance(query, bytes):
-        return clock.rewrite(query.decode()).encode()
+        return dbclock.rewrite(query.decode()).encode()
     return query  # psycopg.sql objects are composed by the caller: left as they are

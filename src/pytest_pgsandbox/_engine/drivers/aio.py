@@ -4,7 +4,7 @@ Under transaction isolation each async connection runs in an outer transaction o
 that is rolled back when the test ends:
 
 - psycopg 3: an ``AsyncConnection`` whose ``commit()``/``rollback()`` move a savepoint, as
-  :class:`~pytest_pgsandbox._engine.isolation.SandboxConnection` does for the sync one;
+  :class:`~pytest_pgsandbox._engine.isolation.transaction.SandboxConnection` does for the sync one;
 - asyncpg: an outer ``Transaction``; the code's own ``conn.transaction()`` blocks become
   savepoints by themselves (asyncpg nests them);
 - SQLAlchemy: an ``AsyncSession`` joined to such a connection with
@@ -24,10 +24,10 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from pytest_pgsandbox._engine.isolation import SAVEPOINT
-from pytest_pgsandbox._engine.isolation import SEQUENCES
-from pytest_pgsandbox._engine.isolation import restore_sql
-from pytest_pgsandbox._engine.isolation import values_of
+from pytest_pgsandbox._engine.isolation.transaction import SAVEPOINT
+from pytest_pgsandbox._engine.isolation.transaction import SEQUENCES
+from pytest_pgsandbox._engine.isolation.transaction import restore_sql
+from pytest_pgsandbox._engine.isolation.transaction import values_of
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import IsolationBroken
 from pytest_pgsandbox.errors import PgSandboxError

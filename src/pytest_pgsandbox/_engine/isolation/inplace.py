@@ -28,9 +28,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine import reset
 from pytest_pgsandbox._engine.helpers import catalog_digest
+from pytest_pgsandbox._engine.isolation import reset
+from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask

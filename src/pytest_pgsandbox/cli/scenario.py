@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_pgsandbox._engine import scenario
+from pytest_pgsandbox._engine.templates import scenario
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
@@ -22,9 +22,9 @@ from pytest_pgsandbox.settings import Settings
 def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
     """The settings, and the folder relative paths start from (the ini file's, as pytest's
     rootdir, else the current folder)."""
-    from pytest_pgsandbox.cli import _flags
-    from pytest_pgsandbox.cli import _ini_file
-    from pytest_pgsandbox.cli import load_settings
+    from pytest_pgsandbox.cli.main import _flags
+    from pytest_pgsandbox.cli.main import _ini_file
+    from pytest_pgsandbox.cli.main import load_settings
 
     _ini, ini_file = _ini_file(Path.cwd())
     base = Path(ini_file).parent if Path(ini_file).is_file() else Path.cwd()

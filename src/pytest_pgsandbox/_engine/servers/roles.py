@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pytest_pgsandbox._engine import provision
+from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.errors import UnsafeOperation
 

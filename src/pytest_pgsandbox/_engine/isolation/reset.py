@@ -43,11 +43,11 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine import roles
-from pytest_pgsandbox._engine import scenario
-from pytest_pgsandbox._engine.clone import ClonePool
-from pytest_pgsandbox._engine.isolation import _batch
+from pytest_pgsandbox._engine.isolation.clone import ClonePool
+from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.templates import scenario
 from pytest_pgsandbox._engine.urls import APPLICATION_NAME
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect

@@ -20,18 +20,18 @@ import psycopg
 from filelock import FileLock
 from filelock import Timeout
 
-from pytest_pgsandbox._engine import external
-from pytest_pgsandbox._engine import janitor
-from pytest_pgsandbox._engine import places
-from pytest_pgsandbox._engine import roles
-from pytest_pgsandbox._engine.base import PgServer
-from pytest_pgsandbox._engine.base import version_text
-from pytest_pgsandbox._engine.cache import InitdbCache
-from pytest_pgsandbox._engine.cache import TemplateClusterCache
-from pytest_pgsandbox._engine.cluster import ClusterOptions
-from pytest_pgsandbox._engine.cluster import LocalCluster
-from pytest_pgsandbox._engine.discovery import PgBinaries
-from pytest_pgsandbox._engine.discovery import find_binaries
+from pytest_pgsandbox._engine.servers import external
+from pytest_pgsandbox._engine.servers import janitor
+from pytest_pgsandbox._engine.servers import places
+from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.servers.base import PgServer
+from pytest_pgsandbox._engine.servers.base import version_text
+from pytest_pgsandbox._engine.servers.cache import InitdbCache
+from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
+from pytest_pgsandbox._engine.servers.cluster import ClusterOptions
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.discovery import PgBinaries
+from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
@@ -184,7 +184,7 @@ def external_url(settings: Settings) -> tuple[ConnInfo, str]:
 
 
 def _docker(settings: Settings) -> PgServer:
-    from pytest_pgsandbox._engine.docker import DockerServer
+    from pytest_pgsandbox._engine.servers.docker import DockerServer
 
     server = DockerServer(settings.image, settings.start_timeout, reuse=settings.reuse)
     server.start()
@@ -214,7 +214,7 @@ def open_server(
     except BinariesNotFound as exc:
         if settings.server != "auto" or settings.bin_dir is not None:
             raise
-        from pytest_pgsandbox._engine import docker
+        from pytest_pgsandbox._engine.servers import docker
 
         problem = docker.daemon_problem()
         if problem is not None:

@@ -26,13 +26,13 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout
 
-from pytest_pgsandbox._engine.discovery import PgBinaries
-from pytest_pgsandbox._engine.places import remove_tree
-from pytest_pgsandbox._engine.places import write_private_json
+from pytest_pgsandbox._engine.servers.discovery import PgBinaries
+from pytest_pgsandbox._engine.servers.places import remove_tree
+from pytest_pgsandbox._engine.servers.places import write_private_json
 from pytest_pgsandbox._engine.urls import ConnInfo
 
 if TYPE_CHECKING:
-    from pytest_pgsandbox._engine.cluster import ClusterOptions
+    from pytest_pgsandbox._engine.servers.cluster import ClusterOptions
 
 STALE_SECONDS = 3600.0
 # A lock file without a record is a server that never finished starting, or one that is

@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from pytest_pgsandbox._engine.base import version_text
+from pytest_pgsandbox._engine.servers.base import version_text
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask

@@ -29,10 +29,10 @@ import psycopg
 from psycopg import errors
 from psycopg import sql
 
-from pytest_pgsandbox._engine import clock
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine import roles
-from pytest_pgsandbox._engine import scenario
+from pytest_pgsandbox._engine.clock import dbclock
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.templates import scenario
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._version import __version__
@@ -173,7 +173,7 @@ def _inputs(spec: TemplateSpec, src: Source) -> list[Path]:
 def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
     """A hash of every input: equal hashes mean an equal template."""
     h = hashlib.sha256()
-    h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\nclock {clock.VERSION}\n".encode())
+    h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\nclock {dbclock.VERSION}\n".encode())
     h.update(("extensions " + ",".join(spec.extensions) + "\n").encode())
     if spec.role:
         h.update(f"role {spec.role}\n".encode())
@@ -198,7 +198,7 @@ def scenario_fingerprint(base: PgTemplate | None, chain: scenario.Chain, pg_majo
     h = hashlib.sha256()
     if base is None:
         h.update(f"pgsandbox {__version__}\npostgresql {pg_major}\n".encode())
-        h.update(f"clock {clock.VERSION}\n".encode())
+        h.update(f"clock {dbclock.VERSION}\n".encode())
     else:
         h.update(f"base {base.fingerprint}\n".encode())
     h.update(f"scenario {chain.name} {chain.content_hash()}\n".encode())
@@ -234,7 +234,7 @@ def filler(
         with connect(info, autocommit=False, timeout=timeout) as conn:
             if spec.role:
                 roles.ensure(conn, spec.role, {"kind": "role", "run": run_id})
-            clock.install(conn)  # first: defaults written with now() bind to the clock
+            dbclock.install(conn)  # first: defaults written with now() bind to the clock
             _create_extensions(conn, spec.extensions)
             conn.commit()
         for src in spec.schema + spec.seed:

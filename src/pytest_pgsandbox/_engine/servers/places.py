@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from pytest_pgsandbox._engine.discovery import PgBinaries
-from pytest_pgsandbox._engine.discovery import install_root
+from pytest_pgsandbox._engine.servers.discovery import PgBinaries
+from pytest_pgsandbox._engine.servers.discovery import install_root
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerStartError
 

@@ -114,8 +114,8 @@ def check_host(info: ConnInfo, allow_hosts: Sequence[str], source: str) -> None:
 
 def check_database(conn: psycopg.Connection[TupleRow], info: ConnInfo) -> None:
     """Refuse a URL whose database holds tables that pgsandbox did not make."""
-    from pytest_pgsandbox._engine import inplace
-    from pytest_pgsandbox._engine import provision
+    from pytest_pgsandbox._engine.isolation import inplace
+    from pytest_pgsandbox._engine.servers import provision
 
     if info.dbname in MAINTENANCE_DATABASES:
         return

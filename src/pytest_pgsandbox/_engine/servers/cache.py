@@ -23,21 +23,21 @@ from filelock import FileLock
 from filelock import Timeout
 from psycopg.rows import TupleRow
 
-from pytest_pgsandbox._engine import clock
-from pytest_pgsandbox._engine import roles
-from pytest_pgsandbox._engine.cluster import CACHE_LAYOUT
-from pytest_pgsandbox._engine.cluster import SESSION_DB
-from pytest_pgsandbox._engine.cluster import SUPERUSER
-from pytest_pgsandbox._engine.cluster import ClusterOptions
-from pytest_pgsandbox._engine.cluster import LocalCluster
-from pytest_pgsandbox._engine.cluster import _password
-from pytest_pgsandbox._engine.cluster import _run
-from pytest_pgsandbox._engine.discovery import PgBinaries
-from pytest_pgsandbox._engine.places import RunAs
-from pytest_pgsandbox._engine.places import copy_tree
-from pytest_pgsandbox._engine.places import remove_tree
-from pytest_pgsandbox._engine.places import write_private_json
-from pytest_pgsandbox._engine.provision import create_database
+from pytest_pgsandbox._engine.clock import dbclock
+from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.servers.cluster import CACHE_LAYOUT
+from pytest_pgsandbox._engine.servers.cluster import SESSION_DB
+from pytest_pgsandbox._engine.servers.cluster import SUPERUSER
+from pytest_pgsandbox._engine.servers.cluster import ClusterOptions
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.cluster import _password
+from pytest_pgsandbox._engine.servers.cluster import _run
+from pytest_pgsandbox._engine.servers.discovery import PgBinaries
+from pytest_pgsandbox._engine.servers.places import RunAs
+from pytest_pgsandbox._engine.servers.places import copy_tree
+from pytest_pgsandbox._engine.servers.places import remove_tree
+from pytest_pgsandbox._engine.servers.places import write_private_json
+from pytest_pgsandbox._engine.servers.provision import create_database
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerStartError
@@ -83,7 +83,7 @@ class InitdbCache:
             # Create the session database once here, so that every copy already has it.
             # The clock goes into template1 first: every database made from it has it.
             with connect(server.admin.for_db("template1"), timeout=self.timeout) as conn:
-                clock.install(conn)
+                dbclock.install(conn)
             with connect(server.admin, timeout=self.timeout) as conn:
                 create_session_db(conn)
                 if conn.info.server_version >= 160000:

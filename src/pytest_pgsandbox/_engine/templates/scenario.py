@@ -31,20 +31,20 @@ import psycopg
 from psycopg import errors
 from psycopg import sql
 
-from pytest_pgsandbox._engine.scenario_files import BLOCK
-from pytest_pgsandbox._engine.scenario_files import DEFAULT_DIR
-from pytest_pgsandbox._engine.scenario_files import Chain
-from pytest_pgsandbox._engine.scenario_files import QualName
-from pytest_pgsandbox._engine.scenario_files import Scenario
-from pytest_pgsandbox._engine.scenario_files import SequenceValue
-from pytest_pgsandbox._engine.scenario_files import TableData
-from pytest_pgsandbox._engine.scenario_files import check_name
-from pytest_pgsandbox._engine.scenario_files import file_name
-from pytest_pgsandbox._engine.scenario_files import find
-from pytest_pgsandbox._engine.scenario_files import names
-from pytest_pgsandbox._engine.scenario_files import qual as _qual
-from pytest_pgsandbox._engine.scenario_files import replace_files
-from pytest_pgsandbox._engine.scenario_files import same_bytes as _same_bytes
+from pytest_pgsandbox._engine.templates.scenario_files import BLOCK
+from pytest_pgsandbox._engine.templates.scenario_files import DEFAULT_DIR
+from pytest_pgsandbox._engine.templates.scenario_files import Chain
+from pytest_pgsandbox._engine.templates.scenario_files import QualName
+from pytest_pgsandbox._engine.templates.scenario_files import Scenario
+from pytest_pgsandbox._engine.templates.scenario_files import SequenceValue
+from pytest_pgsandbox._engine.templates.scenario_files import TableData
+from pytest_pgsandbox._engine.templates.scenario_files import check_name
+from pytest_pgsandbox._engine.templates.scenario_files import file_name
+from pytest_pgsandbox._engine.templates.scenario_files import find
+from pytest_pgsandbox._engine.templates.scenario_files import names
+from pytest_pgsandbox._engine.templates.scenario_files import qual as _qual
+from pytest_pgsandbox._engine.templates.scenario_files import replace_files
+from pytest_pgsandbox._engine.templates.scenario_files import same_bytes as _same_bytes
 from pytest_pgsandbox.errors import ScenarioError
 
 __all__ = [

@@ -18,9 +18,9 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine.isolation import _batch
-from pytest_pgsandbox._engine.isolation import sequence_values
+from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.isolation.transaction import sequence_values
+from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError

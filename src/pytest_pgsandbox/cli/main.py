@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_pgsandbox._engine import external
-from pytest_pgsandbox._engine import janitor
-from pytest_pgsandbox._engine import places
-from pytest_pgsandbox._engine import provision
-from pytest_pgsandbox._engine import roles
-from pytest_pgsandbox._engine.discovery import candidates
-from pytest_pgsandbox._engine.discovery import find_binaries
-from pytest_pgsandbox._engine.server import external_url
-from pytest_pgsandbox._engine.server import local_cluster
+from pytest_pgsandbox._engine.servers import external
+from pytest_pgsandbox._engine.servers import janitor
+from pytest_pgsandbox._engine.servers import places
+from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.servers.choice import external_url
+from pytest_pgsandbox._engine.servers.choice import local_cluster
+from pytest_pgsandbox._engine.servers.discovery import candidates
+from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
@@ -128,7 +128,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         entries = sorted(p.name for p in (cache / kind).glob("*") if (p / "meta.json").exists())
         print(f"  {kind}: {', '.join(entries) if entries else 'none yet'}")
     _print_servers(runtime)
-    from pytest_pgsandbox._engine.docker import daemon_problem
+    from pytest_pgsandbox._engine.servers.docker import daemon_problem
 
     docker_problem = daemon_problem()
     print(f"Docker: {docker_problem or 'a daemon answers'}")
@@ -283,7 +283,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     settings = load_settings(_flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     reaped = janitor.reap(runtime)
-    from pytest_pgsandbox._engine.cache import prune
+    from pytest_pgsandbox._engine.servers.cache import prune
 
     cache = places.cache_dir(settings.cache_dir, runtime)
     reaped += [f"cache entry {name}" for name in prune(cache)]
@@ -308,8 +308,8 @@ def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> li
 
     Templates are meant to outlive runs: only the newest few are kept.
     """
-    from pytest_pgsandbox._engine.template import reap_old_templates
-    from pytest_pgsandbox._engine.template import templates
+    from pytest_pgsandbox._engine.templates.template import reap_old_templates
+    from pytest_pgsandbox._engine.templates.template import templates
 
     out = []
     now = time.time()
@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_gc)
 
-    from pytest_pgsandbox._scenario_cli import register
+    from pytest_pgsandbox.cli.scenario import register
 
     register(sub, _add_setting_flags)
     return parser

@@ -1,0 +1,1 @@
+"""(stage docstring follows in the next commit)"""

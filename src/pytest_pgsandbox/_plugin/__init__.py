@@ -1,0 +1,1 @@
+"""(pytest layer docstring follows in the next commit)"""

@@ -1,0 +1,286 @@
+"""The pytest adapter: options from the settings table, the report header, the life cycle.
+
+Flags, ini keys and environment variables are all generated from ``settings.SETTINGS``.
+Settings are resolved once, in ``pytest_configure``; a bad value stops pytest with a usage
+error that names the setting, the value, where it came from and what is accepted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from pytest_pgsandbox._engine.naming import new_run_id
+from pytest_pgsandbox._engine.sandbox import Sandbox
+from pytest_pgsandbox._engine.sandbox import XdistRun
+from pytest_pgsandbox._engine.servers.discovery import find_binaries
+from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.errors import ScenarioError
+from pytest_pgsandbox.errors import SettingError
+from pytest_pgsandbox.errors import TemplateError
+from pytest_pgsandbox.settings import SETTINGS
+from pytest_pgsandbox.settings import Setting
+from pytest_pgsandbox.settings import Settings
+from pytest_pgsandbox.settings import resolve
+
+pytest_plugins = [
+    "pytest_pgsandbox._plugin.fixtures",
+    "pytest_pgsandbox._plugin.async_fixtures",
+    "pytest_pgsandbox.factories",
+    "pytest_pgsandbox.aws",
+]
+
+SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
+SANDBOX_KEY: pytest.StashKey[Sandbox] = pytest.StashKey()
+_XDIST_RUN_KEY: pytest.StashKey[str] = pytest.StashKey()
+
+# Fixtures that need the server: when a selected test uses one, the server starts right
+# after collection (so its start-up is reported once, up front) instead of inside a test.
+SERVER_FIXTURES = frozenset({"pg_server", "pg_template"})
+
+
+def _dest(setting: Setting) -> str:
+    return "pg_" + setting.name
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pgsandbox", "PostgreSQL test databases (pytest-pgsandbox)")
+    for s in SETTINGS:
+        text = f"{s.help} [env {s.env}, ini {s.ini}; default: {s.default!r}]"
+        if s.repeatable:
+            group.addoption(
+                s.flag,
+                *s.aliases,
+                action="append",
+                dest=_dest(s),
+                default=None,
+                metavar=s.metavar,
+                help=text,
+            )
+        elif s.is_flag:
+            # No optional value: "--pg-reuse tests/" must not read "tests/" as the value.
+            group.addoption(s.flag, action="store_const", const="true", dest=_dest(s), help=text)
+            group.addoption(
+                s.no_flag,
+                action="store_const",
+                const="false",
+                dest=_dest(s),
+                help=f"turn {s.flag} off (e.g. when the ini file turns it on)",
+            )
+        else:
+            group.addoption(s.flag, dest=_dest(s), default=None, metavar=s.metavar, help=text)
+        if s.repeatable:
+            parser.addini(s.ini, text, type="linelist", default=None)
+        else:
+            parser.addini(s.ini, text, type="string", default=None)
+    group.addoption(
+        "--pg-info",
+        action="store_true",
+        default=False,
+        help="Show every pgsandbox setting, its value and where it came from, and the "
+        "PostgreSQL that would be used; then exit.",
+    )
+
+
+def _ini_values(config: pytest.Config) -> dict[str, str | Sequence[str] | None]:
+    values: dict[str, str | Sequence[str] | None] = {}
+    for s in SETTINGS:
+        raw = config.getini(s.ini)
+        values[s.name] = None if raw in (None, "", []) else raw
+    return values
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
+    flags = {s.name: getattr(config.option, _dest(s), None) for s in SETTINGS}
+    ini_file = config.inipath.name if config.inipath else "the ini file"
+    try:
+        return resolve(flags, os.environ, _ini_values(config), ini_file)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    settings = settings_from_config(config)
+    config.stash[SETTINGS_KEY] = settings
+    workerinput = getattr(config, "workerinput", None)
+    xdist = None
+    secret = None
+    if workerinput is not None:  # an xdist worker: share the run's server with the others
+        uid = str(workerinput.get("testrunuid") or new_run_id())
+        run_id, worker = uid[:8], str(workerinput.get("workerid", "main"))
+        controller = int(workerinput.get("pgsandbox_controller_pid") or os.getppid())
+        xdist = XdistRun(uid, controller)
+        secret = workerinput.get("pgsandbox_secret")
+    else:
+        run_id, worker = new_run_id(), "main"
+    sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist, secret=secret)
+    config.addinivalue_line(
+        "markers",
+        'pg(isolation="transaction"|"clone"|"reset", scenario="NAME"): how the pg fixture '
+        "isolates this test, and the data scenario it starts from (pytest-pgsandbox)",
+    )
+    config.stash[SANDBOX_KEY] = sandbox
+    # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
+    # at least a normal interpreter exit stops the server.
+    atexit.register(sandbox.close)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: tell each worker who owns the server the workers will share."""
+    node.workerinput["pgsandbox_controller_pid"] = os.getpid()
+    # The same role passwords in every worker of the run (never printed).
+    node.workerinput["pgsandbox_secret"] = node.config.stash[SANDBOX_KEY].secret
+    node.config.stash[_XDIST_RUN_KEY] = str(node.workerinput["testrunuid"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    sandbox = config.stash.get(SANDBOX_KEY, None)
+    if sandbox is None:
+        return
+    atexit.unregister(sandbox.close)
+    try:
+        sandbox.close()
+        run = config.stash.get(_XDIST_RUN_KEY, None)
+        if run is not None:  # the controller stops the server its workers shared
+            from pytest_pgsandbox._engine.servers import janitor
+            from pytest_pgsandbox._engine.servers import places
+
+            s = sandbox.settings
+            janitor.stop_run(places.runtime_dir(s.runtime_dir, s.tmpfs), run)
+    except Exception as exc:  # the tests have run; a cleanup problem must not hide them
+        sys.stderr.write(f"pgsandbox: cleanup after the session failed: {mask(str(exc))}\n")
+
+
+def _postgres_line(settings: Settings) -> str:
+    if settings.uses_existing_server:
+        return f"postgresql: existing server {settings.describe_existing()}"
+    if settings.server == "docker":
+        return f"postgresql: Docker image {settings.image}"
+    try:
+        binaries = find_binaries(settings.bin_dir)
+    except PgSandboxError as exc:
+        return f"postgresql: not available - {str(exc).splitlines()[0]}"
+    return f"postgresql: {binaries.describe()}"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS_KEY]
+    sandbox = config.stash[SANDBOX_KEY]
+    if sandbox.server is not None:
+        lines = [f"postgresql: {sandbox.server.describe()}"]
+    else:
+        lines = [_postgres_line(settings)]
+    for name, value, source in settings.non_default():
+        shown = mask(str(value)) if isinstance(value, str) else value
+        lines.append(f"pgsandbox: {name}={shown!s} (from {source})")
+    return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test whose database is kept (keep=failed): say where it is, in its report."""
+    report = yield
+    if report.when != "call" or not report.failed:
+        return report
+    from pytest_pgsandbox._plugin.fixtures import HANDLE_KEY
+    from pytest_pgsandbox._plugin.fixtures import KEPT_KEY
+
+    sandbox = item.config.stash.get(SANDBOX_KEY, None)
+    handle = item.stash.get(HANDLE_KEY, None)
+    if sandbox is None or handle is None or sandbox.settings.keep == "never":
+        return report
+    if handle.isolation == "transaction":
+        report.sections.append(
+            ("pgsandbox", "database not kept: under transaction isolation it is rolled back")
+        )
+        return report
+    name = sandbox.kept_name(handle.info, handle.isolation == "reset")
+    item.stash[KEPT_KEY] = name
+    info = handle.info.for_db(name)
+    how = ""
+    if info.password:
+        how = f" (pgsandbox url --dbname {name} --reveal-password prints it with its password)"
+    report.sections.append(("pgsandbox", f"database kept: {info.url(masked=True)}{how}"))
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if config.option.collectonly or not any(
+        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
+    ):
+        return
+    sandbox = config.stash[SANDBOX_KEY]
+    scenarios = _scenarios_of(session.items)
+    sandbox.scenarios_wanted = bool(scenarios)
+    try:
+        sandbox.ensure_server()
+    except TemplateError as exc:
+        # One message for the session, not one error per test.
+        pytest.exit(f"pgsandbox: the template could not be built.\n{mask(str(exc))}", 1)
+    except PgSandboxError:
+        return  # remembered: each test that needs the server reports it
+    ready = []
+    for name in scenarios:
+        try:
+            ready.append((name, sandbox.scenario_template(sandbox.template, name)))
+        except ScenarioError as exc:
+            # Before any test runs, once: not the same failure in every test that uses it.
+            pytest.exit(f"pgsandbox: {mask(str(exc))}", 1)
+        except PgSandboxError:
+            return
+    server = sandbox.server
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if server is None or reporter is None or config.get_verbosity() < 0:
+        return
+    cache_note = ""
+    if getattr(server, "initdb_cached", None) is False:
+        cache_note = ", its cluster cache was prepared (once for these inputs)"
+    reporter.write_line(
+        f"postgresql: {server.describe()}, ready in {sandbox.startup_seconds:.2f} s{cache_note}"
+    )
+    if sandbox.place is not None and sandbox.template is not None:
+        reporter.write_line(
+            f"postgresql: the role {server.admin.user} may not create databases: tests run in "
+            f"{server.admin.dbname} in place ({sandbox.template.describe()})"
+        )
+    elif sandbox.template is not None:
+        reporter.write_line(f"postgresql: {sandbox.template.describe()}")
+    for name, template in ready:
+        how = "reused" if template.reused else f"loaded in {template.build_seconds:.2f} s"
+        reporter.write_line(f"postgresql: scenario {name}: template {how}")
+
+
+def _scenarios_of(items: Sequence[pytest.Item]) -> list[str]:
+    """The scenarios the ``pg`` markers of ``items`` name (well-formed markers only: a bad
+    one fails its own test)."""
+    names: set[str] = set()
+    for item in items:
+        for marker in item.iter_markers("pg"):
+            scenario = marker.kwargs.get("scenario")
+            if isinstance(scenario, str):
+                names.add(scenario)
+                break
+    return sorted(names)
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if not config.option.pg_info:
+        return None
+    settings = settings_from_config(config)
+    print("pgsandbox settings (flag > environment > ini > default):")
+    for s in SETTINGS:
+        value = getattr(settings, s.name)
+        shown = mask(str(value)) if isinstance(value, str) else value
+        print(f"  {s.name:<14} {shown!s:<34} {settings.source(s.name)}")
+    print(_postgres_line(settings))
+    return 0
