@@ -178,7 +178,7 @@ def pg_aws_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
     missing = _import_error("moto.server")
     if missing is not None:
         _missing("pg_aws_endpoint (a moto server when AWS_ENDPOINT_URL is not set)", missing)
-    from pytest_pgsandbox._plugin.hooks import SETTINGS_KEY
+    from pytest_pgsandbox._plugin.keys import SETTINGS_KEY
 
     timeout = request.config.stash[SETTINGS_KEY].start_timeout
     error: PgSandboxError | OSError | None = None

@@ -101,7 +101,7 @@ class PgDatabase(DatabaseHelpers):
     def is_dirty(self) -> bool:
         """Whether the database's schemas, extensions, tables or columns differ from the
         template's (what DDL changes; rows are not compared)."""
-        from pytest_pgsandbox._engine.helpers import catalog_digest
+        from pytest_pgsandbox._engine.isolation.verify import catalog_digest
         from pytest_pgsandbox.errors import PgSandboxError
 
         if self._baseline is None:

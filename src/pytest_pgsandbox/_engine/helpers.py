@@ -23,34 +23,8 @@ if TYPE_CHECKING:  # psycopg is imported when a test first needs a database, not
 
 PathOrFile = str | os.PathLike[str] | IO[str]
 
+
 # The catalog a reset cannot take back without a fresh copy: what is_dirty() compares.
-_CATALOG = """
-SELECT md5(coalesce(string_agg(x, E'\\n' ORDER BY x), '')) FROM (
-    SELECT 'schema ' || nspname AS x FROM pg_namespace
-    WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', '_pgsandbox')
-    UNION ALL
-    SELECT 'extension ' || extname || ' ' || extversion FROM pg_extension
-    UNION ALL
-    SELECT format('%s %s.%s', c.relkind, n.nspname, c.relname) FROM pg_class c
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', '_pgsandbox')
-    UNION ALL
-    SELECT format('column %s.%s.%s %s', n.nspname, c.relname, a.attname,
-                  format_type(a.atttypid, a.atttypmod))
-    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-      AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', '_pgsandbox')
-) objects
-"""
-
-
-def catalog_digest(conn: psycopg.Connection[Any]) -> str:
-    """A hash of the schemas, extensions, relations and columns of ``conn``'s database."""
-    row = conn.execute(_CATALOG).fetchone()
-    return str(row[0]) if row else ""
-
-
 def split_name(name: str) -> tuple[str | None, str]:
     """``"schema.table"`` -> ("schema", "table"); ``"table"`` -> (None, "table")."""
     schema, dot, table = name.partition(".")

@@ -341,7 +341,7 @@ class Sandbox:
     def database(self, template: PgTemplate | None) -> ConnInfo:
         """This session's test database (a copy of ``template``), created on first use."""
         from pytest_pgsandbox._engine.servers import provision
-        from pytest_pgsandbox._engine.servers.cluster import SESSION_DB
+        from pytest_pgsandbox._engine.servers.options import SESSION_DB
 
         server = self.ensure_server()
         if self.place is not None:
@@ -376,7 +376,7 @@ class Sandbox:
 
     def catalog_baseline(self, template: PgTemplate | None) -> str:
         """The catalog digest of ``template`` (what ``is_dirty()`` compares with), once."""
-        from pytest_pgsandbox._engine.helpers import catalog_digest
+        from pytest_pgsandbox._engine.isolation.verify import catalog_digest
 
         source = template.name if template else "template1"
         found = self._baselines.get(source)

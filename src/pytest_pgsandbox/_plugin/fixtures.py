@@ -22,29 +22,31 @@ from typing import TypeVar
 import pytest
 
 from pytest_pgsandbox._engine.handle import PgDatabase
+from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._plugin.keys import HANDLE_KEY
+from pytest_pgsandbox._plugin.keys import KEPT_KEY
+from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerDied
 
 if TYPE_CHECKING:
     import psycopg
 
+    from pytest_pgsandbox._engine.isolation.reset import ResetDatabase
     from pytest_pgsandbox._engine.templates.template import PgTemplate
 
 
 T = TypeVar("T")
-HANDLE_KEY = pytest.StashKey[PgDatabase]()  # the running test's database
-KEPT_KEY = pytest.StashKey[str]()  # the name its database is kept under, once it failed
 
 
-def _sandbox(config: pytest.Config) -> Any:
-    from pytest_pgsandbox._plugin.hooks import SANDBOX_KEY
+def _sandbox(config: pytest.Config) -> Sandbox:
 
     return config.stash[SANDBOX_KEY]
 
 
-def sandbox_of(request: pytest.FixtureRequest) -> Any:
+def sandbox_of(request: pytest.FixtureRequest) -> Sandbox:
     """The session's sandbox (its server started on first use)."""
     request.getfixturevalue("pg_server")
     return _sandbox(request.config)
@@ -105,7 +107,7 @@ def pg_build_template(
                 base=request.config.rootpath,
                 scenarios_dir=sandbox.settings.scenarios_dir,
             )
-            return sandbox.build_template(pg_server, spec)  # type: ignore[no-any-return]
+            return sandbox.build_template(pg_server, spec)
         except PgSandboxError as exc:
             error = exc
         _fail(error)
@@ -131,7 +133,7 @@ def pg(
 
 
 def _template_for(
-    request: pytest.FixtureRequest, sandbox: Any, pg_template: PgTemplate | None
+    request: pytest.FixtureRequest, sandbox: Sandbox, pg_template: PgTemplate | None
 ) -> PgTemplate | None:
     """The template of this test: its scenario's (``pg`` marker), else ``pg_template``."""
     __tracebackhide__ = True
@@ -176,14 +178,14 @@ def _transaction(
     request: pytest.FixtureRequest,
     pg_server: PgServer,
     pg_template: PgTemplate | None,
-    sandbox: Any,
+    sandbox: Sandbox,
 ) -> Iterator[PgDatabase]:
     isolation = _attempt(
         pg_server, "could not start the test's transaction", sandbox.isolation, pg_template
     )
     conn = _attempt(pg_server, "could not start the test's transaction", isolation.begin)
 
-    def restart() -> Any:
+    def restart() -> psycopg.Connection[Any]:
         isolation.end()
         return isolation.begin()
 
@@ -226,13 +228,13 @@ def _reset(
     request: pytest.FixtureRequest,
     pg_server: PgServer,
     pg_template: PgTemplate | None,
-    sandbox: Any,
+    sandbox: Sandbox,
 ) -> Iterator[PgDatabase]:
     what = "could not prepare the worker's reset database"
     db = _attempt(pg_server, what, sandbox.reset, pg_template)
     conn = _attempt(pg_server, what, db.begin)
 
-    def restart() -> Any:
+    def restart() -> psycopg.Connection[Any]:
         db.end()
         fresh = db.begin()
         sandbox.become(fresh)
@@ -261,7 +263,7 @@ def _clone(
     request: pytest.FixtureRequest,
     pg_server: PgServer,
     pg_template: PgTemplate | None,
-    sandbox: Any,
+    sandbox: Sandbox,
 ) -> Iterator[PgDatabase]:
     what = "could not give the test a database of its own"
     copy = _attempt(pg_server, what, sandbox.clone, pg_template)
@@ -280,7 +282,7 @@ def _clone(
         copy.end(give_back=kept[0] is None)
 
 
-def _baseline(sandbox: Any, template: PgTemplate | None) -> Callable[[], str]:
+def _baseline(sandbox: Sandbox, template: PgTemplate | None) -> Callable[[], str]:
     return lambda: str(sandbox.catalog_baseline(template))
 
 
@@ -334,7 +336,7 @@ def _isolation_for(request: pytest.FixtureRequest, default: str) -> str:
 
 @contextlib.contextmanager
 def _serving(
-    request: pytest.FixtureRequest, sandbox: Any, handle: PgDatabase, url: str
+    request: pytest.FixtureRequest, sandbox: Sandbox, handle: PgDatabase, url: str
 ) -> Iterator[None]:
     """While the test runs: its connection is current, ``url_env`` holds its URL."""
     sandbox.current_handle = handle
@@ -359,7 +361,10 @@ def _serving(
 
 
 def _keep(
-    request: pytest.FixtureRequest, sandbox: Any, handle: PgDatabase, reset: Any
+    request: pytest.FixtureRequest,
+    sandbox: Sandbox,
+    handle: PgDatabase,
+    reset: ResetDatabase | None,
 ) -> ConnInfo | None:
     """Keep the test's database if the keep setting says so; where it is now, or None."""
     keep = sandbox.settings.keep
@@ -477,39 +482,3 @@ def pg_session(pg: PgDatabase, pg_engine: Any) -> Iterator[Any]:
 def pg_conn(pg: PgDatabase) -> psycopg.Connection[Any]:
     """The psycopg connection of this test's database (``pg.conn``)."""
     return pg.conn
-
-
-# -- pytest-pgsql's fixtures (see pytest_pgsandbox.pgsql) ---------------------------------
-
-
-@pytest.fixture(scope="session")
-def database_uri(
-    pg_server: PgServer, pg_template: PgTemplate | None, request: pytest.FixtureRequest
-) -> str:
-    """The SQLAlchemy URL of this worker's database under reset isolation (pytest-pgsql's
-    session-wide database). Engines made on it serve ``postgresql_db``-style fixtures, which
-    put it back after every test."""
-    sandbox = _sandbox(request.config)
-    db = _attempt(
-        pg_server, "could not prepare the worker's reset database", sandbox.reset, pg_template
-    )
-    return str(db.info.url(driver="psycopg"))
-
-
-@pytest.fixture
-def postgresql_db(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """pytest-pgsql's engine-backed database: ``.engine``, ``.session``, helpers, ``.time``.
-    Commits allowed; rows, ALTERs, dropped tables and settings are all put back afterwards
-    (reset isolation)."""
-    from pytest_pgsandbox.pgsql import PostgreSQLTestDB
-
-    yield from PostgreSQLTestDB.serve(request, "pg_engine")
-
-
-@pytest.fixture
-def transacted_postgresql_db(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """pytest-pgsql's database on one connection in a transaction rolled back afterwards:
-    ``.connection``, ``.session`` (its commits are savepoints), helpers, ``.time``."""
-    from pytest_pgsandbox.pgsql import TransactedPostgreSQLTestDB
-
-    yield from TransactedPostgreSQLTestDB.serve(request, "pg_engine")

@@ -20,6 +20,11 @@ from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox._plugin.keys import HANDLE_KEY
+from pytest_pgsandbox._plugin.keys import KEPT_KEY
+from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
+from pytest_pgsandbox._plugin.keys import SETTINGS_KEY
+from pytest_pgsandbox._plugin.keys import XDIST_RUN_KEY
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ScenarioError
 from pytest_pgsandbox.errors import SettingError
@@ -32,13 +37,11 @@ from pytest_pgsandbox.settings import resolve
 pytest_plugins = [
     "pytest_pgsandbox._plugin.fixtures",
     "pytest_pgsandbox._plugin.async_fixtures",
+    "pytest_pgsandbox._plugin.pgsql_fixtures",
     "pytest_pgsandbox.factories",
     "pytest_pgsandbox.aws",
 ]
 
-SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
-SANDBOX_KEY: pytest.StashKey[Sandbox] = pytest.StashKey()
-_XDIST_RUN_KEY: pytest.StashKey[str] = pytest.StashKey()
 
 # Fixtures that need the server: when a selected test uses one, the server starts right
 # after collection (so its start-up is reported once, up front) instead of inside a test.
@@ -138,7 +141,7 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["pgsandbox_controller_pid"] = os.getpid()
     # The same role passwords in every worker of the run (never printed).
     node.workerinput["pgsandbox_secret"] = node.config.stash[SANDBOX_KEY].secret
-    node.config.stash[_XDIST_RUN_KEY] = str(node.workerinput["testrunuid"])
+    node.config.stash[XDIST_RUN_KEY] = str(node.workerinput["testrunuid"])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -148,7 +151,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     atexit.unregister(sandbox.close)
     try:
         sandbox.close()
-        run = config.stash.get(_XDIST_RUN_KEY, None)
+        run = config.stash.get(XDIST_RUN_KEY, None)
         if run is not None:  # the controller stops the server its workers shared
             from pytest_pgsandbox._engine.servers import janitor
             from pytest_pgsandbox._engine.servers import places
@@ -190,9 +193,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.when != "call" or not report.failed:
         return report
-    from pytest_pgsandbox._plugin.fixtures import HANDLE_KEY
-    from pytest_pgsandbox._plugin.fixtures import KEPT_KEY
-
     sandbox = item.config.stash.get(SANDBOX_KEY, None)
     handle = item.stash.get(HANDLE_KEY, None)
     if sandbox is None or handle is None or sandbox.settings.keep == "never":

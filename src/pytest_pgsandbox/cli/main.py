@@ -8,8 +8,6 @@ each command takes. It calls the engine directly; pytest is not involved.
 from __future__ import annotations
 
 import argparse
-import configparser
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,64 +27,11 @@ from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox._version import __version__
+from pytest_pgsandbox.cli.options import add_setting_flags
+from pytest_pgsandbox.cli.options import flags
+from pytest_pgsandbox.cli.options import load_settings
 from pytest_pgsandbox.errors import PgSandboxError
-from pytest_pgsandbox.settings import SETTINGS
-from pytest_pgsandbox.settings import RawValue
 from pytest_pgsandbox.settings import Settings
-from pytest_pgsandbox.settings import resolve
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-
-def _ini_file(start: Path) -> tuple[dict[str, RawValue | None], str]:
-    """The ``pg_*`` keys of the pytest configuration file pytest would find from ``start``."""
-    names = {s.ini: s for s in SETTINGS}
-    for folder in (start, *start.parents):
-        for filename, section in (
-            ("pytest.ini", "pytest"),
-            ("pyproject.toml", None),
-            ("tox.ini", "pytest"),
-            ("setup.cfg", "tool:pytest"),
-        ):
-            path = folder / filename
-            if not path.is_file():
-                continue
-            raw: dict[str, object] | None
-            if section is None:
-                tool = tomllib.loads(path.read_text()).get("tool", {})
-                pytest_table = tool.get("pytest", {})
-                raw = pytest_table.get("ini_options", pytest_table) if pytest_table else None
-            else:
-                parser = configparser.ConfigParser(interpolation=None)
-                parser.read(path)
-                raw = dict(parser[section]) if parser.has_section(section) else None
-            if raw is None:
-                continue
-            values: dict[str, RawValue | None] = {}
-            for key, value in raw.items():
-                setting = names.get(key)
-                if setting is None:
-                    continue
-                if isinstance(value, list):
-                    values[setting.name] = [str(v) for v in value]
-                elif setting.repeatable:
-                    values[setting.name] = [ln for ln in str(value).splitlines() if ln.strip()]
-                else:
-                    values[setting.name] = str(value)
-            return values, str(path)
-    return {}, "the ini file"
-
-
-def load_settings(flags: dict[str, RawValue | None]) -> Settings:
-    ini, ini_file = _ini_file(Path.cwd())
-    return resolve(flags, os.environ, ini, ini_file)
-
-
-def _flags(args: argparse.Namespace) -> dict[str, RawValue | None]:
-    return {s.name: getattr(args, s.name, None) for s in SETTINGS if getattr(args, s.name, None)}
 
 
 def _age(seconds: float) -> str:
@@ -98,7 +43,7 @@ def _age(seconds: float) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    settings = load_settings(_flags(args))
+    settings = load_settings(flags(args))
     print(f"pytest-pgsandbox {__version__}, Python {sys.version.split()[0]}")
     print("settings (flag > environment > ini > default):")
     for name, value, source in settings.non_default() or [("(all)", "defaults", "")]:
@@ -232,7 +177,7 @@ def _reusable(runtime: Path, name: str | None) -> list[janitor.ServerRecord]:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    settings = load_settings(_flags(args))
+    settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     binaries = find_binaries(settings.bin_dir)
     for rec in _reusable(runtime, None):
@@ -248,7 +193,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    settings = load_settings(_flags(args))
+    settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     recs = [r for r in janitor.records(runtime) if r.reusable and args.name in (None, r.name)]
     if not recs:
@@ -261,14 +206,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = load_settings(_flags(args))
+    settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     _print_servers(runtime)
     return 0
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    settings = load_settings(_flags(args))
+    settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     recs = _reusable(runtime, args.name)
     if not recs:
@@ -280,7 +225,7 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    settings = load_settings(_flags(args))
+    settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     reaped = janitor.reap(runtime)
     from pytest_pgsandbox._engine.servers.cache import prune
@@ -349,25 +294,6 @@ def _stale(label: dict[str, Any], now: float, older_than_hours: float) -> str:
     return ""
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    for name in names:
-        s = next(s for s in SETTINGS if s.name == name)
-        flag = "--" + name.replace("_", "-")
-        if s.repeatable:
-            parser.add_argument(flag, dest=name, action="append", metavar=s.metavar, help=s.help)
-        elif s.is_flag:
-            parser.add_argument(flag, dest=name, action="store_const", const="true", help=s.help)
-            parser.add_argument(
-                "--no-" + name.replace("_", "-"),
-                dest=name,
-                action="store_const",
-                const="false",
-                help=f"turn {flag} off",
-            )
-        else:
-            parser.add_argument(flag, dest=name, metavar=s.metavar, help=s.help)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pgsandbox",
@@ -380,11 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     local = ("bin_dir", "tcp", "port", "conf", "cache_dir", "start_timeout", *where)
 
     p = sub.add_parser("doctor", help="explain what was found here, and check that it works")
-    _add_setting_flags(p, ("server", "url", "url_command", "allow_hosts", "image", *local))
+    add_setting_flags(p, ("server", "url", "url_command", "allow_hosts", "image", *local))
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("start", help="start a local server that test runs reuse")
-    _add_setting_flags(p, local)
+    add_setting_flags(p, local)
     p.set_defaults(func=cmd_start)
 
     for name, func, text in (
@@ -393,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("url", cmd_url, "print the URL of the reusable local server"),
     ):
         p = sub.add_parser(name, help=text)
-        _add_setting_flags(p, where)
+        add_setting_flags(p, where)
         if name in ("stop", "url"):
             p.add_argument("--name", help="the server's name (see pgsandbox status)")
         if name == "url":
@@ -402,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     p = sub.add_parser("gc", help="reap servers, folders and databases left by ended runs")
-    _add_setting_flags(p, ("url", *where))
+    add_setting_flags(p, ("url", *where))
     p.add_argument("--all", action="store_true", help="also stop reusable servers")
     p.add_argument(
         "--older-than",
@@ -415,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pytest_pgsandbox.cli.scenario import register
 
-    register(sub, _add_setting_flags)
+    register(sub, add_setting_flags)
     return parser
 
 

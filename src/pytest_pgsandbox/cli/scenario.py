@@ -22,13 +22,13 @@ from pytest_pgsandbox.settings import Settings
 def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
     """The settings, and the folder relative paths start from (the ini file's, as pytest's
     rootdir, else the current folder)."""
-    from pytest_pgsandbox.cli.main import _flags
-    from pytest_pgsandbox.cli.main import _ini_file
-    from pytest_pgsandbox.cli.main import load_settings
+    from pytest_pgsandbox.cli.options import find_ini_file as find_ini
+    from pytest_pgsandbox.cli.options import flags
+    from pytest_pgsandbox.cli.options import load_settings
 
-    _ini, ini_file = _ini_file(Path.cwd())
+    _ini, ini_file = find_ini(Path.cwd())
     base = Path(ini_file).parent if Path(ini_file).is_file() else Path.cwd()
-    return load_settings(_flags(args)), base
+    return load_settings(flags(args)), base
 
 
 def _folder(settings: Settings, base: Path) -> Path:

@@ -28,22 +28,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pytest_pgsandbox._engine.helpers import catalog_digest
 from pytest_pgsandbox._engine.isolation import reset
+from pytest_pgsandbox._engine.isolation.verify import catalog_digest
 from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers.provision import IN_PLACE_MARK as MARK
+from pytest_pgsandbox._engine.servers.provision import is_in_place
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import ServerError
 
-MARK = "_pgsandbox.in_place"
 _LOCK = 0x70677362_696E706C  # "pgsbinpl": one run at a time in the database
-
-
-def is_in_place(conn: psycopg.Connection[Any]) -> bool:
-    """Whether ``conn``'s database is one pgsandbox uses in place."""
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (MARK,)).fetchone()
-    return bool(row and row[0])
 
 
 class InPlace:

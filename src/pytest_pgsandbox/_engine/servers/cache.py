@@ -25,14 +25,14 @@ from psycopg.rows import TupleRow
 
 from pytest_pgsandbox._engine.clock import dbclock
 from pytest_pgsandbox._engine.servers import roles
-from pytest_pgsandbox._engine.servers.cluster import CACHE_LAYOUT
-from pytest_pgsandbox._engine.servers.cluster import SESSION_DB
-from pytest_pgsandbox._engine.servers.cluster import SUPERUSER
-from pytest_pgsandbox._engine.servers.cluster import ClusterOptions
 from pytest_pgsandbox._engine.servers.cluster import LocalCluster
-from pytest_pgsandbox._engine.servers.cluster import _password
-from pytest_pgsandbox._engine.servers.cluster import _run
 from pytest_pgsandbox._engine.servers.discovery import PgBinaries
+from pytest_pgsandbox._engine.servers.options import CACHE_LAYOUT
+from pytest_pgsandbox._engine.servers.options import SESSION_DB
+from pytest_pgsandbox._engine.servers.options import SUPERUSER
+from pytest_pgsandbox._engine.servers.options import ClusterOptions
+from pytest_pgsandbox._engine.servers.options import new_password
+from pytest_pgsandbox._engine.servers.options import run_tool
 from pytest_pgsandbox._engine.servers.places import RunAs
 from pytest_pgsandbox._engine.servers.places import copy_tree
 from pytest_pgsandbox._engine.servers.places import remove_tree
@@ -66,7 +66,7 @@ class InitdbCache:
 
     def _build(self, entry: Path) -> str:
         def initdb(staging: Path, data: Path) -> str:
-            password = _password()
+            password = new_password()
             pwfile = staging / "pw"
             pwfile.write_text(password + "\n")
             pwfile.chmod(0o600)
@@ -75,7 +75,7 @@ class InitdbCache:
             argv = [str(self.binaries.exe("initdb")), "-D", str(data), "-U", SUPERUSER]
             argv += [f"--pwfile={pwfile}", "-A", "scram-sha-256", "-E", "UTF8"]
             argv += ["--no-locale", "--no-sync"]
-            _run(argv, self.run_as, self.timeout, "initdb")
+            run_tool(argv, self.run_as, self.timeout, "initdb")
             pwfile.unlink()
             return password
 

@@ -28,10 +28,10 @@ from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.servers.base import version_text
 from pytest_pgsandbox._engine.servers.cache import InitdbCache
 from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
-from pytest_pgsandbox._engine.servers.cluster import ClusterOptions
 from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.servers.discovery import PgBinaries
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
+from pytest_pgsandbox._engine.servers.options import ClusterOptions
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask

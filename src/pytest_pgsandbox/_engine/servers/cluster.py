@@ -8,24 +8,28 @@ with test-tuned settings, and a random password that is changed for every server
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
-from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
 from pytest_pgsandbox._engine.servers import janitor
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.servers.discovery import PgBinaries
+from pytest_pgsandbox._engine.servers.options import LOG_TAIL
+from pytest_pgsandbox._engine.servers.options import SOCKET_PORT
+from pytest_pgsandbox._engine.servers.options import SUPERUSER
+from pytest_pgsandbox._engine.servers.options import TEST_SETTINGS
+from pytest_pgsandbox._engine.servers.options import ClusterOptions
+from pytest_pgsandbox._engine.servers.options import DataSource
+from pytest_pgsandbox._engine.servers.options import new_password
+from pytest_pgsandbox._engine.servers.options import read_tail
 from pytest_pgsandbox._engine.servers.places import RunAs
 from pytest_pgsandbox._engine.servers.places import copy_tree
 from pytest_pgsandbox._engine.servers.places import make_server_dir
@@ -34,44 +38,7 @@ from pytest_pgsandbox._engine.servers.places import spawn_args
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerDied
-
-if TYPE_CHECKING:
-    from pytest_pgsandbox._engine.servers.cache import InitdbCache
-    from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
 from pytest_pgsandbox.errors import ServerStartError
-
-SUPERUSER = "postgres"
-CACHE_LAYOUT = 3  # bump when what a cached cluster contains changes
-SESSION_DB = "pgsandbox"
-SOCKET_PORT = 5432
-LOG_TAIL = 40
-
-# Durability buys nothing for a server whose data is thrown away.
-TEST_SETTINGS: Mapping[str, str] = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    # Dynamic shared memory as files in the data folder, not in /dev/shm: a server that is
-    # killed (SIGKILL, OOM killer) then leaves nothing behind once its folder is removed.
-    "dynamic_shared_memory_type": "mmap",
-}
-
-
-@dataclass
-class ClusterOptions:
-    tcp: bool = False
-    port: int = 0
-    conf: Sequence[tuple[str, str]] = ()
-    start_timeout: float = 60.0
-    reusable: bool = False
-    # Shared by the xdist workers of one run: ``run`` is the run's id, ``owner_pid`` the
-    # controller, which stops it; it is reaped if that process dies.
-    run: str | None = None
-    owner_pid: int | None = None
-
-    @property
-    def outlives_session(self) -> bool:
-        return self.reusable or self.run is not None
 
 
 def _hba(run_as: RunAs | None) -> str:
@@ -83,35 +50,6 @@ def _hba(run_as: RunAs | None) -> str:
         f"local all all {local}\n"
         "host all all 127.0.0.1/32 scram-sha-256\n"
     )
-
-
-def _read_tail(path: Path, lines: int = LOG_TAIL) -> list[str]:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return text.splitlines()[-lines:]
-
-
-def _run(argv: list[str], run_as: RunAs | None, timeout: float, what: str) -> None:
-    try:
-        subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=True, **spawn_args(run_as)
-        )
-    except subprocess.CalledProcessError as exc:
-        out = (exc.stdout or "") + (exc.stderr or "")
-        raise ServerStartError.with_log(
-            f"{what} failed with exit code {exc.returncode}: {' '.join(argv)}",
-            out.splitlines()[-LOG_TAIL:],
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise ServerStartError(
-            f"{what} did not finish within {timeout:.0f} s: {' '.join(argv)}. "
-            "Raise --pg-start-timeout if this machine is very slow."
-        ) from None
 
 
 def _free_port() -> int:
@@ -129,10 +67,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _password() -> str:
-    return secrets.token_urlsafe(24)
-
-
 @dataclass
 class LocalCluster:
     """A PostgreSQL server of our own: its folder, process, socket and password."""
@@ -141,7 +75,7 @@ class LocalCluster:
     runtime: Path
     run_as: RunAs | None
     options: ClusterOptions
-    data_source: InitdbCache | TemplateClusterCache | None
+    data_source: DataSource | None
     name: str = field(default_factory=lambda: secrets.token_hex(4))
     admin: ConnInfo = field(init=False)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -215,7 +149,7 @@ class LocalCluster:
                 self._spawn(folder, data, port, tcp)
                 return
             except ServerStartError:
-                in_use = any("Address already in use" in ln for ln in _read_tail(self.log_path))
+                in_use = any("Address already in use" in ln for ln in read_tail(self.log_path))
                 if not (in_use and attempt + 1 < attempts):
                     raise
 
@@ -281,7 +215,7 @@ class LocalCluster:
 
     def _rotate_password(self) -> None:
         """Give this server a password of its own (the cached one is shared by copies)."""
-        password = _password()
+        password = new_password()
         with connect(self.admin, timeout=self.options.start_timeout) as conn:
             roles.set_password(conn, SUPERUSER, password)
         self.admin = ConnInfo(
@@ -294,7 +228,7 @@ class LocalCluster:
         janitor.record(self.runtime, self.name, pid, self.admin, self.binaries, self.options)
 
     def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
-        return _read_tail(self.log_path, lines)
+        return read_tail(self.log_path, lines)
 
     def check_alive(self) -> None:
         """Raise ServerDied (with the log's tail) if the server process has exited."""

@@ -114,14 +114,13 @@ def check_host(info: ConnInfo, allow_hosts: Sequence[str], source: str) -> None:
 
 def check_database(conn: psycopg.Connection[TupleRow], info: ConnInfo) -> None:
     """Refuse a URL whose database holds tables that pgsandbox did not make."""
-    from pytest_pgsandbox._engine.isolation import inplace
     from pytest_pgsandbox._engine.servers import provision
 
     if info.dbname in MAINTENANCE_DATABASES:
         return
     if provision.database_label(conn, info.dbname) is not None:
         return
-    if inplace.is_in_place(conn):  # tests run in it, as a role that may not create databases
+    if provision.is_in_place(conn):  # tests run in it, as a role that may not create databases
         return
     row = conn.execute(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -32,7 +32,7 @@ from pytest_pgsandbox._engine.servers.places import write_private_json
 from pytest_pgsandbox._engine.urls import ConnInfo
 
 if TYPE_CHECKING:
-    from pytest_pgsandbox._engine.servers.cluster import ClusterOptions
+    from pytest_pgsandbox._engine.servers.options import ClusterOptions
 
 STALE_SECONDS = 3600.0
 # A lock file without a record is a server that never finished starting, or one that is

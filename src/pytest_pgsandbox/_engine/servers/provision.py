@@ -228,3 +228,13 @@ def labelled_databases(conn: Conn) -> list[tuple[str, dict[str, Any]]]:
         if label is not None:
             out.append((str(name), label))
     return out
+
+
+# A database the tests use in place (isolation/inplace.py) carries this table.
+IN_PLACE_MARK = "_pgsandbox.in_place"
+
+
+def is_in_place(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn``'s database is one pgsandbox uses in place."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (IN_PLACE_MARK,)).fetchone()
+    return bool(row and row[0])
