@@ -52,7 +52,7 @@ from pytest_pgsandbox._engine.isolation.reset_plain import plain_restore
 from pytest_pgsandbox._engine.isolation.transaction import _batch
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
-from pytest_pgsandbox._engine.templates import scenario
+from pytest_pgsandbox._engine.templates import catalog
 from pytest_pgsandbox._engine.urls import APPLICATION_NAME
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -303,7 +303,7 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
 
 def _columns(conn: psycopg.Connection[Any], oid: int) -> list[str]:
     """The columns a row can be written with (all but generated ones)."""
-    return [r[0] for r in conn.execute(scenario.COLUMNS, (oid,)).fetchall() if not r[4]]
+    return [r[0] for r in conn.execute(catalog.COLUMNS, (oid,)).fetchall() if not r[4]]
 
 
 def make_reset_template(

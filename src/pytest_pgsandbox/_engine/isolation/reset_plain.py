@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pytest_pgsandbox._engine.templates import scenario
+from pytest_pgsandbox._engine.templates import catalog
 
 CATALOG_DIGEST = """
 CREATE FUNCTION _pgsandbox.catalog() RETURNS text
@@ -194,7 +194,7 @@ def plain_restore(
     """The statements that put ``table`` back with foreign keys on (see ``RESET_PLAIN``):
     (drop rows not the template's, put back missing rows, update changed rows back,
     user triggers off, and on again)."""
-    key = [r[0] for r in conn.execute(scenario.PRIMARY_KEY, (oid,)).fetchall()]
+    key = [r[0] for r in conn.execute(catalog.PRIMARY_KEY, (oid,)).fetchall()]
     always = {
         r[0]
         for r in conn.execute(
