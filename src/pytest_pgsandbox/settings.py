@@ -120,11 +120,34 @@ class Settings:
             if self.source(s.name) != DEFAULT
         ]
 
+    def shown(self, name: str) -> str:
+        """The value of ``name`` as a user writes it (``alembic:alembic.ini``, ``a=b``,
+        ``true``), passwords masked."""
+        return show_value(name, getattr(self, name))
+
     def with_values(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 RawValue = str | Sequence[str]
+
+
+def show_value(name: str, value: object) -> str:
+    """A setting's value as it is written in a flag or an ini file."""
+    from pytest_pgsandbox._engine.urls import mask
+
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        if all(isinstance(item, str) for item in value):
+            return ",".join(value)  # a comma list, as it is written
+        sep = "=" if name == "conf" else ":"
+        return ", ".join(sep.join(str(part) for part in item) for item in value)
+    return mask(str(value))
 
 
 def _parse(setting: Setting, raw: RawValue, source: str) -> object:

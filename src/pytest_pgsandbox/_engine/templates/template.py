@@ -9,7 +9,6 @@ advisory lock, so concurrent runs and xdist workers on one server build it once.
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import hashlib
 import importlib
@@ -32,7 +31,9 @@ from psycopg import sql
 from pytest_pgsandbox._engine.clock import dbclock
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.templates import alembic_source
 from pytest_pgsandbox._engine.templates import scenario
+from pytest_pgsandbox._engine.templates.guard import only_to
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._version import __version__
@@ -117,33 +118,6 @@ def sql_files(spec: TemplateSpec, src: Source) -> list[Path]:
     return [path]
 
 
-def alembic_inputs(spec: TemplateSpec, src: Source) -> tuple[Path, Path]:
-    """(the ini file, the script location) of an alembic source."""
-    ini = spec.path(src.target)
-    if not ini.is_file():
-        raise TemplateError(
-            f"{src}: no such file: {ini}. Give the path of alembic.ini, relative to the "
-            "folder pytest runs in (rootdir) or absolute."
-        )
-    parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
-    parser.read(ini)
-    location = parser.get("alembic", "script_location", fallback=None)
-    if not location:
-        raise TemplateError(f"{src}: {ini} has no script_location in its [alembic] section.")
-    folder = Path(location)
-    if ":" in location and not folder.exists():  # "package:folder" form
-        package, _, sub = location.partition(":")
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise TemplateError(f"{src}: script_location {location}: no package {package}.")
-        folder = Path(next(iter(found.submodule_search_locations))) / sub
-    elif not folder.is_absolute():
-        folder = ini.parent / folder
-    if not folder.is_dir():
-        raise TemplateError(f"{src}: script_location {folder} (from {ini}) is not a folder.")
-    return ini, folder
-
-
 def module_files(src: Source) -> list[Path]:
     """The source files of the module a metadata/callable source names, and its package's."""
     module = src.target.split(":")[0]
@@ -159,15 +133,17 @@ def module_files(src: Source) -> list[Path]:
     return _files(Path(found.origin).parent, "*.py")
 
 
-def _inputs(spec: TemplateSpec, src: Source) -> list[Path]:
-    if src.kind == "scenario":
-        return list(_chain(spec, src).files())
-    if src.kind == "sql":
-        return sql_files(spec, src)
+def _inputs(spec: TemplateSpec, src: Source) -> list[tuple[str, bytes]]:
+    """(name, contents) of everything the source's build reads."""
     if src.kind == "alembic":
-        ini, folder = alembic_inputs(spec, src)
-        return [ini, *_files(folder)]
-    return module_files(src)
+        return alembic_source.locate(spec.path(src.target), str(src)).inputs()
+    if src.kind == "scenario":
+        paths = list(_chain(spec, src).files())
+    elif src.kind == "sql":
+        paths = sql_files(spec, src)
+    else:
+        paths = module_files(src)
+    return [(p.name, p.read_bytes()) for p in paths]
 
 
 def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
@@ -180,9 +156,9 @@ def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
     for role, sources in (("schema", spec.schema), ("seed", spec.seed)):
         for src in sources:
             h.update(f"{role} {src}\n".encode())
-            for path in _inputs(spec, src):
-                h.update(f"file {path.name} {len(path.read_bytes())}\n".encode())
-                h.update(path.read_bytes())
+            for name, data in _inputs(spec, src):
+                h.update(f"file {name} {len(data)}\n".encode())
+                h.update(data)
     return h.hexdigest()
 
 
@@ -400,10 +376,19 @@ def _apply(
             _run_sql_file(src, path, info, timeout)
     elif src.kind == "alembic":
         _run_alembic(src, spec, info, env)
-    elif src.kind == "metadata":
-        _run_metadata(src, info)
-    elif src.kind == "callable":
-        _run_callable(src, info, timeout)
+    elif src.kind in ("metadata", "callable"):
+        with only_to(info) as guard:
+            try:
+                if src.kind == "metadata":
+                    _run_metadata(src, info)
+                else:
+                    _run_callable(src, info, timeout)
+            except TemplateError:
+                if guard.refused is not None:
+                    raise TemplateError(f"{src}: {guard.refused}") from None
+                raise
+        if guard.refused is not None:  # the user's code caught the refusal
+            raise TemplateError(f"{src}: {guard.refused}")
     elif src.kind == "scenario":
         chain = _chain(spec, src)
         with connect(info, autocommit=False, timeout=timeout) as conn:
@@ -497,10 +482,8 @@ def _run_callable(src: Source, info: ConnInfo, timeout: float) -> None:
             else:
                 func(conn)
             conn.commit()
-        except Exception as exc:
-            raise TemplateError(
-                f"{src} raised {type(exc).__name__}: {exc}\n{_user_frames(exc)}"
-            ) from None
+        except (Exception, SystemExit) as exc:
+            raise TemplateError(f"{src} {alembic_source.what(exc)}\n{_user_frames(exc)}") from None
 
 
 def _user_frames(exc: BaseException, limit: int = 3) -> str:
@@ -514,32 +497,12 @@ def _user_frames(exc: BaseException, limit: int = 3) -> str:
 
 
 def _run_alembic(src: Source, spec: TemplateSpec, info: ConnInfo, url_env: str | None) -> None:
-    try:
-        from alembic import command
-        from alembic.config import Config
-    except ImportError:
-        raise TemplateError(
-            f"{src} needs Alembic: pip install 'pytest-pgsandbox[alembic]'"
-        ) from None
-    ini, folder = alembic_inputs(spec, src)
-    config = Config(str(ini))
-    config.set_main_option("script_location", str(folder))
-    config.set_main_option("sqlalchemy.url", sqlalchemy_url(info).replace("%", "%%"))
-    _ = config.file_config  # read the ini now; then env.py's fileConfig() is skipped, so the
-    config.config_file_name = None  # test process keeps its own logging set-up
+    files = alembic_source.locate(spec.path(src.target), str(src))
     saved = os.environ.get(url_env) if url_env else None
     if url_env:
         os.environ[url_env] = info.url()  # env.py that reads the URL from there gets ours
     try:
-        command.upgrade(config, "head")
-    except Exception as exc:
-        frames = [
-            f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(folder))
-        ]
-        where = f"\n  in {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        raise TemplateError(
-            f"{src}: alembic upgrade head failed: {type(exc).__name__}: {_first_line(exc)}{where}"
-        ) from None
+        alembic_source.upgrade(files, str(src), info, sqlalchemy_url(info))
     finally:
         if url_env:
             if saved is None:

@@ -1,0 +1,209 @@
+"""While a template is built, nothing may connect anywhere but the template.
+
+An Alembic ``env.py`` (or a seed) that takes its URL from the application's settings would
+otherwise migrate *that* database, a developer's real one, and leave the template empty.
+:func:`only_to` refuses, before a single statement can run, every connection made on the
+building thread to another server or database:
+
+- SQLAlchemy engines, whatever their driver (a ``do_connect`` event on every engine);
+- psycopg 3 (``psycopg.connect``, ``Connection.connect``, ``AsyncConnection.connect``), psycopg2
+  (``psycopg2.connect``) and asyncpg (``asyncpg.connect``), as far as code reaches them
+  through those names.
+
+Connections made on other threads (our own background work) are left alone. The first
+refusal is remembered, so the build fails with it even if the user's code caught the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import threading
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox.errors import TemplateError
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+class ForeignConnection(TemplateError):
+    """A connection to another database while the template was being built."""
+
+
+@dataclass
+class Guard:
+    """What :func:`only_to` allows, and the first connection it refused."""
+
+    allowed: ConnInfo
+    thread: int = field(default_factory=threading.get_ident)
+    refused: ForeignConnection | None = None
+
+    def check(self, params: Mapping[str, Any], shown: str) -> None:
+        """Raise (and remember) a refusal unless ``params`` reach the template."""
+        if threading.get_ident() == self.thread and not _same_place(params, self.allowed):
+            self.refuse(shown)
+
+    def refuse(self, shown: str) -> None:
+        error = ForeignConnection(
+            f"while the template was being built, code it ran tried to connect to {shown}, "
+            "which is not the template database; pgsandbox refused the connection before "
+            "any statement ran, so nothing was written there.\n"
+            "Such a URL usually comes from the application's own settings read by env.py "
+            "or a seed (DATABASE_URL in the environment or a .env file, "
+            "settings.SQLALCHEMY_DATABASE_URI, an app config).\n"
+            "Fix: let env.py use the URL Alembic is given, e.g. "
+            '`url = config.get_main_option("sqlalchemy.url")` (pgsandbox sets it), '
+            "or set pg_url_env to the variable your settings read (e.g. DATABASE_URL) so "
+            "that it holds the template's URL while the template is built."
+        )
+        if self.refused is None:
+            self.refused = error
+        raise error
+
+
+def _norm_host(host: object) -> str:
+    text = str(host or os.environ.get("PGHOST") or "/var/run/postgresql").split(",")[0]
+    if text.startswith("/"):
+        return os.path.realpath(text)
+    text = text.strip("[]").lower()
+    return "loopback" if text in _LOOPBACK else text
+
+
+def _same_place(params: Mapping[str, Any], allowed: ConnInfo) -> bool:
+    dbname = params.get("dbname") or params.get("database")
+    port = params.get("port") or os.environ.get("PGPORT") or 5432
+    try:
+        port_number = int(str(port).split(",")[0])
+    except ValueError:
+        return False
+    return (
+        _norm_host(params.get("host")) == _norm_host(allowed.host)
+        and port_number == allowed.port
+        and dbname == allowed.dbname
+    )
+
+
+def _shown(params: Mapping[str, Any], driver: str = "postgresql") -> str:
+    host = params.get("host") or ""
+    port = params.get("port") or ""
+    user = params.get("user") or ""
+    password = ":***" if params.get("password") else ""
+    dbname = params.get("dbname") or params.get("database") or ""
+    where = f"{host}:{port}" if port else str(host)
+    if str(host).startswith("/"):  # a socket folder, as libpq takes it in a URL
+        return f"{driver}://{user}{password}@/{dbname}?host={host}"
+    return f"{driver}://{user}{password}{'@' if user else ''}{where}/{dbname}"
+
+
+@contextlib.contextmanager
+def only_to(allowed: ConnInfo) -> Iterator[Guard]:
+    """Refuse connections made on this thread to anything but ``allowed`` while inside."""
+    guard = Guard(allowed)
+    undo: list[Callable[[], None]] = []
+    try:
+        _guard_sqlalchemy(guard, undo)
+        _guard_psycopg(guard, undo)
+        _guard_psycopg2(guard, undo)
+        _guard_asyncpg(guard, undo)
+        yield guard
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def _guard_sqlalchemy(guard: Guard, undo: list[Callable[[], None]]) -> None:
+    if "sqlalchemy" not in sys.modules:
+        with contextlib.suppress(ImportError):
+            import sqlalchemy  # noqa: F401 - env.py will import it: catch its engines too
+    if "sqlalchemy" not in sys.modules:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def do_connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        if dialect.name != "postgresql":
+            if threading.get_ident() == guard.thread:
+                guard.refuse(f"a {dialect.name} database ({mask(str(cargs[0]) if cargs else '')})")
+            return
+        params = dict(cparams)
+        if cargs and isinstance(cargs[0], str) and "=" in cargs[0]:
+            from psycopg.conninfo import conninfo_to_dict
+
+            with contextlib.suppress(Exception):
+                params = {**conninfo_to_dict(cargs[0]), **params}
+        guard.check(params, mask(_shown(params)))
+
+    event.listen(Engine, "do_connect", do_connect)
+    undo.append(lambda: event.remove(Engine, "do_connect", do_connect))
+
+
+def _guard_psycopg(guard: Guard, undo: list[Callable[[], None]]) -> None:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    for cls in (psycopg.Connection, psycopg.AsyncConnection):
+        original = cls.__dict__["connect"]
+        func = original.__func__
+
+        def make(func: Any) -> Any:
+            def connect(klass: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+                params = conninfo_to_dict(conninfo, **kwargs)
+                guard.check(params, mask(_shown(params)))
+                return func(klass, conninfo, **kwargs)
+
+            return classmethod(connect)
+
+        setattr(cls, "connect", make(func))  # noqa: B010
+        undo.append(functools.partial(setattr, cls, "connect", original))
+    # psycopg.connect is Connection.connect, bound when psycopg was imported.
+    module_connect = psycopg.connect
+    psycopg.connect = psycopg.Connection.connect
+    undo.append(functools.partial(setattr, psycopg, "connect", module_connect))
+
+
+def _guard_psycopg2(guard: Guard, undo: list[Callable[[], None]]) -> None:
+    module: Any = sys.modules.get("psycopg2")
+    if module is None:
+        return
+    original = module.connect
+
+    def connect(dsn: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(dsn or "", **{k: v for k, v in kwargs.items() if v})
+        guard.check(params, mask(_shown(params)))
+        return original(dsn, *args, **kwargs)
+
+    module.connect = connect
+    undo.append(lambda: setattr(module, "connect", original))
+
+
+def _guard_asyncpg(guard: Guard, undo: list[Callable[[], None]]) -> None:
+    module: Any = sys.modules.get("asyncpg")
+    if module is None:
+        return
+    original = module.connect
+
+    async def connect(dsn: str | None = None, **kwargs: Any) -> Any:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            params = conninfo_to_dict(dsn or "")
+        for key in ("host", "port", "user", "password", "database"):
+            if kwargs.get(key):
+                params[key] = kwargs[key]
+        guard.check(params, mask(_shown(params)))
+        return await original(dsn, **kwargs)
+
+    module.connect = connect
+    undo.append(lambda: setattr(module, "connect", original))
