@@ -68,13 +68,14 @@ def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
 
 
 async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
+    from pytest_pgsandbox._engine.drivers.sqla import async_session_class
     from pytest_pgsandbox._engine.drivers.sqla import make_async_engine
 
     owner = _psycopg_owner(pg)
     conn = await owner.open()
     engine = make_async_engine(lambda: conn)
     try:
-        from sqlalchemy.ext.asyncio import AsyncSession
+        AsyncSession = async_session_class()
 
         async with engine.connect() as connection:
             mode = "create_savepoint" if pg.isolation == "transaction" else "conditional_savepoint"

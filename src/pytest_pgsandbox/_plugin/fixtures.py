@@ -463,9 +463,12 @@ def pg_session(pg: PgDatabase, pg_engine: Any) -> Iterator[Any]:
     """A SQLAlchemy 2 ``Session`` on this test's connection.
 
     Under transaction isolation ``commit()`` is a savepoint; under clone and reset it
-    commits for real, so code on ``pg.url`` sees the rows.
+    commits for real, so code on ``pg.url`` sees the rows. With SQLModel installed it is a
+    ``sqlmodel.Session`` (``session.exec(select(Model))`` works).
     """
-    from sqlalchemy.orm import Session
+    from pytest_pgsandbox._engine.drivers.sqla import session_class
+
+    Session = session_class()
 
     with pg_engine.connect() as connection:
         if pg.isolation == "transaction":

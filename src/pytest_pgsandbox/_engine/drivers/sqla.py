@@ -8,6 +8,7 @@ so its commits and rollbacks are savepoints.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,29 @@ def require_sqlalchemy() -> Any:
             "this needs SQLAlchemy 2: pip install 'pytest-pgsandbox[sqlalchemy]'"
         ) from None
     return sqlalchemy
+
+
+def session_class() -> Any:
+    """``sqlmodel.Session`` when SQLModel is installed (its ``.exec()`` works, and it is a
+    SQLAlchemy ``Session`` all the same), else SQLAlchemy's ``Session``."""
+    if importlib.util.find_spec("sqlmodel") is not None:
+        from sqlmodel import Session as SQLModelSession
+
+        return SQLModelSession
+    from sqlalchemy.orm import Session
+
+    return Session
+
+
+def async_session_class() -> Any:
+    """SQLModel's ``AsyncSession`` when SQLModel is installed, else SQLAlchemy's."""
+    if importlib.util.find_spec("sqlmodel") is not None:
+        from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
+
+        return SQLModelAsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    return AsyncSession
 
 
 def make_engine(current: Callable[[], Any], driver: str = "psycopg") -> Any:
