@@ -143,6 +143,15 @@ def _seed_source(raw: str) -> tuple[str, str]:
     return _source(raw)
 
 
+def _template_input(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise Invalid
+    if value.startswith("env:"):
+        _env_var_name(value[4:] or "0")
+    return value
+
+
 def _names(raw: str) -> tuple[str, ...]:
     """Names separated by commas or spaces."""
     return tuple(n.strip() for n in raw.replace(" ", ",").split(",") if n.strip())
@@ -337,6 +346,17 @@ SETTINGS: tuple[Setting, ...] = (
         "extension names separated by commas, e.g. pg_trgm,hstore",
         "Extensions created in the template before the schema.",
         metavar="NAMES",
+    ),
+    Setting(
+        "template_inputs",
+        _template_input,
+        (),
+        "a file glob relative to the rootdir (e.g. data/*.csv) or env:NAME (repeatable)",
+        "More inputs of the template's hash, for what a build reads that pgsandbox cannot "
+        "see: files a seed opens, environment variables it reads (only a hash of their "
+        "values is kept).",
+        metavar="GLOB_OR_ENV",
+        repeatable=True,
     ),
     Setting(
         "scenarios_dir",

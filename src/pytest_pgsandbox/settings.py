@@ -68,6 +68,7 @@ class Settings:
     schema: tuple[tuple[str, str], ...] = ()
     seed: tuple[tuple[str, str], ...] = ()
     extensions: tuple[str, ...] = ()
+    template_inputs: tuple[str, ...] = ()
     scenarios_dir: Path | None = None
     role: str | None = None
     role_per_worker: bool = False

@@ -28,6 +28,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "schema": ("sql:db/schema.sql", "sql:db/schema.sql"),
     "seed": ("callable:app.seed:load", "callable:app.seed:load"),
     "extensions": ("pg_trgm,hstore", "pg_trgm,hstore"),
+    "template_inputs": ("data/*.csv", "data/*.csv"),
     "scenarios_dir": ("/tmp/pgsb-scenarios-elsewhere", "/tmp/pgsb-scenarios-elsewhere"),
     "role": ("app", "app"),
     "role_per_worker": ("true", "true"),

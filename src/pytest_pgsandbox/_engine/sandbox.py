@@ -99,6 +99,7 @@ class Sandbox:
             schema=tuple(Source(*item) for item in s.schema),
             seed=tuple(Source(*item) for item in s.seed),
             extensions=s.extensions,
+            inputs=s.template_inputs,
             base=self.base,
             scenarios_dir=s.scenarios_dir,
             role=s.role,

@@ -282,4 +282,11 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     for name, shown, source in rows:
         print(f"  {name:<{widths[0]}}  {shown:<{widths[1]}}  {source}".rstrip())
     print(_postgres_line(settings))
+    spec = Sandbox(settings, "info", base=config.rootpath).spec()
+    if not spec.empty:
+        from pytest_pgsandbox._engine.templates.template import coverage
+
+        print("the template's hash covers (with the PostgreSQL major and pgsandbox's version):")
+        for line in coverage(spec):
+            print(f"  {line}")
     return 0

@@ -9,12 +9,14 @@ advisory lock, so concurrent runs and xdist workers on one server build it once.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -63,6 +65,7 @@ class TemplateSpec:
     schema: tuple[Source, ...]
     seed: tuple[Source, ...] = ()
     extensions: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()  # more inputs of the hash: file globs, env:NAME
     base: Path = Path()
     scenarios_dir: Path | None = None  # where ``scenario:NAME`` sources are; base-relative
     role: str | None = None  # created before the schema, which may grant to it
@@ -118,19 +121,138 @@ def sql_files(spec: TemplateSpec, src: Source) -> list[Path]:
     return [path]
 
 
-def module_files(src: Source) -> list[Path]:
-    """The source files of the module a metadata/callable source names, and its package's."""
+def module_files(src: Source, base: Path = Path()) -> list[Path]:
+    """The project's source files a metadata/callable source runs: its module, the
+    packages above it, and the project modules they import, followed transitively.
+
+    A module counts as the project's when it is found under ``base`` (the rootdir) on
+    ``sys.path``, outside any virtualenv or ``site-packages``: installed libraries, test
+    files the source does not import, and a virtualenv inside the project never count.
+    """
     module = src.target.split(":")[0]
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError) as exc:
-        raise TemplateError(f"{src}: cannot find module {module}: {exc}") from None
-    if found is None or found.origin is None or not os.path.isfile(found.origin):
+    roots = project_roots(base)
+    first = _find_module(module, roots)
+    if first is None:
         raise TemplateError(
-            f"{src}: cannot find module {module!r}. Is it importable from the folder pytest "
-            "runs in (check pythonpath in the pytest configuration)?"
+            f"{src}: cannot find module {module!r} in the project ({base}). Is it importable "
+            "from the folder pytest runs in (check pythonpath in the pytest configuration)?"
         )
-    return _files(Path(found.origin).parent, "*.py")
+    return imported_project_files(module, roots)
+
+
+def project_roots(base: Path) -> list[Path]:
+    """The folders on sys.path (and the rootdir) that hold the project's own modules."""
+    base = base.resolve()
+    found: list[Path] = []
+    for entry in [str(base), *sys.path]:
+        try:
+            path = Path(entry or ".").resolve()
+        except OSError:
+            continue
+        if path in found or not path.is_dir():
+            continue
+        if (path == base or base in path.parents) and not _is_installed(path):
+            found.append(path)
+    return found
+
+
+def _is_installed(path: Path) -> bool:
+    """Inside a virtualenv or an installation folder: a library's, not the project's."""
+    if {"site-packages", "dist-packages", "__pycache__"} & set(path.parts):
+        return True
+    return any((p / "pyvenv.cfg").is_file() for p in (path, *path.parents))
+
+
+def _find_module(name: str, roots: Sequence[Path]) -> Path | None:
+    parts = name.split(".")
+    for root in roots:
+        candidate = root.joinpath(*parts)
+        for found in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+            if found.is_file() and not _is_installed(found.parent):
+                return found
+    return None
+
+
+def imported_project_files(module: str, roots: Sequence[Path], limit: int = 5000) -> list[Path]:
+    """``module`` and the project modules it imports, transitively (at most ``limit``)."""
+    seen: dict[Path, None] = {}
+    pending = [module]
+    done: set[str] = set()
+    while pending and len(seen) < limit:
+        name = pending.pop()
+        if name in done:
+            continue
+        done.add(name)
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
+            path = _find_module(".".join(parts[:i]), roots)
+            if path is None or path in seen:
+                continue
+            seen[path] = None
+            package = (
+                ".".join(parts[:i]) if path.name == "__init__.py" else ".".join(parts[: i - 1])
+            )
+            pending.extend(_imports_of(path, package))
+    return sorted(seen)
+
+
+def _imports_of(path: Path, package: str) -> list[str]:
+    """Absolute names of what ``path`` imports (relative imports resolved from ``package``)."""
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".") if package else []
+                anchor = anchor[: len(anchor) - (node.level - 1)] if node.level > 1 else anchor
+                prefix = ".".join(anchor)
+                base_name = ".".join(x for x in (prefix, node.module or "") if x)
+            else:
+                base_name = node.module or ""
+            if base_name:
+                names.append(base_name)
+            names.extend(f"{base_name}.{a.name}" if base_name else a.name for a in node.names)
+    return names
+
+
+def extra_inputs(spec: TemplateSpec) -> list[tuple[str, bytes]]:
+    """The ``template_inputs`` setting's files (by glob) and environment variables."""
+    found: list[tuple[str, bytes]] = []
+    for item in spec.inputs:
+        if item.startswith("env:"):
+            value = os.environ.get(item[4:])
+            data = b"unset" if value is None else b"set " + value.encode()
+            found.append((item, hashlib.sha256(data).digest()))
+            continue
+        matches = sorted(p for p in spec.base.glob(item) if p.is_file())
+        found.append((f"glob {item}", str(len(matches)).encode()))
+        found.extend((str(p.relative_to(spec.base)), p.read_bytes()) for p in matches)
+    return found
+
+
+def coverage(spec: TemplateSpec) -> list[str]:
+    """What the template's hash covers, a line per source (for ``--pg-info``)."""
+    lines = []
+    for role, sources in (("schema", spec.schema), ("seed", spec.seed)):
+        for src in sources:
+            try:
+                names = [name for name, _data in _inputs(spec, src)]
+            except TemplateError as exc:
+                lines.append(f"{role} {src}: {exc}")
+                continue
+            shown = ", ".join(names[:8]) + (
+                f", ... ({len(names)} in all)" if len(names) > 8 else ""
+            )
+            lines.append(f"{role} {src}: {shown}")
+    if spec.inputs:
+        names = [name for name, _data in extra_inputs(spec)]
+        lines.append(f"template_inputs: {', '.join(names)}")
+    return lines
 
 
 def _inputs(spec: TemplateSpec, src: Source) -> list[tuple[str, bytes]]:
@@ -142,7 +264,12 @@ def _inputs(spec: TemplateSpec, src: Source) -> list[tuple[str, bytes]]:
     elif src.kind == "sql":
         paths = sql_files(spec, src)
     else:
-        paths = module_files(src)
+        paths = module_files(src, spec.base)
+        base = spec.base.resolve()
+        return [
+            (str(p.relative_to(base)) if base in p.parents else p.name, p.read_bytes())
+            for p in paths
+        ]
     return [(p.name, p.read_bytes()) for p in paths]
 
 
@@ -159,6 +286,9 @@ def fingerprint(spec: TemplateSpec, pg_major: int) -> str:
             for name, data in _inputs(spec, src):
                 h.update(f"file {name} {len(data)}\n".encode())
                 h.update(data)
+    for name, data in extra_inputs(spec):
+        h.update(f"input {name} {len(data)}\n".encode())
+        h.update(data)
     return h.hexdigest()
 
 
