@@ -30,6 +30,8 @@ def test_pg_session_is_sqlmodels(pg_session):
     pg_session.commit()
     heroes = pg_session.exec(select(Hero)).all()
     assert [h.name for h in heroes] == ["Deadpond"]
+    # SQLAlchemy-style code on the same session raises no deprecation warning.
+    assert pg_session.execute(select(Hero.name)).scalar_one() == "Deadpond"
 
 
 def test_each_test_starts_clean(pg_session):
@@ -43,6 +45,8 @@ async def test_pg_async_session_is_sqlmodels(pg_async_session):
     await pg_async_session.commit()
     result = await pg_async_session.exec(select(Hero.name))
     assert result.all() == ["Rusty-Man"]
+    rows = await pg_async_session.execute(select(Hero.power))
+    assert rows.scalar_one() == 9
 """
 
 
@@ -56,6 +60,7 @@ def test_a_sqlmodel_project(pytester: pytest.Pytester, runtime: Path, isolation:
         "pg_schema = metadata:models:SQLModel\n"
         f"pg_isolation = {isolation}\n"
         "asyncio_default_fixture_loop_scope = function\n"
+        "filterwarnings = error\n"
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)

@@ -7,6 +7,7 @@ so its commits and rollbacks are savepoints.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -25,27 +26,34 @@ def require_sqlalchemy() -> Any:
     return sqlalchemy
 
 
+@functools.cache
 def session_class() -> Any:
     """``sqlmodel.Session`` when SQLModel is installed (its ``.exec()`` works, and it is a
-    SQLAlchemy ``Session`` all the same), else SQLAlchemy's ``Session``."""
-    if importlib.util.find_spec("sqlmodel") is not None:
-        from sqlmodel import Session as SQLModelSession
+    SQLAlchemy ``Session`` all the same), else SQLAlchemy's ``Session``.
 
-        return SQLModelSession
+    SQLModel marks ``execute()`` deprecated in favour of ``exec()``; the tests' session keeps
+    SQLAlchemy's own ``execute()``, so code written for SQLAlchemy raises no warning.
+    """
     from sqlalchemy.orm import Session
 
-    return Session
+    if importlib.util.find_spec("sqlmodel") is None:
+        return Session
+    from sqlmodel import Session as SQLModelSession
+
+    return type("Session", (SQLModelSession,), {"execute": Session.execute})
 
 
+@functools.cache
 def async_session_class() -> Any:
-    """SQLModel's ``AsyncSession`` when SQLModel is installed, else SQLAlchemy's."""
-    if importlib.util.find_spec("sqlmodel") is not None:
-        from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
-
-        return SQLModelAsyncSession
+    """SQLModel's ``AsyncSession`` when SQLModel is installed, else SQLAlchemy's (with
+    SQLAlchemy's ``execute()`` as for :func:`session_class`)."""
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    return AsyncSession
+    if importlib.util.find_spec("sqlmodel") is None:
+        return AsyncSession
+    from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
+
+    return type("AsyncSession", (SQLModelAsyncSession,), {"execute": AsyncSession.execute})
 
 
 def make_engine(current: Callable[[], Any], driver: str = "psycopg") -> Any:
