@@ -66,7 +66,6 @@ class _Sqlalchemy2(ast.NodeTransformer):
         self.binds: dict[str, ast.expr] = {}  # MetaData variable -> what it was bound to
 
     def visit_Assign(self, node: ast.Assign) -> ast.AST:
-        self.generic_visit(node)
         value = node.value
         if _is_call(value, "MetaData") and len(node.targets) == 1:
             assert isinstance(value, ast.Call)
@@ -74,6 +73,7 @@ class _Sqlalchemy2(ast.NodeTransformer):
             target = node.targets[0]
             if bind is not None and isinstance(target, ast.Name):
                 self.binds[target.id] = bind
+        self.generic_visit(node)
         return node
 
     def visit_Call(self, node: ast.Call) -> ast.AST:

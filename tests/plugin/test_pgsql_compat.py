@@ -78,7 +78,7 @@ def test_freeze_time_needs_one_database_fixture(pytester: pytest.Pytester, runti
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*must use exactly one database fixture*uses 0*"])
+    result.stdout.fnmatch_lines(["*exactly *one* database fixture*'test_no_database' has 0."])
 
 
 def test_the_same_public_names_as_pytest_pgsql() -> None:

@@ -20,6 +20,7 @@ from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox._plugin.fixtures import add_database_to_engine_tests
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
@@ -215,6 +216,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
+    add_database_to_engine_tests(session.items)
     if config.option.collectonly or not any(
         SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
     ):

@@ -151,6 +151,22 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
             )
         return super().has_table(table)
 
+    def get_table(self, table: str, metadata: Any = None) -> Any:
+        """A SQLAlchemy ``Table`` reflected from the database (``"schema.name"``, or a name
+        on the search_path, ``pg_catalog``'s too, which SQLAlchemy 2 alone does not find)."""
+        from pytest_pgsandbox._engine.helpers import split_name
+
+        schema, name = split_name(table)
+        if schema is None:
+            found = self._scalar(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = to_regclass(quote_ident(%s))",
+                (name,),
+            )
+            if found == "pg_catalog":
+                table = f"pg_catalog.{name}"
+        return super().get_table(table, metadata)
+
     def run_sql_file(self, source: PathOrFile, **bindings: Any) -> Any:
         """Run the SQL in a file (several statements allowed); the SQLAlchemy result of the
         last one (``.scalar()``...). ``:name`` placeholders are bound to ``bindings``."""
@@ -287,9 +303,11 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
         """A fixture named ``name`` giving an instance of this class on the engine fixture
         ``engine_name``; ``fixture_kwargs`` go to ``pytest.fixture`` (``scope``...).
         ``use_restore_state`` is accepted for compatibility: isolation always restores."""
-        if cls.needs_reset:
-            from pytest_pgsandbox._plugin.fixtures import RESET_FIXTURES
+        from pytest_pgsandbox._plugin.fixtures import DATABASE_FIXTURES
+        from pytest_pgsandbox._plugin.fixtures import RESET_FIXTURES
 
+        DATABASE_FIXTURES.add(name)
+        if cls.needs_reset:
             RESET_FIXTURES.add(name)
 
         @pytest.fixture(name=name, **fixture_kwargs)  # type: ignore[untyped-decorator]

@@ -9,6 +9,7 @@ database's clock with Python's (``freezer.tick()``, ``freezer.move_to()``).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from types import TracebackType
 from typing import TYPE_CHECKING
 from typing import Any
@@ -125,9 +126,29 @@ class SQLAlchemyFreezegun:
         self._hooked = on
 
 
+# timeofday() in the text of a query, outside strings, quoted names and comments.
+_TIMEOFDAY = re.compile(
+    r"""(?P<skip>'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/)
+    | (?<![\w.$"])(?P<call>timeofday\s*\(\s*\))""",
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+# pytest-pgsql's text for it: '2099-12-31 23:59:59.123000 +0000', from the frozen clock.
+_PGSQL_TIMEOFDAY = (
+    "pg_catalog.to_char(pgsandbox_clock.clock_timestamp() AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD HH24:MI:SS.US \"+0000\"')"
+)
+
+
 def _rewrite(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> tuple[str, Any]:
+    """While frozen: the time keywords read from the database's clock, and ``timeofday()``
+    in pytest-pgsql's format (PostgreSQL's own elsewhere: defaults, triggers, functions)."""
     from pytest_pgsandbox._engine.clock.dbclock import rewrite
 
-    return rewrite(statement), parameters
+    statement = rewrite(statement)
+    if "timeofday" in statement.lower():
+        statement = _TIMEOFDAY.sub(
+            lambda m: m.group(0) if m.group("call") is None else _PGSQL_TIMEOFDAY, statement
+        )
+    return statement, parameters
