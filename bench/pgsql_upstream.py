@@ -31,7 +31,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-TOX_OPTIONS = ["--pg-conf-opt=track_commit_timestamp=True", "--pg-extensions=btree_gin,,btree_gist,"]
+TOX_OPTIONS = [
+    "--pg-conf-opt=track_commit_timestamp=True",
+    "--pg-extensions=btree_gin,,btree_gist,",
+]
 
 PRELUDE = '''
 import sqlalchemy as _sa2
@@ -83,8 +86,10 @@ class _Sqlalchemy2(ast.NodeTransformer):
             _pop_keyword(node, "bind")  # MetaData(bind=...) inside an expression
         if isinstance(func, ast.Attribute):
             if func.attr == "execute" and node.args:
-                return ast.Call(ast.Name("_sa2_execute", ast.Load()), [func.value, *node.args], node.keywords)
-            elif func.attr == "select" and len(node.args) == 1:
+                return ast.Call(
+                    ast.Name("_sa2_execute", ast.Load()), [func.value, *node.args], node.keywords
+                )
+            if func.attr == "select" and len(node.args) == 1:
                 if isinstance(node.args[0], ast.List):
                     node.args = list(node.args[0].elts)
             elif (
@@ -154,7 +159,9 @@ class _Imports(ast.NodeTransformer):
         return node
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
-        if node.module and (node.module == "pytest_pgsql" or node.module.startswith("pytest_pgsql.")):
+        if node.module and (
+            node.module == "pytest_pgsql" or node.module.startswith("pytest_pgsql.")
+        ):
             node.module = "pytest_pgsandbox.pgsql" + node.module[len("pytest_pgsql") :]
         return node
 

@@ -52,18 +52,18 @@ def test_on_an_existing_server_only_templates_remain(
     assert all(n.startswith("pgsandbox_tpl_") for n in ours), ours
 
 
-def test_two_database_fixtures_in_one_test_is_an_error(
+def test_pg_and_postgresql_db_share_one_database(
     pytester: pytest.Pytester, runtime: object
 ) -> None:
     pytester.makepyfile(
         """
         def test_both(pg, postgresql_db):
-            pass
+            assert pg.isolation == "reset"
+            assert postgresql_db.postgresql_url == pg.info.url(driver="psycopg")
         """
     )
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*asks for two test databases*"])
+    result.assert_outcomes(passed=1)
 
 
 def test_freeze_time_needs_one_database_fixture(pytester: pytest.Pytester, runtime: object) -> None:

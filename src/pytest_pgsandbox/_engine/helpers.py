@@ -249,6 +249,7 @@ class DatabaseHelpers:
                 sql.SQL(", ").join(options),
             )
             step = "copy"
+            error: BaseException | None = None
             try:
                 with conn.transaction():
                     if truncate:
@@ -271,8 +272,6 @@ class DatabaseHelpers:
                 else:
                     message = _copy_error(label, name, exc)
                 error = self._database_error(exc, message)
-            else:
-                error = None
             if error is not None:
                 raise error from None
         self._helper_done()

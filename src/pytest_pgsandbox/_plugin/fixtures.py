@@ -201,10 +201,14 @@ def database_for(
     if handle is not None:
         first = request.node.stash.get(FIRST_KEY, None)
         ours = request.node.stash.get(HANDLE_KEY, None) is handle
-        if ours and (handle.isolation == mode or (mode, handle.isolation) == (
-            "transaction",
-            "reset",
-        )):
+        if ours and (
+            handle.isolation == mode
+            or (mode, handle.isolation)
+            == (
+                "transaction",
+                "reset",
+            )
+        ):
             yield handle  # the first fixture's; it cleans up
             return
         asked = first or "another database fixture"

@@ -56,7 +56,9 @@ def create_database_snapshot(connectable: Any) -> dict[str, Any]:
     ``{"schemas": (...), "tables": [{"schema_name", "table_name", "table_oid"}...],
     "extensions": (...)}``. Give it to a database class as ``restore_state``."""
     return {
-        "schemas": tuple(r["nspname"] for r in _rows(connectable, "SELECT nspname FROM pg_namespace")),
+        "schemas": tuple(
+            r["nspname"] for r in _rows(connectable, "SELECT nspname FROM pg_namespace")
+        ),
         "tables": _rows(connectable, _TABLES),
         "extensions": tuple(
             r["extname"] for r in _rows(connectable, "SELECT extname FROM pg_extension")
@@ -318,6 +320,10 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
 
     needs_reset = False  # whether its database must take commits (see RESET_FIXTURES)
 
+    @staticmethod
+    def _name(request: pytest.FixtureRequest) -> str:
+        return str(request.fixturename)
+
     @classmethod
     @abc.abstractmethod
     def serve(cls, request: pytest.FixtureRequest, engine_name: str) -> Iterator[Any]:
@@ -353,7 +359,9 @@ class PostgreSQLTestDB(PostgreSQLTestDBBase):
         """The fixture's body: the test's database under reset isolation, on the engine."""
         from pytest_pgsandbox._plugin import fixtures
 
-        for handle in fixtures.database_for(request, "reset", request.fixturename):
+        for handle in fixtures.database_for(
+            request, "reset", request.fixturename or "postgresql_db"
+        ):
             engine = request.getfixturevalue(engine_name)
             url = handle.info.url(driver="psycopg")
             with cls(url, engine, None, _handle=handle, _commit_helpers=True) as inst:
@@ -412,7 +420,9 @@ class TransactedPostgreSQLTestDB(PostgreSQLTestDBBase):
         from pytest_pgsandbox._plugin import fixtures
 
         mode = _mode(request, "transaction" if engine_name == "pg_engine" else "reset")
-        for handle in fixtures.database_for(request, mode, request.fixturename):
+        for handle in fixtures.database_for(
+            request, mode, request.fixturename or "transacted_postgresql_db"
+        ):
             engine = request.getfixturevalue(engine_name)
             url = handle.info.url(driver="psycopg")
             connection = engine.connect()

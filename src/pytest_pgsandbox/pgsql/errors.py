@@ -42,7 +42,9 @@ class DatabaseIsDirtyError(DatabaseRestoreFailedError):
         self.state_details = state_details
 
     @classmethod
-    def from_snapshots(cls, original: dict[str, Any], current: dict[str, Any]) -> DatabaseIsDirtyError:
+    def from_snapshots(
+        cls, original: dict[str, Any], current: dict[str, Any]
+    ) -> DatabaseIsDirtyError:
         """The error for a database whose state ``current`` differs from ``original``
         (both made by ``create_database_snapshot``); ``state_details`` says how."""
         details = {
@@ -73,4 +75,3 @@ def _key(item: Any) -> str:
 
 class NoSnapshotAvailableError(DatabaseRestoreFailedError):
     """Can't restore the database - no snapshot was given to the class."""
-
