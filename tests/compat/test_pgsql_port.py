@@ -38,6 +38,42 @@ def test_the_port_passes_in_any_order(project: pytest.Pytester, order: tuple[str
     result.assert_outcomes(passed=TESTS)
 
 
+PSYCOPG2_TEST = """
+import io
+
+import pytest
+import sqlalchemy as sqla
+import sqlalchemy.exc as sa_exc
+
+
+def test_helpers_share_the_psycopg2_connection(transacted_postgresql_db):
+    db = transacted_postgresql_db
+    assert db.connection.dialect.driver == "psycopg2"
+    db.create_schema("made_by_helper")
+    query = "SELECT count(*) FROM pg_namespace WHERE nspname = 'made_by_helper'"
+    assert db.connection.execute(sqla.text(query)).scalar() == 1
+    db.connection.execute(sqla.text("CREATE TABLE made_by_helper.t (id int PRIMARY KEY)"))
+    assert db.has_table("made_by_helper.t")
+    assert db.load_csv(io.StringIO("id\\n1\\n2\\n"), "made_by_helper.t") == 2
+    count = db.connection.execute(sqla.text("SELECT count(*) FROM made_by_helper.t"))
+    assert count.scalar() == 2
+    with pytest.raises(sa_exc.IntegrityError):
+        db.load_csv(io.StringIO("id\\n1\\n"), "made_by_helper.t")
+    db.rollback()
+    assert not db.has_schema("made_by_helper")
+    assert db.run_sql_file(io.StringIO("SELECT '100%'")).scalar() == "100%"
+    with db.time.freeze("2017-01-01"):
+        assert str(db.run_sql_file(io.StringIO("SELECT CURRENT_DATE")).scalar()) == "2017-01-01"
+"""
+
+
+def test_the_port_passes_on_psycopg2(project: pytest.Pytester) -> None:
+    pytest.importorskip("psycopg2")
+    project.makepyfile(test_psycopg2=PSYCOPG2_TEST)
+    result = project.runpytest_subprocess(*OPTIONS, "-p", "no:randomly", "--pg-driver=psycopg2")
+    result.assert_outcomes(passed=TESTS + 1)
+
+
 def test_fixtures_that_cannot_share_a_database_are_named(project: pytest.Pytester) -> None:
     project.makepyfile(
         test_clone="""

@@ -105,7 +105,7 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
 
     # helpers run on the test's psycopg connection when it is the connectable's
     def _helper_conn(self) -> psycopg.Connection[Any]:
-        if self._on_test_connection():
+        if self._on_test_connection() and not self._on_psycopg2():
             handle = self._handle or self.time._handle
             assert handle is not None
             return handle.conn
@@ -115,7 +115,35 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
         if connection is None:
             connection = self._own = self._conn.connect()
         driver: Any = connection.connection.driver_connection
+        if self._on_psycopg2():
+            # The helpers on the test's psycopg2 connection, in its transaction.
+            from pytest_pgsandbox._engine.drivers.pg2 import HelperConnection
+
+            cached = getattr(self, "_pg2_helper", None)
+            if cached is None or cached.raw is not driver:
+                cached = self._pg2_helper = HelperConnection(driver)
+            driver = cached
         return driver  # type: ignore[no-any-return]
+
+    def _on_psycopg2(self) -> bool:
+        return bool(self._conn.dialect.driver == "psycopg2")
+
+    def _sqlalchemy(self) -> Any:
+        if not self._on_psycopg2():
+            return super()._sqlalchemy()
+        # A SQLAlchemy connection on the helper's psycopg2 connection, whose commits and
+        # rollbacks are left to the helper's caller.
+        from pytest_pgsandbox._engine.drivers.sqla import make_engine
+        from pytest_pgsandbox._engine.helpers import _no_op
+
+        raw = self._helper_conn().raw  # type: ignore[attr-defined]
+        cached = getattr(self, "_pg2_engine", None)
+        if cached is None or cached[0] is not raw:
+            engine = make_engine(lambda: raw, "psycopg2")
+            engine.dialect.do_commit = _no_op
+            engine.dialect.do_rollback = _no_op
+            cached = self._pg2_engine = (raw, engine)
+        return cached[1].connect()
 
     def _on_test_connection(self) -> bool:
         """Whether the connectable is on ``pg_engine`` (its connection is the test's)."""
@@ -187,9 +215,13 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
             )
         import psycopg
 
-        connection = self._sqlalchemy()
+        if self.time.is_frozen:  # the helpers' connection is not the hooked connectable
+            from pytest_pgsandbox.pgsql.time import rewrite_frozen
+
+            text = rewrite_frozen(text)
+        connection = self._sqlalchemy().execution_options(no_parameters=True)
         try:
-            result = connection.exec_driver_sql(text.replace("%", "%%"))
+            result = connection.exec_driver_sql(text)  # as it is, % and all
         except Exception as exc:
             orig = getattr(exc, "orig", None)
             if isinstance(orig, psycopg.Error):

@@ -139,9 +139,7 @@ _PGSQL_TIMEOFDAY = (
 )
 
 
-def _rewrite(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> tuple[str, Any]:
+def rewrite_frozen(statement: str) -> str:
     """While frozen: the time keywords read from the database's clock, and ``timeofday()``
     in pytest-pgsql's format (PostgreSQL's own elsewhere: defaults, triggers, functions)."""
     from pytest_pgsandbox._engine.clock.dbclock import rewrite
@@ -151,4 +149,10 @@ def _rewrite(
         statement = _TIMEOFDAY.sub(
             lambda m: m.group(0) if m.group("call") is None else _PGSQL_TIMEOFDAY, statement
         )
-    return statement, parameters
+    return statement
+
+
+def _rewrite(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    return rewrite_frozen(statement), parameters
