@@ -123,3 +123,30 @@ def test_postgresql_db_without_a_superuser_runs_on_reset(
     )
     result = pytester.runpytest_subprocess(f"--pg-url={url}")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (
+            "database",
+            ["PostgreSQLTestDB", "TransactedPostgreSQLTestDB", "create_database_snapshot"],
+        ),
+        ("time", ["SQLAlchemyFreezegun", "freeze_time"]),
+        ("ext", ["create_engine_fixture"]),
+        ("errors", ["Error", "DatabaseIsDirtyError", "NoSnapshotAvailableError"]),
+    ],
+)
+def test_pytest_pgsqls_modules_under_both_names(module: str, names: list[str]) -> None:
+    import importlib
+
+    ours = importlib.import_module(f"pytest_pgsandbox.pgsql.{module}")
+    shim = importlib.import_module(f"pytest_pgsql.{module}")
+    for name in names:
+        assert name in ours.__all__
+        assert getattr(shim, name) is getattr(ours, name)
+    import pytest_pgsandbox.pgsql
+    import pytest_pgsql
+
+    assert pytest_pgsql.__all__ == pytest_pgsandbox.pgsql.__all__
+    assert getattr(pytest_pgsql, module) is shim  # pytest_pgsql.time etc.
