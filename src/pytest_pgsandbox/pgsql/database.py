@@ -105,9 +105,8 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
 
     # helpers run on the test's psycopg connection when it is the connectable's
     def _helper_conn(self) -> psycopg.Connection[Any]:
-        if self._on_test_connection() and not self._on_psycopg2():
-            handle = self._handle or self.time._handle
-            assert handle is not None
+        handle = self._handle or self.time._handle
+        if handle is not None and self._on_test_connection() and not self._on_psycopg2():
             return handle.conn
         from sqlalchemy.engine import Connection
 
