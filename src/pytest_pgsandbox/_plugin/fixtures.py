@@ -29,6 +29,7 @@ from pytest_pgsandbox._plugin.keys import FIRST_KEY
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
+from pytest_pgsandbox._plugin.sharing import RESET_FIXTURES
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerDied
 
@@ -136,31 +137,6 @@ def pg(
         if isolation == "transaction" and RESET_FIXTURES & set(request.fixturenames):
             isolation = "reset"  # shared with postgresql_db, which needs commits to work
     yield from database_for(request, isolation, "pg")
-
-
-# Database fixtures that need reset isolation (their database takes commits): a test that
-# uses one gets reset isolation for all its database fixtures, which then share a database.
-RESET_FIXTURES = {"postgresql_db"}
-# Fixtures that give a test its database (create_fixture adds the names it makes). A test
-# that uses pg_engine without any of them gets pg too, as pytest-pgsql's engine needed none.
-DATABASE_FIXTURES = {
-    "pg",
-    "pg_conn",
-    "pg_session",
-    "pg_async_conn",
-    "pg_async_session",
-    "pg_asyncpg",
-    "postgresql_db",
-    "transacted_postgresql_db",
-}
-
-
-def add_database_to_engine_tests(items: Sequence[pytest.Item]) -> None:
-    """Give ``pg`` to the tests that use ``pg_engine`` and no database fixture."""
-    for item in items:
-        names = getattr(item, "fixturenames", None)
-        if names is not None and "pg_engine" in names and not DATABASE_FIXTURES.intersection(names):
-            names.append("pg")
 
 
 def _template_for(

@@ -20,12 +20,12 @@ from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
-from pytest_pgsandbox._plugin.fixtures import add_database_to_engine_tests
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
 from pytest_pgsandbox._plugin.keys import SETTINGS_KEY
 from pytest_pgsandbox._plugin.keys import XDIST_RUN_KEY
+from pytest_pgsandbox._plugin.sharing import add_database_to_engine_tests
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ScenarioError
 from pytest_pgsandbox.errors import SettingError

@@ -336,8 +336,8 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
         """A fixture named ``name`` giving an instance of this class on the engine fixture
         ``engine_name``; ``fixture_kwargs`` go to ``pytest.fixture`` (``scope``...).
         ``use_restore_state`` is accepted for compatibility: isolation always restores."""
-        from pytest_pgsandbox._plugin.fixtures import DATABASE_FIXTURES
-        from pytest_pgsandbox._plugin.fixtures import RESET_FIXTURES
+        from pytest_pgsandbox._plugin.sharing import DATABASE_FIXTURES
+        from pytest_pgsandbox._plugin.sharing import RESET_FIXTURES
 
         DATABASE_FIXTURES.add(name)
         if cls.needs_reset:
@@ -364,7 +364,7 @@ class PostgreSQLTestDBBase(DatabaseHelpers, metaclass=abc.ABCMeta):
 def _mode(request: pytest.FixtureRequest, wanted: str) -> str:
     """Reset isolation when any database fixture of the test needs it, so that all of them
     share one database (pytest-pgsql's ran on one too)."""
-    from pytest_pgsandbox._plugin.fixtures import RESET_FIXTURES
+    from pytest_pgsandbox._plugin.sharing import RESET_FIXTURES
 
     if wanted == "transaction" and RESET_FIXTURES & set(request.fixturenames):
         return "reset"
