@@ -33,9 +33,9 @@ def freeze_time(when: str | dt.datetime | dt.date | None) -> Callable[[F], F]:
             if len(found) != 1:
                 name = getattr(func, "__name__", type(func).__name__)
                 raise RuntimeError(
-                    f"freeze_time: {name} must use exactly one database fixture (pg, "
-                    f"postgresql_db, transacted_postgresql_db...) among its arguments; it "
-                    f"uses {len(found)}."
+                    "You must use exactly *one* database fixture (pg, postgresql_db, "
+                    "transacted_postgresql_db...) with the `freeze_time` decorator. "
+                    f"{name!r} has {len(found)}."
                 )
             with found[0].time.freeze(when):
                 return func(*args, **kwargs)

@@ -52,18 +52,18 @@ def test_on_an_existing_server_only_templates_remain(
     assert all(n.startswith("pgsandbox_tpl_") for n in ours), ours
 
 
-def test_two_database_fixtures_in_one_test_is_an_error(
+def test_pg_and_postgresql_db_share_one_database(
     pytester: pytest.Pytester, runtime: object
 ) -> None:
     pytester.makepyfile(
         """
         def test_both(pg, postgresql_db):
-            pass
+            assert pg.isolation == "reset"
+            assert postgresql_db.postgresql_url == pg.info.url(driver="psycopg")
         """
     )
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*asks for two test databases*"])
+    result.assert_outcomes(passed=1)
 
 
 def test_freeze_time_needs_one_database_fixture(pytester: pytest.Pytester, runtime: object) -> None:
@@ -78,7 +78,7 @@ def test_freeze_time_needs_one_database_fixture(pytester: pytest.Pytester, runti
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*must use exactly one database fixture*uses 0*"])
+    result.stdout.fnmatch_lines(["*exactly *one* database fixture*'test_no_database' has 0."])
 
 
 def test_the_same_public_names_as_pytest_pgsql() -> None:
@@ -123,3 +123,30 @@ def test_postgresql_db_without_a_superuser_runs_on_reset(
     )
     result = pytester.runpytest_subprocess(f"--pg-url={url}")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (
+            "database",
+            ["PostgreSQLTestDB", "TransactedPostgreSQLTestDB", "create_database_snapshot"],
+        ),
+        ("time", ["SQLAlchemyFreezegun", "freeze_time"]),
+        ("ext", ["create_engine_fixture"]),
+        ("errors", ["Error", "DatabaseIsDirtyError", "NoSnapshotAvailableError"]),
+    ],
+)
+def test_pytest_pgsqls_modules_under_both_names(module: str, names: list[str]) -> None:
+    import importlib
+
+    ours = importlib.import_module(f"pytest_pgsandbox.pgsql.{module}")
+    shim = importlib.import_module(f"pytest_pgsql.{module}")
+    for name in names:
+        assert name in ours.__all__
+        assert getattr(shim, name) is getattr(ours, name)
+    import pytest_pgsandbox.pgsql
+    import pytest_pgsql
+
+    assert pytest_pgsql.__all__ == pytest_pgsandbox.pgsql.__all__
+    assert getattr(pytest_pgsql, module) is shim  # pytest_pgsql.time etc.

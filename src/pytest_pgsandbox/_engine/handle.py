@@ -46,8 +46,13 @@ class PgDatabase(DatabaseHelpers):
         baseline: Callable[[], str] | None = None,
         admin: ConnInfo | None = None,
         local_role: str = "",
+        committed: Callable[[], bool] | None = None,
     ) -> None:
         self.conn = conn
+        # Whether a COMMIT sent as SQL ended the test's transaction (transaction isolation),
+        # and whether the test was told so already (then its end only repairs, quietly).
+        self._committed = committed
+        self.commit_reported = False
         self.info = info
         # pgsandbox's own connections (the clock's, the isolated async ones): a superuser's,
         # when tests run as a role; those then act as the role with ``local_role``
@@ -110,6 +115,11 @@ class PgDatabase(DatabaseHelpers):
                 "database handle was made without"
             )
         return catalog_digest(self.conn) != self._baseline()
+
+    def committed(self) -> bool:
+        """Whether the test's changes were committed for real by a COMMIT sent as SQL,
+        which ended the transaction isolating it (transaction isolation only)."""
+        return self._committed is not None and self._committed()
 
     def reset_db(self) -> None:
         """Put the database back as the test found it, now, in the middle of the test

@@ -62,8 +62,25 @@ class DatabaseHelpers:
     def _helper_done(self) -> None:
         return None
 
+    def _database_error(self, exc: psycopg.Error, message: str | None = None) -> BaseException:
+        """The exception a helper raises for the driver's error ``exc``: ``message`` (ours,
+        when we have a clearer one) as a PgSandboxError, else ``exc`` itself."""
+        return exc if message is None else PgSandboxError(message)
+
+    def _run(self, query: Any, params: Any = None) -> psycopg.Cursor[Any]:
+        """``query`` on the helper's connection; a driver error as ``_database_error`` says."""
+        import psycopg
+
+        try:
+            return self._helper_conn().execute(query, params)
+        except psycopg.Error as exc:
+            error = self._database_error(exc)
+            if error is exc:
+                raise
+        raise error from None
+
     def _scalar(self, query: str, params: Any = None) -> Any:
-        row = self._helper_conn().execute(query, params).fetchone()
+        row = self._run(query, params).fetchone()
         return None if row is None else row[0]
 
     # -- extensions ---------------------------------------------------------------------
@@ -102,7 +119,7 @@ class DatabaseHelpers:
         )
         if schema:
             query += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(schema))
-        self._helper_conn().execute(query)
+        self._run(query)
         self._helper_done()
         return True
 
@@ -117,10 +134,9 @@ class DatabaseHelpers:
         """CREATE SCHEMA for each name (``exists_ok``: IF NOT EXISTS)."""
         from psycopg import sql
 
-        conn = self._helper_conn()
         check = sql.SQL("IF NOT EXISTS " if exists_ok else "")
         for name in names:
-            conn.execute(sql.SQL("CREATE SCHEMA {}{}").format(check, sql.Identifier(name)))
+            self._run(sql.SQL("CREATE SCHEMA {}{}").format(check, sql.Identifier(name)))
         self._helper_done()
 
     def has_table(self, table: Any) -> bool:
@@ -151,7 +167,7 @@ class DatabaseHelpers:
         with self._sqlalchemy() as connection:
             for target in targets:
                 if target.schema:
-                    self._helper_conn().execute(
+                    self._run(
                         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                             sql.Identifier(target.schema)
                         )
@@ -232,14 +248,18 @@ class DatabaseHelpers:
                 sql.SQL(", ").join(sql.Identifier(c.strip()) for c in header),
                 sql.SQL(", ").join(options),
             )
+            step = "copy"
+            error: BaseException | None = None
             try:
                 with conn.transaction():
                     if truncate:
+                        step = "truncate"
                         conn.execute(
                             sql.SQL("TRUNCATE TABLE ONLY {} RESTART IDENTITY{}").format(
                                 target, sql.SQL(" CASCADE" if cascade else "")
                             )
                         )
+                        step = "copy"
                     cur = conn.cursor()
                     with cur.copy(copy_sql) as copy:
                         copy.write(header_line)
@@ -247,7 +267,13 @@ class DatabaseHelpers:
                             copy.write(chunk)
                     loaded = cur.rowcount
             except psycopg.Error as exc:
-                raise PgSandboxError(_copy_error(label, name, exc)) from None
+                if step == "truncate":
+                    message = _truncate_error(label, name, exc, cascade)
+                else:
+                    message = _copy_error(label, name, exc)
+                error = self._database_error(exc, message)
+            if error is not None:
+                raise error from None
         self._helper_done()
         return int(loaded)
 
@@ -318,6 +344,15 @@ def _copy_error(label: str, table: str, exc: psycopg.Error) -> str:
     return (
         f"load_csv: {where}: {message} (loading into {table}; nothing was loaded). Fix that "
         "line of the file, or the table's definition."
+    )
+
+
+def _truncate_error(label: str, table: str, exc: psycopg.Error, cascade: bool) -> str:
+    message = (exc.diag.message_primary or str(exc)).strip()
+    hint = "" if cascade else " Pass cascade=True to empty the tables that refer to it too."
+    return (
+        f"load_csv({label}): emptying {table} first (truncate=True) failed: {message}; "
+        f"nothing was loaded.{hint}"
     )
 
 

@@ -25,9 +25,11 @@ from pytest_pgsandbox._engine.handle import PgDatabase
 from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._plugin.keys import FIRST_KEY
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
+from pytest_pgsandbox._plugin.sharing import RESET_FIXTURES
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerDied
 
@@ -129,7 +131,12 @@ def pg(
       afterwards the tables the test wrote to are put back as the template has them.
     """
     sandbox = _sandbox(request.config)
-    yield from database_for(request, _isolation_for(request, sandbox.settings.isolation))
+    isolation = mark_options(request.node).isolation
+    if isolation is None:
+        isolation = sandbox.settings.isolation
+        if isolation == "transaction" and RESET_FIXTURES & set(request.fixturenames):
+            isolation = "reset"  # shared with postgresql_db, which needs commits to work
+    yield from database_for(request, isolation, "pg")
 
 
 def _template_for(
@@ -154,18 +161,41 @@ def _template_for(
     _fail(error)
 
 
-def database_for(request: pytest.FixtureRequest, mode: str) -> Iterator[PgDatabase]:
-    """The test's database under isolation ``mode``: yields it once, then cleans up."""
+def database_for(
+    request: pytest.FixtureRequest, mode: str, fixture: str = "pg"
+) -> Iterator[PgDatabase]:
+    """The test's database under isolation ``mode``: yields it once, then cleans up.
+
+    A second database fixture of the same test gets the same database when its isolation
+    suits (the same, or transaction over a reset database); ``fixture`` names the asker.
+    """
     __tracebackhide__ = True
     pg_server: PgServer = request.getfixturevalue("pg_server")
     sandbox = _sandbox(request.config)
     pg_template = _template_for(request, sandbox, request.getfixturevalue("pg_template"))
-    if sandbox.current is not None:
+    handle = sandbox.current_handle
+    if handle is not None:
+        first = request.node.stash.get(FIRST_KEY, None)
+        ours = request.node.stash.get(HANDLE_KEY, None) is handle
+        if ours and (
+            handle.isolation == mode
+            or (mode, handle.isolation)
+            == (
+                "transaction",
+                "reset",
+            )
+        ):
+            yield handle  # the first fixture's; it cleans up
+            return
+        asked = first or "another database fixture"
         _fail(
-            f"{request.node.nodeid} asks for two test databases (pg and postgresql_db, or "
-            "two database fixtures): each test gets one. Use one fixture, or reach the other "
-            "API through it (postgresql_db has pg's helpers; pg.conn is the connection)."
+            f"{request.node.nodeid} asks for {asked} ({handle.isolation} isolation) and "
+            f"{fixture} ({mode} isolation): one test has one database, and these cannot "
+            f"share it. Give the test one isolation with @pytest.mark.pg(isolation="
+            '"reset"), under which every database fixture shares the database, or use one '
+            "fixture (postgresql_db has pg's helpers; pg.conn is the connection)."
         )
+    request.node.stash[FIRST_KEY] = fixture
     if mode == "clone":
         yield from _clone(request, pg_server, pg_template, sandbox)
     elif mode == "reset":
@@ -197,6 +227,7 @@ def _transaction(
         _baseline(sandbox, pg_template),
         admin=isolation.info,
         local_role=sandbox.local_role,
+        committed=isolation.committed,
     )
     verify = sandbox.settings.verify_isolation
     if verify and not sandbox.has_picture(handle.info.dbname):
@@ -207,7 +238,7 @@ def _transaction(
     with _serving(request, sandbox, handle, handle.info.url()):
         yield handle
     broken = _attempt(pg_server, "could not roll the test back", isolation.end)
-    if broken:
+    if broken and not handle.commit_reported:
         pytest.fail(
             f"pgsandbox: {request.node.nodeid} sent a top-level COMMIT as SQL, which ended the "
             "transaction that isolates the test, so its changes were committed for real. The "
@@ -454,6 +485,7 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
     except PgSandboxError as exc:
         _fail(exc)
     engine._pgsb_test_engine = True  # its connection is the test's: helpers use it directly
+    engine._pgsb_current = lambda: sandbox.current_handle  # and so is its clock
     yield engine
     engine.dispose()
 

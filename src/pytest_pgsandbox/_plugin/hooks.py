@@ -25,6 +25,7 @@ from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
 from pytest_pgsandbox._plugin.keys import SETTINGS_KEY
 from pytest_pgsandbox._plugin.keys import XDIST_RUN_KEY
+from pytest_pgsandbox._plugin.sharing import add_database_to_engine_tests
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ScenarioError
 from pytest_pgsandbox.errors import SettingError
@@ -214,6 +215,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
+    add_database_to_engine_tests(session.items)
     if config.option.collectonly or not any(
         SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
     ):

@@ -13,3 +13,4 @@ SANDBOX_KEY = pytest.StashKey[Sandbox]()  # the session's server, template and d
 XDIST_RUN_KEY = pytest.StashKey[str]()  # on the xdist controller: the run its workers share
 HANDLE_KEY = pytest.StashKey[PgDatabase]()  # the running test's database
 KEPT_KEY = pytest.StashKey[str]()  # the name its database is kept under, once it failed
+FIRST_KEY = pytest.StashKey[str]()  # the database fixture that made the test's database

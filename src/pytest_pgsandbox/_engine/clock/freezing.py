@@ -126,9 +126,11 @@ class FrozenTime:
         return self._python is not None
 
     @property
-    def freezer(self) -> Any:
-        """freezegun's ``FrozenDateTimeFactory`` (or time-machine's coordinates), or None."""
-        return None if self._python is None else self._python.factory
+    def freezer(self) -> Freezer | None:
+        """While frozen, freezegun's ``FrozenDateTimeFactory`` (or time-machine's
+        coordinates) whose ``tick()`` and ``move_to()`` move the database's clock too;
+        else None."""
+        return None if self._python is None else Freezer(self, self._python.factory)
 
     @property
     def now(self) -> dt.datetime:
@@ -248,6 +250,31 @@ class FrozenTime:
         elif not on and self._cursor_factory is not None:
             conn.cursor_factory = self._cursor_factory
             self._cursor_factory = None
+
+
+class Freezer:
+    """The Python clock's own freezer (``with clock as freezer``), moving both clocks.
+
+    ``tick()`` and ``move_to()`` go to :class:`FrozenTime`; anything else (calling it for the
+    time, time-machine's ``shift``...) to the library's object.
+    """
+
+    def __init__(self, clock: FrozenTime, factory: Any) -> None:
+        self._clock = clock
+        self._factory = factory
+
+    def tick(self, delta: dt.timedelta | float = 1.0) -> Freezer:
+        self._clock.tick(delta)
+        return self
+
+    def move_to(self, when: When) -> None:
+        self._clock.move_to(when)
+
+    def __call__(self) -> Any:
+        return self._factory()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._factory, name)
 
 
 _REWRITING: dict[type[Any], type[Any]] = {}

@@ -107,3 +107,128 @@ class Psycopg2Connection:
                     conn.commit()
         finally:
             conn.close()
+
+
+class HelperConnection:
+    """A psycopg2 connection as the database helpers use a psycopg 3 one: ``execute`` (with
+    psycopg 3's ``sql`` objects), ``cursor().copy()``, ``transaction()``, ``commit``/``rollback``.
+
+    So that under ``driver=psycopg2`` the helpers run on the test's psycopg2 connection, in
+    its transaction. psycopg2's errors come out as psycopg 3's class for the same SQLSTATE.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.raw = conn
+        self.closed = False
+
+    def execute(self, query: Any, params: Any = None) -> _Cursor:
+        cur = _Cursor(self.raw.cursor())
+        cur.execute(query, params)
+        return cur
+
+    def cursor(self) -> _Cursor:
+        return _Cursor(self.raw.cursor())
+
+    def commit(self) -> None:
+        self.raw.commit()
+
+    def rollback(self) -> None:
+        self.raw.rollback()
+
+    def transaction(self) -> _Savepoint:
+        return _Savepoint(self)
+
+
+def _text(query: Any) -> str:
+    if isinstance(query, bytes):
+        return query.decode()
+    if isinstance(query, str):
+        return query
+    return str(query.as_string(None))  # psycopg 3's sql objects
+
+
+def as_psycopg_error(exc: Exception) -> Exception:
+    """psycopg 3's exception for psycopg2's ``exc`` (the class of its SQLSTATE)."""
+    import psycopg
+
+    code = getattr(exc, "pgcode", None)
+    try:
+        cls: type[Exception] = psycopg.errors.lookup(code) if code else psycopg.DatabaseError
+    except KeyError:
+        cls = psycopg.DatabaseError
+    return cls(str(getattr(exc, "pgerror", None) or exc).strip())
+
+
+class _Cursor:
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def execute(self, query: Any, params: Any = None) -> _Cursor:
+        psycopg2 = require_psycopg2()
+        try:
+            if params is None:
+                self._cur.execute(_text(query))
+            else:
+                self._cur.execute(_text(query), params)
+        except psycopg2.Error as exc:
+            raise as_psycopg_error(exc) from None
+        return self
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> Any:
+        return self._cur.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    def copy(self, query: Any) -> _Copy:
+        return _Copy(self, _text(query))
+
+
+class _Copy:
+    """``COPY ... FROM STDIN``: what is written, sent with psycopg2's ``copy_expert``."""
+
+    def __init__(self, cursor: _Cursor, query: str) -> None:
+        import io
+
+        self._cursor = cursor
+        self._query = query
+        self._data = io.StringIO()
+
+    def write(self, chunk: str) -> None:
+        self._data.write(chunk)
+
+    def __enter__(self) -> _Copy:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            return
+        psycopg2 = require_psycopg2()
+        self._data.seek(0)
+        try:
+            self._cursor._cur.copy_expert(self._query, self._data)
+        except psycopg2.Error as error:
+            raise as_psycopg_error(error) from None
+
+
+class _Savepoint:
+    """``with conn.transaction():`` as psycopg 3 does inside a transaction: a savepoint."""
+
+    NAME = "pgsandbox_helper"
+
+    def __init__(self, conn: HelperConnection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> _Savepoint:
+        self._conn.execute(f"SAVEPOINT {self.NAME}")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self._conn.execute(f"RELEASE SAVEPOINT {self.NAME}")
+        else:
+            self._conn.execute(f"ROLLBACK TO SAVEPOINT {self.NAME}")

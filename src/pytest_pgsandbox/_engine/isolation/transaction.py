@@ -178,6 +178,14 @@ class TransactionIsolation:
         self._repair()
         return "committed"
 
+    def committed(self) -> bool:
+        """Whether the test's outer transaction was ended by a COMMIT sent as SQL (now, in
+        the middle of the test; ``end()`` says it afterwards)."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return self._xact_status_elsewhere() == "committed"
+        return _batch(conn, f"SELECT txid_status({self._xid:d})") == "committed"
+
     def _xact_status_elsewhere(self) -> str | None:
         with connect(self.info, timeout=self._timeout) as conn:
             if self._sequences_any:
