@@ -154,12 +154,21 @@ def _template_for(
     _fail(error)
 
 
-def database_for(request: pytest.FixtureRequest, mode: str) -> Iterator[PgDatabase]:
-    """The test's database under isolation ``mode``: yields it once, then cleans up."""
+def database_for(
+    request: pytest.FixtureRequest,
+    mode: str,
+    template: Callable[[], PgTemplate | None] | None = None,
+) -> Iterator[PgDatabase]:
+    """The test's database under isolation ``mode``: yields it once, then cleans up.
+
+    ``template``: where the test's template comes from instead of ``pg_template`` (a
+    scenario marker still builds on top of it).
+    """
     __tracebackhide__ = True
     pg_server: PgServer = request.getfixturevalue("pg_server")
     sandbox = _sandbox(request.config)
-    pg_template = _template_for(request, sandbox, request.getfixturevalue("pg_template"))
+    base = template() if template else request.getfixturevalue("pg_template")
+    pg_template = _template_for(request, sandbox, base)
     if sandbox.current is not None:
         _fail(
             f"{request.node.nodeid} asks for two test databases (pg and postgresql_db, or "
