@@ -65,7 +65,5 @@ postgresql_docker = factories.postgresql("postgresql_in_docker", dbname="test")
 # "Chaining"
 base_proc = factories.postgresql_proc(load=[load_schema])
 seeded_noproc = factories.postgresql_noproc(depends_on="base_proc", load=[load_data])
-more_seeded_noproc = factories.postgresql_noproc(
-    depends_on="seeded_noproc", load=[load_more_data]
-)
+more_seeded_noproc = factories.postgresql_noproc(depends_on="seeded_noproc", load=[load_more_data])
 client = factories.postgresql("more_seeded_noproc")
