@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
+from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox.postgresql._config import CompatConfig
 from pytest_pgsandbox.postgresql._proc import ProcArgs
 from pytest_pgsandbox.settings import DEFAULT
@@ -148,11 +148,14 @@ def collect(
         user = args.user or config.get("user")
         if host or port or user:
             password = args.password or config.get("password")
-            auth = quote(user or "postgres", safe="")
-            if password:
-                auth += ":" + quote(str(password), safe="")
             dbname = args.maintenance_dbname or config.get("maintenance_dbname") or "postgres"
-            url = f"postgresql://{auth}@{host or '127.0.0.1'}:{port or 5432}/{dbname}"
+            url = ConnInfo(
+                host=str(host or "127.0.0.1"),
+                port=int(port or 5432),
+                user=str(user or "postgres"),
+                password=str(password) if password else None,
+                dbname=str(dbname),
+            ).url()
             wishes.want(settings, "url", url, f"{name} = postgresql_noproc(...)")
     if not noprocs:
         port = _port(config.get("port"))
