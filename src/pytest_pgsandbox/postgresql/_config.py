@@ -94,7 +94,7 @@ def read(config: pytest.Config) -> CompatConfig:
     for name, (_text, kind, default) in OPTIONS.items():
         dest = "postgresql_" + name
         value = config.getoption(dest, default=None)
-        if value in (None, [], ""):
+        if value in (None, [], "", False):  # a store_true flag not given reads False
             try:
                 value = config.getini(dest)
             except ValueError:  # not registered (plugin autoloading off)
