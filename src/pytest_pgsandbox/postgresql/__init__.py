@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pytest_pgsandbox.postgresql import factories
 from pytest_pgsandbox.postgresql._proc import PostgreSQLProc
+from pytest_pgsandbox.postgresql.janitor import AsyncDatabaseJanitor
 from pytest_pgsandbox.postgresql.janitor import DatabaseJanitor
 
-__all__ = ["DatabaseJanitor", "PostgreSQLProc", "factories"]
+__all__ = ["AsyncDatabaseJanitor", "DatabaseJanitor", "PostgreSQLProc", "factories"]

@@ -8,8 +8,10 @@ that someone else made is left alone, with an error that says so.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -154,3 +156,67 @@ class DatabaseJanitor:
         exc_tb: TracebackType | None,
     ) -> None:
         self.drop()
+
+
+class AsyncDatabaseJanitor:
+    """``DatabaseJanitor`` for async code: the same arguments and labels, awaited."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._janitor = DatabaseJanitor(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # user, host, port, dbname, ... as given
+        return getattr(self._janitor, name)
+
+    def is_template(self) -> bool:
+        return self._janitor.is_template()
+
+    async def init(self) -> None:
+        await asyncio.to_thread(self._janitor.init)
+
+    async def drop(self) -> None:
+        await asyncio.to_thread(self._janitor.drop)
+
+    async def load(self, load: _load.LoadItem) -> None:
+        await asyncio.to_thread(self._janitor.load, load)
+
+    @contextlib.asynccontextmanager
+    async def cursor(self, dbname: str | None = None) -> AsyncIterator[Any]:
+        """An autocommit async cursor on ``dbname`` (the maintenance database by default)."""
+        import psycopg
+
+        janitor = self._janitor
+        info = janitor._info(dbname)
+        deadline = time.monotonic() + janitor._connection_timeout
+        delay = 0.05
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    info.conninfo(), connect_timeout=2, autocommit=True
+                )
+                break
+            except psycopg.OperationalError as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise TimeoutError(
+                        f"could not connect to database {info.dbname!r} on "
+                        f"{info.host}:{info.port} as {info.user!r} within "
+                        f"{janitor._connection_timeout} s"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        try:
+            async with conn.cursor() as cur:
+                yield cur
+        finally:
+            await conn.close()
+
+    async def __aenter__(self) -> AsyncDatabaseJanitor:
+        await self.init()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.drop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = 12
+TESTS = 13
 REVERSE = "\n\ndef pytest_collection_modifyitems(items):\n    items.reverse()\n"
 
 

@@ -3,6 +3,7 @@
 import psycopg
 import pytest
 
+from pytest_pgsandbox.postgresql.janitor import AsyncDatabaseJanitor
 from pytest_pgsandbox.postgresql.janitor import DatabaseJanitor
 
 
@@ -88,6 +89,29 @@ def test_manual_janitor(postgresql_proc):
             password=password,
         ) as conn:
             conn.execute("SELECT 1")
+
+
+# Named apart from the sync example's: xdist workers share one server here.
+@pytest.mark.asyncio
+async def test_manual_async_janitor(postgresql_proc):
+    password = SECRET_PASSWORD or postgresql_proc.password
+    async with AsyncDatabaseJanitor(
+        user=postgresql_proc.user,
+        host=postgresql_proc.host,
+        port=postgresql_proc.port,
+        dbname="my_custom_async_db",
+        version=postgresql_proc.version,
+        password=password,
+    ):
+        async with await psycopg.AsyncConnection.connect(
+            dbname="my_custom_async_db",
+            user=postgresql_proc.user,
+            host=postgresql_proc.host,
+            port=postgresql_proc.port,
+            password=password,
+        ) as conn:
+            # use async connection
+            await conn.execute("SELECT 1")
 
 
 def test_proc_attributes(postgresql_proc):
