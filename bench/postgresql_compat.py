@@ -14,7 +14,9 @@ Variants, interleaved in the same run (same noise):
 
 - ``pytest-postgresql``: ``from pytest_postgresql import factories``;
 - ``import changed``: ``from pytest_pgsandbox.postgresql import factories``, nothing else;
-- ``import changed, reset``: also ``factories.postgresql(..., isolation="reset")``.
+- ``import changed, reset``: also ``factories.postgresql(..., isolation="reset")``;
+- ``postgresql_proc``: the same suite written with ``postgresql_proc`` (as pytest-postgresql's
+  README starts), which pytest-postgresql cannot run as root: here the local server.
 
 Per-test overhead: time per test from the first test's start to the last one's end, minus that
 of the same number of tests that use no database.
@@ -59,12 +61,24 @@ postgresql = factories.postgresql("postgresql_noproc"{extra})
 """
 TEST = "import pytest\n\n@pytest.mark.parametrize('n', range({n}))\ndef test_t({fixture}n):\n"
 
+PROC_CONFTEST = """
+from pathlib import Path
+
+from pytest_pgsandbox.postgresql import factories
+
+postgresql_proc = factories.postgresql_proc(load=[Path(__file__).parent / "schema.sql"])
+postgresql = factories.postgresql("postgresql_proc")
+"""
+
 # name: (import line replacement, extra client argument)
 VARIANTS: dict[str, tuple[str | None, str]] = {
     "no database": (None, ""),
     "pytest-postgresql": ("pytest_postgresql", ""),
     "import changed": ("pytest_pgsandbox.postgresql", ""),
     "import changed, reset": ("pytest_pgsandbox.postgresql", ', isolation="reset"'),
+    # The suite as most write it, with postgresql_proc: pytest-postgresql cannot start it as
+    # root; here it is the local server (the one started above, found again with reuse).
+    "postgresql_proc": ("proc", ""),
 }
 
 
@@ -117,10 +131,13 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str) -> int:
             else:
                 text += "    pass\n"
             project = project_with({"test_many.py": text, "schema.sql": schema_sql()})
-            if module:
+            if module == "proc":
+                conftest = PROC_CONFTEST
+            elif module:
                 conftest = UPSTREAM_CONFTEST.format(extra=extra).replace(
                     "from pytest_postgresql import", f"from {module} import"
                 )
+            if module:
                 (project / "conftest.py").write_text(
                     (project / "conftest.py").read_text() + conftest
                 )
@@ -130,7 +147,8 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str) -> int:
     try:
         for _ in range(args.repeat):
             for (workload, name), project in projects.items():  # interleaved: same noise
-                m = session(project, run_env)
+                extra_args = ["--pg-reuse"] if VARIANTS[name][0] == "proc" else []
+                m = session(project, run_env, *extra_args)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":
                     starts[name].append(m["first"] - m["launched"])

@@ -38,6 +38,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "keep": ("failed", "failed"),
     "verify_isolation": ("true", "True"),
     "tmpfs": ("false", "False"),
+    "pytest_postgresql": ("true", "True"),
     "start_timeout": ("7", "7.0"),
     "url_env": ("DATABASE_URL", "DATABASE_URL"),
     "runtime_dir": ("/tmp/pgsb-elsewhere", "/tmp/pgsb-elsewhere"),
