@@ -457,6 +457,17 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "pytest_postgresql",
+        _bool,
+        False,
+        "true or false",
+        "Provide pytest-postgresql's default fixtures (postgresql_proc, postgresql_noproc, "
+        "postgresql, postgresql_async) from pytest_pgsandbox.postgresql, even when "
+        "pytest-postgresql is installed too; its --postgresql-* options and postgresql_* ini "
+        "keys are read either way.",
+        is_flag=True,
+    ),
+    Setting(
         "start_timeout",
         _seconds,
         60.0,

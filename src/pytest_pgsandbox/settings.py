@@ -79,6 +79,7 @@ class Settings:
     keep: KeepKind = "never"
     verify_isolation: bool = False
     tmpfs: bool = True
+    pytest_postgresql: bool = False
     start_timeout: float = 60.0
     url_env: str | None = None
     runtime_dir: Path | None = None

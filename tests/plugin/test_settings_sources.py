@@ -39,6 +39,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "keep": ("failed", "failed"),
     "verify_isolation": ("true", "true"),
     "tmpfs": ("false", "false"),
+    "pytest_postgresql": ("true", "true"),
     "start_timeout": ("7", "7"),
     "url_env": ("DATABASE_URL", "DATABASE_URL"),
     "runtime_dir": ("/tmp/pgsb-elsewhere", "/tmp/pgsb-elsewhere"),

@@ -162,17 +162,23 @@ def _template_for(
 
 
 def database_for(
-    request: pytest.FixtureRequest, mode: str, fixture: str = "pg"
+    request: pytest.FixtureRequest,
+    mode: str,
+    fixture: str = "pg",
+    template: Callable[[], PgTemplate | None] | None = None,
 ) -> Iterator[PgDatabase]:
     """The test's database under isolation ``mode``: yields it once, then cleans up.
 
     A second database fixture of the same test gets the same database when its isolation
     suits (the same, or transaction over a reset database); ``fixture`` names the asker.
+    ``template``: where the test's template comes from instead of ``pg_template`` (a
+    scenario marker still builds on top of it).
     """
     __tracebackhide__ = True
     pg_server: PgServer = request.getfixturevalue("pg_server")
     sandbox = _sandbox(request.config)
-    pg_template = _template_for(request, sandbox, request.getfixturevalue("pg_template"))
+    base = template() if template else request.getfixturevalue("pg_template")
+    pg_template = _template_for(request, sandbox, base)
     handle = sandbox.current_handle
     if handle is not None:
         first = request.node.stash.get(FIRST_KEY, None)

@@ -47,6 +47,7 @@ pytest_plugins = [
 # Fixtures that need the server: when a selected test uses one, the server starts right
 # after collection (so its start-up is reported once, up front) instead of inside a test.
 SERVER_FIXTURES = frozenset({"pg_server", "pg_template"})
+COMPAT_PLUGIN = "pgsandbox-postgresql"  # pytest-postgresql's default fixtures, when asked for
 
 
 def _dest(setting: Setting) -> str:
@@ -83,6 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(s.ini, text, type="linelist", default=None)
         else:
             parser.addini(s.ini, text, type="string", default=None)
+    from pytest_pgsandbox.postgresql import _config as postgresql_config
+
+    postgresql_config.register(parser)  # unless pytest-postgresql does
     group.addoption(
         "--pg-info",
         action="store_true",
@@ -131,6 +135,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "isolates this test, and the data scenario it starts from (pytest-pgsandbox)",
     )
     config.stash[SANDBOX_KEY] = sandbox
+    if settings.pytest_postgresql and not config.pluginmanager.has_plugin(COMPAT_PLUGIN):
+        # Registered after pytest-postgresql's plugin (if any): these fixtures win.
+        import pytest_pgsandbox.postgresql.plugin as compat
+
+        config.pluginmanager.register(compat, COMPAT_PLUGIN)
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
     # at least a normal interpreter exit stops the server.
     atexit.register(sandbox.close)
@@ -184,7 +193,29 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines = [_postgres_line(settings)]
     for name, _value, source in settings.non_default():
         lines.append(f"pgsandbox: {name}={settings.shown(name)} (from {source})")
+    lines.extend(_postgresql_fixtures_lines(config, settings))
     return lines
+
+
+def _postgresql_fixtures_lines(config: pytest.Config, settings: Settings) -> list[str]:
+    """Who provides pytest-postgresql's default fixtures, when that is a question."""
+    from pytest_pgsandbox.postgresql import _config as postgresql_config
+
+    upstream = config.pluginmanager.has_plugin(postgresql_config.PLUGIN)
+    if settings.pytest_postgresql:
+        also = ", pytest-postgresql's are overridden" if upstream else ""
+        where = settings.source("pytest_postgresql")
+        return [
+            "pgsandbox: postgresql, postgresql_proc fixtures: pytest-pgsandbox "
+            f"(pytest_postgresql=true from {where}{also})"
+        ]
+    if upstream:
+        return [
+            "pgsandbox: postgresql, postgresql_proc fixtures: pytest-postgresql (set "
+            "pg_pytest_postgresql = true for pytest-pgsandbox's; fixtures made with "
+            "pytest_pgsandbox.postgresql.factories are pytest-pgsandbox's either way)"
+        ]
+    return []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -216,11 +247,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     add_database_to_engine_tests(session.items)
-    if config.option.collectonly or not any(
+    if config.option.collectonly:
+        return
+    sandbox = config.stash[SANDBOX_KEY]
+    compat = _postgresql_wishes(session, sandbox)
+    if not compat and not any(
         SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
     ):
         return
-    sandbox = config.stash[SANDBOX_KEY]
     scenarios = _scenarios_of(session.items)
     sandbox.scenarios_wanted = bool(scenarios)
     try:
@@ -259,6 +293,28 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for name, template in ready:
         how = "reused" if template.reused else f"loaded in {template.build_seconds:.2f} s"
         reporter.write_line(f"postgresql: scenario {name}: template {how}")
+
+
+def _postgresql_wishes(session: pytest.Session, sandbox: Sandbox) -> bool:
+    """Apply what the pytest-postgresql fixtures the tests use ask of the server (before it
+    starts); whether any is used."""
+    from pytest_pgsandbox.postgresql import _config as postgresql_config
+    from pytest_pgsandbox.postgresql import _wishes
+
+    used = _wishes.used_proc_fixtures(session.items)
+    if not used or sandbox.server is not None:
+        return bool(used)
+    wishes = _wishes.collect(used, postgresql_config.read(session.config), sandbox.settings)
+    sandbox.settings = wishes.apply(sandbox.settings)
+    session.config.stash[SETTINGS_KEY] = sandbox.settings
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for name, source in sorted(wishes.sources.items()):
+            shown = _wishes._shown(name, wishes.values[name])
+            reporter.write_line(f"pgsandbox: {name}={shown} (from {source})")
+        for note in wishes.notes:
+            reporter.write_line(f"pgsandbox: {note}")
+    return True
 
 
 def _scenarios_of(items: Sequence[pytest.Item]) -> list[str]:

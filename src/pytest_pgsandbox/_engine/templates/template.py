@@ -380,6 +380,23 @@ def ensure_scenario_template(
     )
 
 
+def ensure_built(
+    admin: ConnInfo,
+    digest: str,
+    fill: Callable[[ConnInfo], None],
+    run_id: str,
+    timeout: float = 60.0,
+    source: str | None = None,
+    family: str = "schema",
+) -> PgTemplate:
+    """A template whose inputs the caller hashed (``digest``) and fills (``fill``): found on
+    the server, or built now from ``source`` (template1 when None), once, under a lock.
+
+    ``family``: the templates kept apart when old ones are reaped (one per schema origin).
+    """
+    return _ensure(admin, digest, fill, run_id, timeout, source=source, family=family)
+
+
 def _ensure(
     admin: ConnInfo,
     digest: str,

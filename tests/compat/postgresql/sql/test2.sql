@@ -1,0 +1,1 @@
+INSERT INTO test_load (name) VALUES ('two');

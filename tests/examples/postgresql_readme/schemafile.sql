@@ -1,0 +1,2 @@
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);
+INSERT INTO customers (name) VALUES ('from a file');
