@@ -24,6 +24,9 @@ from pytest_pgsandbox._engine.servers import docker as pgdocker
 from pytest_pgsandbox._engine.servers.docker import daemon_problem
 
 NO_DAEMON = daemon_problem()
+if NO_DAEMON is not None and os.environ.get("PGSB_TESTS_NEED_DOCKER"):
+    # CI prepared a daemon: these tests must run, not skip.
+    raise RuntimeError(f"PGSB_TESTS_NEED_DOCKER is set, and {NO_DAEMON}")
 needs_daemon = pytest.mark.skipif(
     NO_DAEMON is not None, reason=f"needs a Docker daemon: {NO_DAEMON}"
 )
