@@ -380,3 +380,43 @@ def test_gc_removes_containers_of_ended_runs_only(
         for found in made:
             with contextlib.suppress(Exception):  # gone already: what the test wants
                 found.remove(force=True)
+
+
+@needs_daemon
+def test_a_daemon_speaking_api_1_41_is_used_at_its_version(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    docker_env: Path,
+    dclient: Any,
+) -> None:
+    import docker
+
+    from docker_api import api_1_41_daemon
+
+    monkeypatch.setenv("RYUK_CONTAINER_IMAGE", ABSENT_RYUK)
+    before = ours(dclient)
+    with api_1_41_daemon(pytester.path) as host:
+        monkeypatch.setenv("DOCKER_HOST", host)
+        pinned = docker.DockerClient(
+            base_url=host, version=docker.constants.DEFAULT_DOCKER_API_VERSION
+        )
+        with pytest.raises(
+            docker.errors.APIError, match=r"is too new\. Maximum supported API version is 1\.41"
+        ):
+            pinned.containers.list()  # what a client fixed at the SDK's default meets there
+        pinned.close()
+        assert daemon_problem() is None
+        negotiated = pgdocker.client()
+        assert negotiated.api.api_version == "1.41"
+        negotiated.close()
+        pytester.makepyfile(
+            "import pytest\n\n"
+            "def test_t(pg):\n    assert pg.fetchval('SELECT 1') == 1\n\n"
+            "@pytest.mark.pg(isolation='clone')\n"
+            "def test_c(pg):\n    assert pg.fetchval('SELECT 1') == 1\n"
+        )
+        result = pytester.runpytest_subprocess(
+            "--pg-server=docker", f"--pg-image={IMAGE}", "--pg-start-timeout=120"
+        )
+        result.assert_outcomes(passed=2)
+    assert ours(dclient) - before == set()
