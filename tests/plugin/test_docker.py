@@ -355,7 +355,6 @@ def test_gc_removes_containers_of_ended_runs_only(
         text=True,
         check=True,
     )
-    host = socket.gethostname()
     common = {pgdocker.LABEL: "1", pgdocker.IMAGE_LABEL: IMAGE}
     made = []
     try:
@@ -366,7 +365,7 @@ def test_gc_removes_containers_of_ended_runs_only(
                     ["sleep", "300"],
                     entrypoint=[],
                     detach=True,
-                    labels={**common, pgdocker.OWNER_LABEL: f"{host} {pid}"},
+                    labels={**common, **pgdocker._owner(pid)},
                 )
             )
         assert main(["gc"]) == 0

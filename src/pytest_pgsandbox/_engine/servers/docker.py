@@ -54,6 +54,7 @@ NETWORK = "pgsandbox"
 LABEL = "pgsandbox"  # "1" on every container (and the network) we create
 IMAGE_LABEL = "pgsandbox.image"
 OWNER_LABEL = "pgsandbox.owner"  # "HOST PID": the process whose end makes it garbage
+PIDNS_LABEL = "pgsandbox.pidns"  # the pid namespace that PID belongs to
 RUN_LABEL = "pgsandbox.run"  # the xdist run whose workers share it
 REUSE_LABEL = "pgsandbox.reuse"  # the image: kept for the next session
 _INSTALL = 'pip install "pytest-pgsandbox[docker]"'
@@ -115,14 +116,25 @@ def no_daemon_error(problem: str, image: str) -> ServerError:
     )
 
 
-def _owner(pid: int) -> str:
-    return f"{socket.gethostname()} {pid}"
+def _pid_namespace() -> str:
+    """Which process ids a pid means here ("" where that cannot be told): a container
+    sharing the host's name (--network host) has process ids of its own."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _owner(pid: int) -> dict[str, str]:
+    return {OWNER_LABEL: f"{socket.gethostname()} {pid}", PIDNS_LABEL: _pid_namespace()}
 
 
 def _owner_gone(labels: dict[str, str]) -> bool:
-    """The container's owner was a process on this host that no longer runs."""
+    """The container's owner was a process on this host (as we see processes) that no
+    longer runs."""
     host, _, pid = labels.get(OWNER_LABEL, "").rpartition(" ")
-    return host == socket.gethostname() and pid.isdigit() and cmdline(int(pid)) is None
+    same = host == socket.gethostname() and labels.get(PIDNS_LABEL, "") == _pid_namespace()
+    return same and pid.isdigit() and cmdline(int(pid)) is None
 
 
 def reap(docker_client: Any) -> list[str]:
@@ -277,7 +289,7 @@ class DockerServer:
         if self.reuse:
             labels[REUSE_LABEL] = self.image
             return labels
-        labels[OWNER_LABEL] = _owner(self.owner_pid or os.getpid())
+        labels.update(_owner(self.owner_pid or os.getpid()))
         if self.run:
             labels[RUN_LABEL] = self.run
             return labels
