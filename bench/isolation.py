@@ -1,6 +1,6 @@
 """Per-test cost of each isolation strategy, next to pytest-postgresql and a hand-made fixture.
 
-    python bench/isolation.py [--tests 300] [--repeat 3]
+    python bench/isolation.py [--tests 300] [--repeat 3] [--docker postgres:18]
 
 One workload: 30 tables (each but the first referencing the first) with 2,010 baseline rows.
 Each test either reads (two counts) or writes (a row into each of 2 of the 30 tables, then
@@ -13,6 +13,11 @@ server, data in RAM when there is room), with:
   at a second server set up the way pytest-postgresql's own is: data in a folder on disk,
   started with ``-F`` (fsync off; synchronous_commit and full_page_writes stay on);
 - a hand-written savepoint fixture: one session connection, ``BEGIN`` ... ``ROLLBACK`` per test.
+
+With ``--docker IMAGE``, also ``server=docker`` (pip install "pytest-pgsandbox[docker]")
+under each isolation, in a container kept for reuse (an alias of IMAGE made for the run, so
+no other reusable container is used, removed at the end), and its start-up with a new
+container each session ("docker, new container", transaction isolation).
 
 Per-test overhead is the time per test from the first test's start to the last one's end,
 minus that of the same number of tests that use no database. Start-up is launch to first test.
@@ -144,7 +149,25 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=300, help="tests per session")
     parser.add_argument("--repeat", type=int, default=3, help="sessions per figure (median)")
     parser.add_argument("--bin-dir", default="embedded", help="PostgreSQL binaries to use")
+    parser.add_argument(
+        "--docker",
+        metavar="IMAGE",
+        help="also measure server=docker with this image (e.g. postgres:18, same major)",
+    )
     args = parser.parse_args()
+    alias = None
+    if args.docker:
+        alias = _docker_alias(args.docker)
+        for name, isolation in (
+            ("docker transaction", "transaction"),
+            ("docker reset", "reset"),
+            ("docker clone", "clone"),
+            ("docker, new container", "transaction"),
+        ):
+            extra = ["--pg-server=docker", "--pg-image={image}", f"--pg-isolation={isolation}"]
+            if "new" in name:
+                extra.append("--pg-no-reuse")  # after the --pg-reuse every session gets
+            VARIANTS[name] = ("pg, ", "pg", "pg.conn.commit()", extra)
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
     where = places.ram_dir() or tempfile.gettempdir()
@@ -163,15 +186,44 @@ def main() -> int:
     }
     try:
         urls = [_start(e) for e in (env, disk_env)]
-        return _measure(args, env, urls[0], urls[1])
+        return _measure(args, env, urls[0], urls[1], alias)
     finally:
         for e in (env, disk_env):
             subprocess.run([*CLI, "stop"], env=e, check=False, stdout=subprocess.DEVNULL)
+        if alias is not None:
+            _drop_docker_alias(alias)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(disk, ignore_errors=True)
 
 
 CLI = [sys.executable, "-m", "pytest_pgsandbox"]
+
+
+def _docker_alias(image: str) -> str:
+    """A name of IMAGE for this run alone: its reusable container is this run's."""
+    from pytest_pgsandbox._engine.servers import docker
+
+    alias = f"pgsandbox-bench/{image.replace('/', '-').replace(':', '-')}:{os.getpid()}"
+    client = docker.client()
+    try:
+        client.images.get(image).tag(alias)
+    finally:
+        client.close()
+    return alias
+
+
+def _drop_docker_alias(alias: str) -> None:
+    from pytest_pgsandbox._engine.servers import docker
+
+    client = docker.client()
+    try:
+        for found in client.containers.list(
+            all=True, filters={"label": f"{docker.REUSE_LABEL}={alias}"}
+        ):
+            found.remove(force=True, v=True)
+        client.images.remove(alias)
+    finally:
+        client.close()
 
 
 def _start(env: dict[str, str]) -> str:
@@ -181,7 +233,9 @@ def _start(env: dict[str, str]) -> str:
     ).stdout.strip()
 
 
-def _measure(args: argparse.Namespace, env: dict[str, str], url: str, disk_url: str) -> int:
+def _measure(
+    args: argparse.Namespace, env: dict[str, str], url: str, disk_url: str, image: str | None
+) -> int:
     import psycopg
     from psycopg import sql
 
@@ -230,7 +284,10 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str, disk_url: 
     try:
         for _ in range(args.repeat):
             for (workload, name), project in projects.items():  # interleaved: same noise
-                extra = ["--pg-reuse", *(a.format(app_url=app_url) for a in VARIANTS[name][3])]
+                extra = [
+                    "--pg-reuse",
+                    *(a.format(app_url=app_url, image=image) for a in VARIANTS[name][3]),
+                ]
                 m = session(project, run_env, *extra)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":

@@ -237,8 +237,10 @@ SETTINGS: tuple[Setting, ...] = (
         _image,
         "postgres:18",
         "a Docker image name such as postgres:16 or postgis/postgis:16-3.4",
-        "The image of server=docker (pip install 'pytest-pgsandbox[docker]'). With reuse, "
-        "the container is kept and used again by the next session.",
+        "The image of server=docker (pip install 'pytest-pgsandbox[docker]'); it must honour "
+        "the official image's POSTGRES_USER and POSTGRES_PASSWORD. One container per run, "
+        "shared by xdist workers; with reuse, one per image, kept and used again by the next "
+        "session.",
         metavar="IMAGE",
     ),
     Setting(
@@ -393,7 +395,8 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "true or false",
         "Keep the local server running after the session, with its templates, and use it "
-        "again next time (pgsandbox stop ends it).",
+        "again next time (pgsandbox stop ends it); with server=docker, the container "
+        "(pgsandbox gc --all removes it).",
         is_flag=True,
     ),
     Setting(

@@ -167,7 +167,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             from pytest_pgsandbox._engine.servers import places
 
             s = sandbox.settings
-            janitor.stop_run(places.runtime_dir(s.runtime_dir, s.tmpfs), run)
+            runtime = places.runtime_dir(s.runtime_dir, s.tmpfs)
+            janitor.stop_run(runtime, run)
+            from pytest_pgsandbox._engine.servers import docker
+
+            docker.stop_run(runtime, run)  # only if a worker started a container
     except Exception as exc:  # the tests have run; a cleanup problem must not hide them
         sys.stderr.write(f"pgsandbox: cleanup after the session failed: {mask(str(exc))}\n")
 
@@ -275,7 +279,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             return
     server = sandbox.server
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if server is None or reporter is None or config.get_verbosity() < 0:
+    if server is None or reporter is None:
+        return
+    for note in getattr(server, "notes", ()):  # what changed how it runs: said even with -q
+        reporter.write_line(f"postgresql: {note}")
+    if config.get_verbosity() < 0:
         return
     cache_note = ""
     if getattr(server, "initdb_cached", None) is False:

@@ -241,11 +241,30 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if settings.url:
         info = ConnInfo.from_conninfo(settings.url)
         reaped += _gc_databases(info, args.older_than, settings.start_timeout)
+    reaped += _gc_containers(args.all)
     for line in reaped:
         print(f"reaped {line}")
     if not reaped:
         print("nothing to reap")
     return 0
+
+
+def _gc_containers(everything: bool) -> list[str]:
+    """Our containers whose run has ended (and, with --all, those kept for reuse)."""
+    from pytest_pgsandbox._engine.servers import docker
+
+    if docker.daemon_problem() is not None:
+        return []  # no Docker here: nothing of ours can be running in it
+    client = docker.client()
+    try:
+        reaped = docker.reap(client)
+        if everything:
+            for found in docker.reusable(client):
+                found.remove(force=True, v=True)
+                reaped.append(f"container {found.name} (kept for reuse; --all)")
+    finally:
+        client.close()
+    return reaped
 
 
 def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> list[str]:
@@ -329,7 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gc", help="reap servers, folders and databases left by ended runs")
     add_setting_flags(p, ("url", *where))
-    p.add_argument("--all", action="store_true", help="also stop reusable servers")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also stop reusable servers and remove containers kept for reuse",
+    )
     p.add_argument(
         "--older-than",
         type=float,

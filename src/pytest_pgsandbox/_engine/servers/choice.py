@@ -183,11 +183,37 @@ def external_url(settings: Settings) -> tuple[ConnInfo, str]:
     return ConnInfo.from_conninfo(""), "libpq PG* variables"
 
 
-def _docker(settings: Settings) -> PgServer:
-    from pytest_pgsandbox._engine.servers.docker import DockerServer
+def _docker(settings: Settings, run: str | None, owner_pid: int | None) -> PgServer:
+    """A container: private, or (under a lock) the one this run's workers share, or the
+    one kept for reuse with this image; whoever comes first starts it."""
+    import hashlib
 
-    server = DockerServer(settings.image, settings.start_timeout, reuse=settings.reuse)
-    server.start()
+    from pytest_pgsandbox._engine.servers import docker
+
+    shared = None if settings.reuse else run
+    server = docker.DockerServer(
+        settings.image, settings.start_timeout, settings.reuse, run=shared, owner_pid=owner_pid
+    )
+    if not settings.reuse and run is None:
+        server.start()
+        return server
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
+    if shared is not None:
+        lock, whose = runtime / f"run-{shared}.lock", "another worker of this run"
+    else:
+        key = hashlib.sha256(settings.image.encode()).hexdigest()[:16]
+        lock, whose = runtime / f"docker-reuse-{key}.lock", "another session"
+    try:
+        with FileLock(str(lock), timeout=settings.start_timeout):
+            if shared is not None:
+                # Written first: the controller removes the run's container if it exists.
+                docker.run_marker(runtime, shared).touch()
+            server.start()
+    except Timeout:
+        raise ServerStartError(
+            f"waited {settings.start_timeout:.0f} s for {whose} to start the container "
+            f"from {settings.image}. Raise --pg-start-timeout if this machine is very slow."
+        ) from None
     return server
 
 
@@ -208,7 +234,7 @@ def open_server(
         server.start()
         return server
     if settings.server == "docker":
-        return _docker(settings)
+        return _docker(settings, run, owner_pid)
     try:
         binaries = find_binaries(settings.bin_dir)
     except BinariesNotFound as exc:
@@ -222,7 +248,7 @@ def open_server(
                 f"{exc}\n  - or start Docker: with a daemon, pgsandbox runs PostgreSQL in a "
                 f"container (server=docker; here: {problem})"
             ) from None
-        return _docker(settings)
+        return _docker(settings, run, owner_pid)
     attached = _attach(binaries, settings)
     if attached is not None:
         return attached

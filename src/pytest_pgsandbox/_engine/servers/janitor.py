@@ -282,6 +282,13 @@ def reap(runtime: Path) -> list[str]:
             continue
         if path.name.startswith(".trash-"):
             pass  # a folder whose removal was interrupted
+        elif path.name.startswith("run-") and path.suffix == ".docker":
+            # An xdist run's note that it shares a container: its controller was killed
+            # (the container itself goes by its labels).
+            with contextlib.suppress(OSError):
+                if now - path.lstat().st_mtime > STALE_SECONDS:
+                    path.unlink()
+            continue
         elif path.name.startswith(("staging-", "bin-staging-")):
             with contextlib.suppress(OSError):
                 if now - path.lstat().st_mtime < STALE_SECONDS:
