@@ -130,7 +130,13 @@ _URL_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)([^@\s]*)(@
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
+# SQL that sets a password (ALTER/CREATE ROLE ... [ENCRYPTED] PASSWORD '...'), as a server
+# log with statement logging on shows it.
+_SQL_PASSWORD = re.compile(r"(\bPASSWORD\s+)(E?'(?:[^'\\]|''|\\.)*'?)", re.IGNORECASE)
+
+
 def mask(text: str) -> str:
-    """Replace every password in URLs and key=value strings inside ``text``."""
+    """Replace every password in URLs, key=value strings and SQL inside ``text``."""
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    text = _SQL_PASSWORD.sub(lambda m: m.group(1) + f"'{MASK}'", text)
     return _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)

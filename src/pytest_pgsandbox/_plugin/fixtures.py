@@ -25,6 +25,7 @@ from pytest_pgsandbox._engine.handle import PgDatabase
 from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
@@ -54,7 +55,7 @@ def sandbox_of(request: pytest.FixtureRequest) -> Sandbox:
 
 def _fail(exc: BaseException | str) -> NoReturn:
     __tracebackhide__ = True
-    pytest.fail(f"pgsandbox: {exc}", pytrace=False)
+    pytest.fail(f"pgsandbox: {mask(str(exc))}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

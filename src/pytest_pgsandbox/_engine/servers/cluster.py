@@ -8,6 +8,7 @@ with test-tuned settings, and a random password that is changed for every server
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import signal
 import socket
@@ -168,7 +169,10 @@ class LocalCluster:
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         deadline = time.monotonic() + self.options.start_timeout
-        with self.log_path.open("ab") as log:
+        # Ours alone: statements the server logs may hold data that is not for others.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log:
             self.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
