@@ -33,6 +33,7 @@ from pytest_pgsandbox._engine.servers.discovery import PgBinaries
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.servers.options import ClusterOptions
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import MalformedConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import BinariesNotFound
@@ -175,12 +176,22 @@ def local_cluster(
 def external_url(settings: Settings) -> tuple[ConnInfo, str]:
     """The existing server's connection info, and where it came from."""
     if settings.url:
-        return ConnInfo.from_conninfo(settings.url), f"url from {settings.source('url')}"
+        return _parsed(settings.url, f"url from {settings.source('url')}")
     if settings.url_command:
         source = f"url_command from {settings.source('url_command')}"
         url = external.url_from_command(settings.url_command, settings.start_timeout, source)
-        return ConnInfo.from_conninfo(url), source
-    return ConnInfo.from_conninfo(""), "libpq PG* variables"
+        return _parsed(url, source)
+    return _parsed("", "libpq PG* variables")
+
+
+def _parsed(conninfo: str, source: str) -> tuple[ConnInfo, str]:
+    try:
+        return ConnInfo.from_conninfo(conninfo), source
+    except MalformedConnInfo as exc:
+        raise ServerUnreachable(
+            f"the server to use ({source}) is given in a form libpq cannot use: {exc}. "
+            "Correct it, or unset it to let pgsandbox start a private local server."
+        ) from None
 
 
 def _docker(settings: Settings) -> PgServer:
