@@ -21,6 +21,8 @@ from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.servers.choice import external_url
 from pytest_pgsandbox._engine.servers.choice import local_cluster
+from pytest_pgsandbox._engine.servers.choice import reusable_server
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.servers.discovery import candidates
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -184,8 +186,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         if rec.data.get("bin_key") == binaries.key:
             print(f"already running: {rec.name} ({mask(rec.admin().url())})")
             return 0
-    cluster = local_cluster(settings, binaries, reusable=True)
-    cluster.start()
+    cluster = reusable_server(settings, binaries)  # under the lock test runs take too
+    if not isinstance(cluster, LocalCluster):
+        print(f"already running: {cluster.describe()}")
+        return 0
     print(f"started {cluster.name}: {cluster.describe()} in {cluster.startup_seconds:.2f} s")
     print(f"url: {mask(cluster.admin.url())}   (pgsandbox url --reveal-password to see it)")
     print("test runs with the same binaries use it; stop it with: pgsandbox stop")

@@ -112,7 +112,9 @@ def _attach(
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     for rec in janitor.records(runtime):
         wanted = rec.run == run if run is not None else rec.reusable
-        if wanted and _matches(rec, binaries, settings) and janitor.is_alive(rec):
+        if not (wanted and rec.ready):  # published before it is ready: not yet
+            continue
+        if _matches(rec, binaries, settings) and janitor.is_alive(rec):
             what = (
                 f"reusable server {rec.name}" if run is None else f"server {rec.name} of this run"
             )
@@ -171,6 +173,41 @@ def local_cluster(
         owner_pid=owner_pid,
     )
     return LocalCluster(binaries, runtime, run_as, options, cache)
+
+
+def reusable_server(
+    settings: Settings, binaries: PgBinaries, prebuild: Prebuild | None = None
+) -> PgServer:
+    """The reusable local server for these binaries: one that runs, or one started now.
+
+    Started under a lock (one per set of binaries and runtime folder), so that runs and
+    xdist workers that start together share one server; the others attach once its record
+    says it is ready.
+    """
+    attached = _attach(binaries, settings)
+    if attached is not None:
+        return attached
+    from pytest_pgsandbox._engine.servers.cache import LOCK_SECONDS
+
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
+    wait = max(settings.start_timeout, LOCK_SECONDS)  # the holder may be building a template
+    try:
+        with FileLock(str(runtime / f"reuse-{binaries.key}.lock"), timeout=wait):
+            attached = _attach(binaries, settings)
+            if attached is not None:
+                return attached
+            # Under the lock, a reusable server that never became ready lost its starter.
+            for rec in janitor.records(runtime):
+                if rec.reusable and not rec.ready:
+                    janitor.reap_one(runtime, rec)
+            cluster = local_cluster(settings, binaries, reusable=True, prebuild=prebuild)
+            cluster.start()
+            return cluster
+    except Timeout:
+        raise ServerStartError(
+            f"waited {wait:.0f} s for another test run to start the reusable server in "
+            f"{runtime}. If no other run is active, remove {runtime}/reuse-*.lock."
+        ) from None
 
 
 def external_url(settings: Settings) -> tuple[ConnInfo, str]:
@@ -234,11 +271,13 @@ def open_server(
                 f"container (server=docker; here: {problem})"
             ) from None
         return _docker(settings)
+    if settings.reuse:
+        return reusable_server(settings, binaries, prebuild)
     attached = _attach(binaries, settings)
     if attached is not None:
         return attached
-    if settings.reuse or run is None:
-        cluster = local_cluster(settings, binaries, reusable=settings.reuse, prebuild=prebuild)
+    if run is None:
+        cluster = local_cluster(settings, binaries, prebuild=prebuild)
         cluster.start()
         return cluster
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)

@@ -181,7 +181,7 @@ class LocalCluster:
                 start_new_session=True,
                 **spawn_args(self.run_as),
             )
-        self._record()
+        self._record(ready=False)
         self._wait_ready(data, deadline)
 
     def _wait_ready(self, data: Path, deadline: float) -> None:
@@ -227,9 +227,11 @@ class LocalCluster:
         )
         self._record()
 
-    def _record(self) -> None:
+    def _record(self, *, ready: bool = True) -> None:
         pid = self.process.pid if self.process else 0
-        janitor.record(self.runtime, self.name, pid, self.admin, self.binaries, self.options)
+        janitor.record(
+            self.runtime, self.name, pid, self.admin, self.binaries, self.options, ready=ready
+        )
 
     def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
         return read_tail(self.log_path, lines)

@@ -56,10 +56,15 @@ def record(
     admin: ConnInfo,
     binaries: PgBinaries,
     options: ClusterOptions,
+    *,
+    ready: bool = True,
 ) -> None:
+    """Write (or rewrite) the server's record. It is written once the process is spawned,
+    so that it is reaped if we die, and again with ``ready`` once others may use it."""
     path = runtime / f"{name}.json"
     data = {
         "name": name,
+        "ready": ready,
         "owner_pid": options.owner_pid or os.getpid(),
         "postmaster_pid": pid,
         "reusable": options.reusable,
@@ -101,6 +106,11 @@ class ServerRecord:
     @property
     def reusable(self) -> bool:
         return bool(self.data.get("reusable"))
+
+    @property
+    def ready(self) -> bool:
+        """Started, and its password is the one recorded (others may connect)."""
+        return bool(self.data.get("ready", True))
 
     @property
     def run(self) -> str | None:
