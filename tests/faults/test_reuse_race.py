@@ -22,7 +22,10 @@ def test_writes(pg, n):
     pg.execute("INSERT INTO notes (body) VALUES (%s)", [f"note {n}"])
     assert pg.fetchval("SELECT count(*) FROM notes") == 2
 """
-SCHEMA = "CREATE TABLE notes (id serial PRIMARY KEY, body text);\nINSERT INTO notes (body) VALUES ('first');\n"
+SCHEMA = """
+CREATE TABLE notes (id serial PRIMARY KEY, body text);
+INSERT INTO notes (body) VALUES ('first');
+"""
 # Every pair starts with no reusable server, so both runs race to start one.
 PAIRS = int(os.environ.get("PGSANDBOX_TEST_REUSE_PAIRS", "3"))
 

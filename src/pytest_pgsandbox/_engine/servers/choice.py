@@ -29,14 +29,18 @@ from pytest_pgsandbox._engine.servers.base import version_text
 from pytest_pgsandbox._engine.servers.cache import InitdbCache
 from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
 from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.cluster import explaining_tail
 from pytest_pgsandbox._engine.servers.discovery import PgBinaries
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
+from pytest_pgsandbox._engine.servers.options import LOG_TAIL
 from pytest_pgsandbox._engine.servers.options import ClusterOptions
+from pytest_pgsandbox._engine.servers.options import read_tail
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import MalformedConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import BinariesNotFound
+from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import ServerStartError
 from pytest_pgsandbox.errors import ServerUnreachable
 from pytest_pgsandbox.settings import Settings
@@ -56,6 +60,7 @@ class ExternalServer:
     # Set when it is a local server pgsandbox started (reusable, or shared by the workers
     # of an xdist run): its folder, so that copies are made the way its storage wants.
     folder: Path | None = None
+    _died: ServerDied | None = field(default=None, init=False, repr=False)
 
     owns_cluster = False
     outlives_session = True
@@ -76,9 +81,15 @@ class ExternalServer:
                 if self.guard:
                     external.check_database(conn, self.admin)
         except psycopg.Error as exc:
+            waited = time.monotonic() - began
+            how = (
+                f"gave up after {self.timeout:g} s"
+                if waited >= self.timeout - 0.5
+                else f"it failed after {waited:.2f} s"
+            )
             raise ServerUnreachable(
                 f"could not connect to the PostgreSQL server at {mask(self.admin.url())} "
-                f"({self.source}); waited up to {self.timeout:.0f} s.\n"
+                f"({self.source}); {how}.\n"
                 f"  The driver said: {mask(str(exc).strip())}\n"
                 "  Check that the server is running and that host, port, user, password and "
                 "database in the URL are right, or unset --pg-url / PGSANDBOX_URL / pg_url "
@@ -87,7 +98,24 @@ class ExternalServer:
         self.startup_seconds = time.monotonic() - began
 
     def check_alive(self) -> None:
-        return None
+        """For a local server of ours that another process started (an xdist worker of this
+        run, or a reusable one): raise ServerDied if its postmaster is gone."""
+        if self._died is not None:
+            raise self._died.with_traceback(None)  # not a traceback that grows
+        if self.folder is None:
+            return
+        pid = janitor.postmaster_pid(self.folder / "data")
+        if pid is None or janitor.is_our_postmaster(pid, self.folder):
+            return
+        log = self.folder.with_name(f"{self.folder.name}.log")
+        self._died = ServerDied.with_log(
+            f"the local PostgreSQL server in {self.folder} ({self.source}, pid {pid}) stopped "
+            "while tests were running; the tests that need it cannot run.",
+            explaining_tail(read_tail(log, 20 * LOG_TAIL)),
+            "  If something on this machine kills processes (OOM killer, a CI timeout), "
+            "look there.",
+        )
+        raise self._died
 
     def stop(self) -> None:
         return None
@@ -192,7 +220,7 @@ def reusable_server(
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     wait = max(settings.start_timeout, LOCK_SECONDS)  # the holder may be building a template
     try:
-        with FileLock(str(runtime / f"reuse-{binaries.key}.lock"), timeout=wait):
+        with FileLock(str(janitor.reuse_lock(runtime, binaries.key)), timeout=wait):
             attached = _attach(binaries, settings)
             if attached is not None:
                 return attached

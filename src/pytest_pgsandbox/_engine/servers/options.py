@@ -81,7 +81,7 @@ def run_tool(argv: list[str], run_as: RunAs | None, timeout: float, what: str) -
         ) from None
     except subprocess.TimeoutExpired:
         raise ServerStartError(
-            f"{what} did not finish within {timeout:.0f} s: {' '.join(argv)}. "
+            f"{what} did not finish within {timeout:g} s: {' '.join(argv)}. "
             "Raise --pg-start-timeout if this machine is very slow."
         ) from None
 
