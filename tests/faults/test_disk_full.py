@@ -19,15 +19,14 @@ from pytest_pgsandbox._engine.servers import places
 ONE_TEST = "def test_needs_a_database(pg):\n    pg.execute('SELECT 1')\n"
 
 
-@pytest.fixture
-def small_tmpfs(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> Iterator[Path]:
-    """A 4 MB file system as the runtime folder (the cluster cache stays where it is)."""
+def _mounted(monkeypatch: pytest.MonkeyPatch, shared_cache: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` as the runtime folder (the cluster cache stays where it is)."""
     if not places.is_root() or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root")
     point = Path(tempfile.mkdtemp(prefix="pgsb-full-"))
     point.chmod(0o755)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(point)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
         capture_output=True,
         check=False,
         timeout=30,
@@ -42,6 +41,12 @@ def small_tmpfs(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> Iterator
     finally:
         subprocess.run(["umount", str(point)], capture_output=True, check=False, timeout=60)
         shutil.rmtree(point, ignore_errors=True)
+
+
+@pytest.fixture
+def small_tmpfs(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> Iterator[Path]:
+    """A 4 MB file system as the runtime folder: no room for a server."""
+    yield from _mounted(monkeypatch, shared_cache, "4m")
 
 
 @pytest.mark.parametrize("xdist", [False, True])
