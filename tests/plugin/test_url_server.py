@@ -182,7 +182,7 @@ def test_a_url_naming_an_application_database_is_refused(
             "*refusing to use the URL postgresql://postgres:***@127.0.0.1:*/shop: its "
             "database 'shop' holds 2 table(s) that pgsandbox did not create*",
             "*Point the URL at the server's postgres database instead: "
-            "postgresql://postgres:***@127.0.0.1:*/postgres",
+            "postgresql://postgres:***@127.0.0.1:*/postgres*",
         ]
     )
     assert _user_dbs(existing) == {"shop"}  # nothing created beside it
