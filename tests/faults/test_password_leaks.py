@@ -95,7 +95,8 @@ def test_no_password_anywhere_with_every_statement_logged(
         "--log-file-level=DEBUG",
         timeout=180,
     )
-    result.assert_outcomes(passed=2, failed=1, errors=2)  # the killer's teardown too
+    # The killer's teardown meets the dead server, and the session stops there.
+    result.assert_outcomes(passed=2, failed=1, errors=1)
     found = json.loads((tmp_path / "found.json").read_text())
     passwords = set(found["passwords"])
     for meta in shared_cache.glob("*/*/meta.json"):  # the cached clusters' own passwords
