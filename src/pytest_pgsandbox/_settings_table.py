@@ -121,6 +121,13 @@ def _url(raw: str) -> str | None:
         return None
     if "://" in text and not text.startswith(("postgresql://", "postgres://")):
         raise Invalid
+    from pytest_pgsandbox._engine.urls import MalformedConnInfo
+    from pytest_pgsandbox._engine.urls import parse_conninfo
+
+    try:
+        parse_conninfo(text)
+    except MalformedConnInfo as exc:
+        raise Invalid(str(exc)) from None
     return text
 
 

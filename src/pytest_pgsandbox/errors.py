@@ -84,7 +84,14 @@ class ServerStartError(ServerError):
 
 
 class ServerDied(ServerError):
-    """A local server stopped while it was still needed."""
+    """A local server stopped while it was still needed.
+
+    The same instance is raised again for every later use of the server; ``reported_in``
+    (set by whoever shows it first, e.g. the id of the first test that met it) lets the
+    later reports point at that one instead of repeating it.
+    """
+
+    reported_in: str | None = None
 
 
 class ServerUnreachable(ServerError):

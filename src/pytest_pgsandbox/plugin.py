@@ -10,6 +10,8 @@ from pytest_pgsandbox._plugin.hooks import pytest_configure_node
 from pytest_pgsandbox._plugin.hooks import pytest_plugins
 from pytest_pgsandbox._plugin.hooks import pytest_report_header
 from pytest_pgsandbox._plugin.hooks import pytest_runtest_makereport
+from pytest_pgsandbox._plugin.hooks import pytest_runtest_protocol
+from pytest_pgsandbox._plugin.hooks import pytest_testnodedown
 from pytest_pgsandbox._plugin.hooks import pytest_unconfigure
 
 __all__ = [
@@ -21,5 +23,7 @@ __all__ = [
     "pytest_plugins",
     "pytest_report_header",
     "pytest_runtest_makereport",
+    "pytest_runtest_protocol",
+    "pytest_testnodedown",
     "pytest_unconfigure",
 ]

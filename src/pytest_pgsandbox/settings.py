@@ -163,15 +163,23 @@ def _parse(setting: Setting, raw: RawValue, source: str) -> object:
         for item in items:
             try:
                 parsed.append(setting.parse(item))
-            except Invalid:
-                raise SettingError(setting.name, item, source, setting.accepted) from None
+            except Invalid as exc:
+                raise _error(setting, item, source, exc) from None
         return tuple(parsed)
     if not isinstance(raw, str):
         raw = " ".join(raw)
     try:
         return setting.parse(raw)
-    except Invalid:
-        raise SettingError(setting.name, raw, source, setting.accepted) from None
+    except Invalid as exc:
+        raise _error(setting, raw, source, exc) from None
+
+
+def _error(setting: Setting, raw: str, source: str, exc: Invalid) -> SettingError:
+    """The error for a value that cannot be used (a password in it masked)."""
+    from pytest_pgsandbox._engine.urls import mask
+
+    reason = str(exc.args[0]) if exc.args else ""
+    return SettingError(setting.name, mask(raw), source, setting.accepted, reason)
 
 
 def resolve(

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import quote
 from urllib.parse import urlencode
 
@@ -70,11 +71,14 @@ class ConnInfo:
 
     @classmethod
     def from_conninfo(cls, conninfo: str) -> ConnInfo:
-        """Parse a URL or key=value string; libpq's PG* variables fill in what is missing."""
-        import psycopg.conninfo
+        """Parse a URL or key=value string; libpq's PG* variables fill in what is missing.
+
+        Raises ``MalformedConnInfo`` (password masked) if libpq cannot read it, or if a port
+        is not a number.
+        """
         import psycopg.pq
 
-        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        params = parse_conninfo(conninfo)
         # Resolve what is still missing the way libpq would (PGHOST, PGPORT, PGUSER, ...).
         defaults = {
             d.keyword.decode(): (d.val or d.compiled or b"").decode()
@@ -88,11 +92,7 @@ class ConnInfo:
             return str(value)
 
         host = pick("host", "").split(",")[0]  # "" = libpq's own default socket folder
-        port_text = pick("port", "5432").split(",")[0]
-        try:
-            port = int(port_text)
-        except ValueError:
-            port = 5432
+        port = check_port(pick("port", "5432").split(",")[0], "the port") or 5432
         user = pick("user", "postgres")
         password = params.get("password") or defaults.get("password") or None
         known = {"host", "hostaddr", "port", "user", "password", "dbname"}
@@ -104,6 +104,34 @@ class ConnInfo:
             dbname=pick("dbname", user),
             options=tuple(sorted((k, str(v)) for k, v in params.items() if k not in known)),
         )
+
+
+class MalformedConnInfo(ValueError):
+    """A URL or key=value string libpq cannot use; the message has no password."""
+
+
+def parse_conninfo(text: str) -> dict[str, Any]:
+    """libpq's reading of a URL or key=value string, every port checked to be a number."""
+    import psycopg.conninfo
+
+    try:
+        params = dict(psycopg.conninfo.conninfo_to_dict(text))
+    except psycopg.ProgrammingError as exc:
+        raise MalformedConnInfo(mask(str(exc).strip())) from None
+    for value in str(params.get("port") or "").split(","):
+        check_port(value, "the port")
+    return params
+
+
+def check_port(text: str, what: str) -> int:
+    """``text`` as a TCP port (0 if empty); MalformedConnInfo if it is not one."""
+    text = text.strip()
+    if not text:
+        return 0
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        # libpq would refuse it only when connecting; an unnoticed default would be worse.
+        raise MalformedConnInfo(f"{what} {text!r} is not a number from 1 to 65535")
+    return int(text)
 
 
 # What pgsandbox's own sessions are called on the server (never a test's connections): a
@@ -130,7 +158,13 @@ _URL_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)([^@\s]*)(@
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
+# SQL that sets a password (ALTER/CREATE ROLE ... [ENCRYPTED] PASSWORD '...'), as a server
+# log with statement logging on shows it.
+_SQL_PASSWORD = re.compile(r"(\bPASSWORD\s+)(E?'(?:[^'\\]|''|\\.)*'?)", re.IGNORECASE)
+
+
 def mask(text: str) -> str:
-    """Replace every password in URLs and key=value strings inside ``text``."""
+    """Replace every password in URLs, key=value strings and SQL inside ``text``."""
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    text = _SQL_PASSWORD.sub(lambda m: m.group(1) + f"'{MASK}'", text)
     return _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, text)

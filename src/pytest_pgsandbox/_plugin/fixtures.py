@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import NoReturn
@@ -24,7 +25,9 @@ import pytest
 from pytest_pgsandbox._engine.handle import PgDatabase
 from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.servers.base import PgServer
+from pytest_pgsandbox._engine.servers.places import room_problem
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox._plugin.keys import FIRST_KEY
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
@@ -56,7 +59,7 @@ def sandbox_of(request: pytest.FixtureRequest) -> Sandbox:
 
 def _fail(exc: BaseException | str) -> NoReturn:
     __tracebackhide__ = True
-    pytest.fail(f"pgsandbox: {exc}", pytrace=False)
+    pytest.fail(f"pgsandbox: {mask(str(exc))}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -440,16 +443,30 @@ def _attempt(server: PgServer, what: str, step: Callable[..., T], *args: Any) ->
 
 
 def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoReturn:
-    """Fail with why the server is gone if it is, else with what the driver said."""
+    """Fail with why the server is gone if it is, else with what the driver said.
+
+    A dead server is explained in full once, by the first test that meets it; every later
+    test fails at once with one line that points there.
+    """
     __tracebackhide__ = True
-    if isinstance(exc, ServerDied):
-        _fail(exc)
-    died: ServerDied | None = None
-    try:
-        server.check_alive()
-    except ServerDied as gone:
-        died = gone
-    _fail(died or f"{what}: {str(exc).strip()}")
+    died: ServerDied | None = exc if isinstance(exc, ServerDied) else None
+    if died is None:
+        try:
+            server.check_alive()
+        except ServerDied as gone:
+            died = gone
+    if died is None:
+        # A server whose disk is full says only that it is "not yet accepting connections"
+        # (it is replaying its write-ahead log) or that it could not write: say why.
+        folder = getattr(server, "folder", None)
+        room = room_problem(folder) if isinstance(folder, Path) else ""
+        _fail(f"{what}: {str(exc).strip()}" + (f"\n  {room}" if room else ""))
+    here = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0] or "an earlier test"
+    first = died.reported_in
+    if first is None or first == here:
+        died.reported_in = here
+        _fail(died)
+    _fail(f"the PostgreSQL server is gone; why is in the report of {first}.")
 
 
 @pytest.fixture(scope="session")

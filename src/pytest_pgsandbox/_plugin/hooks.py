@@ -18,6 +18,7 @@ import pytest
 from pytest_pgsandbox._engine.naming import new_run_id
 from pytest_pgsandbox._engine.sandbox import Sandbox
 from pytest_pgsandbox._engine.sandbox import XdistRun
+from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
@@ -27,7 +28,7 @@ from pytest_pgsandbox._plugin.keys import SETTINGS_KEY
 from pytest_pgsandbox._plugin.keys import XDIST_RUN_KEY
 from pytest_pgsandbox._plugin.sharing import add_database_to_engine_tests
 from pytest_pgsandbox.errors import PgSandboxError
-from pytest_pgsandbox.errors import ScenarioError
+from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import SettingError
 from pytest_pgsandbox.errors import TemplateError
 from pytest_pgsandbox.settings import SETTINGS
@@ -159,6 +160,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if sandbox is None:
         return
     atexit.unregister(sandbox.close)
+    server = sandbox.server
     try:
         sandbox.close()
         run = config.stash.get(XDIST_RUN_KEY, None)
@@ -173,7 +175,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
             docker.stop_run(runtime, run)  # only if a worker started a container
     except Exception as exc:  # the tests have run; a cleanup problem must not hide them
-        sys.stderr.write(f"pgsandbox: cleanup after the session failed: {mask(str(exc))}\n")
+        if not _died(server):  # else the tests' reports said so already
+            sys.stderr.write(f"pgsandbox: cleanup after the session failed: {mask(str(exc))}\n")
+
+
+def _died(server: PgServer | None) -> bool:
+    if server is None:
+        return False
+    try:
+        server.check_alive()
+    except ServerDied:
+        return True
+    return False
 
 
 def _postgres_line(settings: Settings) -> str:
@@ -224,8 +237,14 @@ def _postgresql_fixtures_lines(config: pytest.Config, settings: Settings) -> lis
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """A failed test whose database is kept (keep=failed): say where it is, in its report."""
+    """A failed test whose database is kept (keep=failed): say where it is, in its report.
+
+    A test that failed because the server died stops the session: its report explains the
+    death; the tests after it would only fail the same way.
+    """
     report = yield
+    if report.failed:
+        _stop_if_server_died(item)
     if report.when != "call" or not report.failed:
         return report
     sandbox = item.config.stash.get(SANDBOX_KEY, None)
@@ -261,21 +280,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     scenarios = _scenarios_of(session.items)
     sandbox.scenarios_wanted = bool(scenarios)
+    # A server, template or scenario that cannot be had stops the session before any test
+    # runs, with one message: not the same failure in every test that needs it.
     try:
         sandbox.ensure_server()
     except TemplateError as exc:
-        # One message for the session, not one error per test.
-        pytest.exit(f"pgsandbox: the template could not be built.\n{mask(str(exc))}", 1)
-    except PgSandboxError:
-        return  # remembered: each test that needs the server reports it
+        _stop_session(session, f"pgsandbox: the template could not be built.\n{mask(str(exc))}")
+        return
+    except PgSandboxError as exc:
+        _stop_session(session, f"pgsandbox: {mask(str(exc))}")
+        return
     ready = []
     for name in scenarios:
         try:
             ready.append((name, sandbox.scenario_template(sandbox.template, name)))
-        except ScenarioError as exc:
-            # Before any test runs, once: not the same failure in every test that uses it.
-            pytest.exit(f"pgsandbox: {mask(str(exc))}", 1)
-        except PgSandboxError:
+        except PgSandboxError as exc:
+            _stop_session(session, f"pgsandbox: {mask(str(exc))}")
             return
     server = sandbox.server
     reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -323,6 +343,58 @@ def _postgresql_wishes(session: pytest.Session, sandbox: Sandbox) -> bool:
         for note in wishes.notes:
             reporter.write_line(f"pgsandbox: {note}")
     return True
+
+
+FATAL = "pgsandbox_fatal"  # an xdist worker's reason to stop the session, for the controller
+FATAL_KEY = pytest.StashKey[str]()
+
+
+def _stop_if_server_died(item: pytest.Item) -> None:
+    sandbox = item.config.stash.get(SANDBOX_KEY, None)
+    server = sandbox.server if sandbox is not None else None
+    if server is None or item.session.shouldfail:
+        return
+    try:
+        server.check_alive()
+    except ServerDied:
+        message = (
+            f"pgsandbox: the PostgreSQL server stopped while tests were running; why is in the "
+            f"report of {item.nodeid}. The tests after it were not run."
+        )
+        if getattr(item.config, "workeroutput", None) is None:
+            item.session.shouldfail = message
+        else:
+            _stop_session(item.session, message)
+
+
+def _stop_session(session: pytest.Session, message: str) -> None:
+    """End the session with ``message`` and exit code 1 (the same under xdist)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is None:
+        pytest.exit(message, 1)
+    # In an xdist worker, pytest.exit reaches the user as an INTERNALERROR of the controller
+    # that hides the message: the worker runs no test and hands the message on instead.
+    workeroutput[FATAL] = message
+    session.config.stash[FATAL_KEY] = message
+    session.shouldfail = message  # the worker's loop ends after the test it is given first
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> bool | None:
+    """An xdist worker whose session must stop runs no test (see ``_stop_session``)."""
+    if FATAL_KEY in item.config.stash:
+        return True
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: a worker that stopped for a pgsandbox reason stops the session, with
+    that worker's message, once."""
+    message = getattr(node, "workeroutput", {}).get(FATAL)
+    if message and not node.config.stash.get(FATAL_KEY, None):
+        node.config.stash[FATAL_KEY] = message
+        pytest.exit(message, 1)
 
 
 def _scenarios_of(items: Sequence[pytest.Item]) -> list[str]:

@@ -21,6 +21,8 @@ from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.servers.choice import external_url
 from pytest_pgsandbox._engine.servers.choice import local_cluster
+from pytest_pgsandbox._engine.servers.choice import reusable_server
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.servers.discovery import candidates
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -184,8 +186,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         if rec.data.get("bin_key") == binaries.key:
             print(f"already running: {rec.name} ({mask(rec.admin().url())})")
             return 0
-    cluster = local_cluster(settings, binaries, reusable=True)
-    cluster.start()
+    cluster = reusable_server(settings, binaries)  # under the lock test runs take too
+    if not isinstance(cluster, LocalCluster):
+        print(f"already running: {cluster.describe()}")
+        return 0
     print(f"started {cluster.name}: {cluster.describe()} in {cluster.startup_seconds:.2f} s")
     print(f"url: {mask(cluster.admin.url())}   (pgsandbox url --reveal-password to see it)")
     print("test runs with the same binaries use it; stop it with: pgsandbox stop")
@@ -225,6 +229,13 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    if not args.older_than > 0:  # also NaN
+        print(
+            f"pgsandbox gc: --older-than must be a positive number of hours (got "
+            f"{args.older_than:g}); what a run that is still going uses is never dropped.",
+            file=sys.stderr,
+        )
+        return 2
     settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     reaped = janitor.reap(runtime)
@@ -237,10 +248,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
             janitor.reap_one(runtime, rec)
             reaped.append(f"server {rec.name} (reusable; --all)")
     for rec in _reusable(runtime, None):  # kept databases of ended runs, and the like
-        reaped += _gc_databases(rec.admin(), args.older_than, settings.start_timeout)
+        where = f"reusable server {rec.name}"
+        reaped += _gc_databases(rec.admin(), args.older_than, settings.start_timeout, where)
     if settings.url:
-        info = ConnInfo.from_conninfo(settings.url)
-        reaped += _gc_databases(info, args.older_than, settings.start_timeout)
+        info = ConnInfo.from_conninfo(settings.url)  # checked when the settings were read
+        reaped += _gc_databases(info, args.older_than, settings.start_timeout, "--url")
     reaped += _gc_containers(args.all)
     for line in reaped:
         print(f"reaped {line}")
@@ -267,11 +279,24 @@ def _gc_containers(everything: bool) -> list[str]:
     return reaped
 
 
-def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> list[str]:
+def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float, where: str) -> list[str]:
     """Drop labelled databases whose run has ended (same host) or that are too old.
 
-    Templates are meant to outlive runs: only the newest few are kept.
+    Never what a run that is still going uses: its process runs (same host), or the
+    database has sessions. Templates are meant to outlive runs: only the newest few are kept.
     """
+    import psycopg
+
+    try:
+        return _gc_on(info, older_than_hours, timeout)
+    except psycopg.Error as exc:
+        reason = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise PgSandboxError(
+            f"could not clean up the server at {mask(info.url())} ({where}): {reason}"
+        ) from None
+
+
+def _gc_on(info: ConnInfo, older_than_hours: float, timeout: float) -> list[str]:
     from pytest_pgsandbox._engine.templates.template import reap_old_templates
     from pytest_pgsandbox._engine.templates.template import templates
 
@@ -288,7 +313,7 @@ def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> li
             if label.get("builtin") or label.get("kind") == "template":
                 continue
             why = _stale(label, now, older_than_hours)
-            if why:
+            if why and not _in_use(conn, "datname", name):
                 provision.drop_database(conn, name)
                 if label.get("kind") == "kept":
                     why = f"kept for {label.get('test', '?')}"
@@ -296,18 +321,28 @@ def _gc_databases(info: ConnInfo, older_than_hours: float, timeout: float) -> li
         # Per-worker roles of runs that were killed (their databases went first).
         for name, label in roles.worker_roles(conn):
             why = _stale(label, now, older_than_hours)
-            if why and roles.drop_worker_role(conn, name):
+            if why and not _in_use(conn, "usename", name) and roles.drop_worker_role(conn, name):
                 out.append(f"role {name} (a worker's role; {why})")
     return out
 
 
+def _in_use(conn: Any, column: str, name: str) -> bool:
+    """Whether a database (``datname``) or role (``usename``) has sessions other than ours."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+    row = conn.execute(query + ("datname = %s" if column == "datname" else "usename = %s"), (name,))
+    return bool(row.fetchone()[0])
+
+
 def _stale(label: dict[str, Any], now: float, older_than_hours: float) -> str:
-    """Why what carries ``label`` may go: its run ended (on this host), or it is too old."""
+    """Why what carries ``label`` may go: its run ended (on this host), or it is too old;
+    "" while its run is still going here, whatever its age."""
     import socket
 
     pid = int(label.get("pid", 0))
-    if label.get("host") == socket.gethostname() and pid and janitor.cmdline(pid) is None:
-        return "its run has ended"
+    if label.get("host") == socket.gethostname() and pid:
+        if janitor.cmdline(pid) is None:
+            return "its run has ended"
+        return ""  # its run is still going
     if now - float(label.get("created", now)) > older_than_hours * 3600:
         return f"older than {older_than_hours} h"
     return ""
@@ -358,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=24.0,
         metavar="HOURS",
-        help="with --url: also drop labelled databases older than this (default 24)",
+        help="also drop labelled databases older than this many hours, positive (default "
+        "24); never those of a run that is still going",
     )
     p.set_defaults(func=cmd_gc)
 

@@ -86,10 +86,9 @@ class InitdbCache:
                 dbclock.install(conn)
             with connect(server.admin, timeout=self.timeout) as conn:
                 create_session_db(conn)
-                if conn.info.server_version >= 160000:
-                    # initdb hashed the password with 4096 iterations, which costs
-                    # milliseconds per connection; the first one of every copy pays it.
-                    roles.set_password(conn, SUPERUSER, server.admin.password or "")
+                # initdb hashed the password with 4096 iterations, which costs
+                # milliseconds per connection; the first one of every copy pays it.
+                roles.set_password(conn, SUPERUSER, server.admin.password or "")
 
         return _snapshot(self, entry, initdb, prepare)
 

@@ -29,13 +29,18 @@ from pytest_pgsandbox._engine.servers.base import version_text
 from pytest_pgsandbox._engine.servers.cache import InitdbCache
 from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
 from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.servers.cluster import explaining_tail
 from pytest_pgsandbox._engine.servers.discovery import PgBinaries
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
+from pytest_pgsandbox._engine.servers.options import LOG_TAIL
 from pytest_pgsandbox._engine.servers.options import ClusterOptions
+from pytest_pgsandbox._engine.servers.options import read_tail
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox._engine.urls import MalformedConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import BinariesNotFound
+from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import ServerStartError
 from pytest_pgsandbox.errors import ServerUnreachable
 from pytest_pgsandbox.settings import Settings
@@ -55,6 +60,7 @@ class ExternalServer:
     # Set when it is a local server pgsandbox started (reusable, or shared by the workers
     # of an xdist run): its folder, so that copies are made the way its storage wants.
     folder: Path | None = None
+    _died: ServerDied | None = field(default=None, init=False, repr=False)
 
     owns_cluster = False
     outlives_session = True
@@ -75,9 +81,15 @@ class ExternalServer:
                 if self.guard:
                     external.check_database(conn, self.admin)
         except psycopg.Error as exc:
+            waited = time.monotonic() - began
+            how = (
+                f"gave up after {self.timeout:g} s"
+                if waited >= self.timeout - 0.5
+                else f"it failed after {waited:.2f} s"
+            )
             raise ServerUnreachable(
                 f"could not connect to the PostgreSQL server at {mask(self.admin.url())} "
-                f"({self.source}); waited up to {self.timeout:.0f} s.\n"
+                f"({self.source}); {how}.\n"
                 f"  The driver said: {mask(str(exc).strip())}\n"
                 "  Check that the server is running and that host, port, user, password and "
                 "database in the URL are right, or unset --pg-url / PGSANDBOX_URL / pg_url "
@@ -86,7 +98,24 @@ class ExternalServer:
         self.startup_seconds = time.monotonic() - began
 
     def check_alive(self) -> None:
-        return None
+        """For a local server of ours that another process started (an xdist worker of this
+        run, or a reusable one): raise ServerDied if its postmaster is gone."""
+        if self._died is not None:
+            raise self._died.with_traceback(None)  # not a traceback that grows
+        if self.folder is None:
+            return
+        pid = janitor.postmaster_pid(self.folder / "data")
+        if pid is None or janitor.is_our_postmaster(pid, self.folder):
+            return
+        log = self.folder.with_name(f"{self.folder.name}.log")
+        self._died = ServerDied.with_log(
+            f"the local PostgreSQL server in {self.folder} ({self.source}, pid {pid}) stopped "
+            "while tests were running; the tests that need it cannot run.",
+            explaining_tail(read_tail(log, 20 * LOG_TAIL)),
+            "  If something on this machine kills processes (OOM killer, a CI timeout), "
+            "look there.",
+        )
+        raise self._died
 
     def stop(self) -> None:
         return None
@@ -111,7 +140,9 @@ def _attach(
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     for rec in janitor.records(runtime):
         wanted = rec.run == run if run is not None else rec.reusable
-        if wanted and _matches(rec, binaries, settings) and janitor.is_alive(rec):
+        if not (wanted and rec.ready):  # published before it is ready: not yet
+            continue
+        if _matches(rec, binaries, settings) and janitor.is_alive(rec):
             what = (
                 f"reusable server {rec.name}" if run is None else f"server {rec.name} of this run"
             )
@@ -172,15 +203,60 @@ def local_cluster(
     return LocalCluster(binaries, runtime, run_as, options, cache)
 
 
+def reusable_server(
+    settings: Settings, binaries: PgBinaries, prebuild: Prebuild | None = None
+) -> PgServer:
+    """The reusable local server for these binaries: one that runs, or one started now.
+
+    Started under a lock (one per set of binaries and runtime folder), so that runs and
+    xdist workers that start together share one server; the others attach once its record
+    says it is ready.
+    """
+    attached = _attach(binaries, settings)
+    if attached is not None:
+        return attached
+    from pytest_pgsandbox._engine.servers.cache import LOCK_SECONDS
+
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
+    wait = max(settings.start_timeout, LOCK_SECONDS)  # the holder may be building a template
+    try:
+        with FileLock(str(janitor.reuse_lock(runtime, binaries.key)), timeout=wait):
+            attached = _attach(binaries, settings)
+            if attached is not None:
+                return attached
+            # Under the lock, a reusable server that never became ready lost its starter.
+            for rec in janitor.records(runtime):
+                if rec.reusable and not rec.ready:
+                    janitor.reap_one(runtime, rec)
+            cluster = local_cluster(settings, binaries, reusable=True, prebuild=prebuild)
+            cluster.start()
+            return cluster
+    except Timeout:
+        raise ServerStartError(
+            f"waited {wait:.0f} s for another test run to start the reusable server in "
+            f"{runtime}. If no other run is active, remove {runtime}/reuse-*.lock."
+        ) from None
+
+
 def external_url(settings: Settings) -> tuple[ConnInfo, str]:
     """The existing server's connection info, and where it came from."""
     if settings.url:
-        return ConnInfo.from_conninfo(settings.url), f"url from {settings.source('url')}"
+        return _parsed(settings.url, f"url from {settings.source('url')}")
     if settings.url_command:
         source = f"url_command from {settings.source('url_command')}"
         url = external.url_from_command(settings.url_command, settings.start_timeout, source)
-        return ConnInfo.from_conninfo(url), source
-    return ConnInfo.from_conninfo(""), "libpq PG* variables"
+        return _parsed(url, source)
+    return _parsed("", "libpq PG* variables")
+
+
+def _parsed(conninfo: str, source: str) -> tuple[ConnInfo, str]:
+    try:
+        return ConnInfo.from_conninfo(conninfo), source
+    except MalformedConnInfo as exc:
+        raise ServerUnreachable(
+            f"the server to use ({source}) is given in a form libpq cannot use: {exc}. "
+            "Correct it, or unset it to let pgsandbox start a private local server."
+        ) from None
 
 
 def _docker(settings: Settings, run: str | None, owner_pid: int | None) -> PgServer:
@@ -249,11 +325,13 @@ def open_server(
                 f"container (server=docker; here: {problem})"
             ) from None
         return _docker(settings, run, owner_pid)
+    if settings.reuse:
+        return reusable_server(settings, binaries, prebuild)
     attached = _attach(binaries, settings)
     if attached is not None:
         return attached
-    if settings.reuse or run is None:
-        cluster = local_cluster(settings, binaries, reusable=settings.reuse, prebuild=prebuild)
+    if run is None:
+        cluster = local_cluster(settings, binaries, prebuild=prebuild)
         cluster.start()
         return cluster
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)

@@ -8,6 +8,9 @@ with test-tuned settings, and a random password that is changed for every server
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
 import secrets
 import signal
 import socket
@@ -34,6 +37,7 @@ from pytest_pgsandbox._engine.servers.places import RunAs
 from pytest_pgsandbox._engine.servers.places import copy_tree
 from pytest_pgsandbox._engine.servers.places import make_server_dir
 from pytest_pgsandbox._engine.servers.places import remove_tree
+from pytest_pgsandbox._engine.servers.places import room_problem
 from pytest_pgsandbox._engine.servers.places import spawn_args
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -49,6 +53,32 @@ def _hba(run_as: RunAs | None) -> str:
         "# written by pytest-pgsandbox\n"
         f"local all all {local}\n"
         "host all all 127.0.0.1/32 scram-sha-256\n"
+    )
+
+
+# Lines of a server log that say nothing about why it stopped.
+_CHATTER = re.compile(
+    r"LOG:  (checkpoint (starting|complete)|statement: |duration: |connection (received|"
+    r"authorized|authenticated)|disconnection: )|DETAIL:  Connection matched"
+)
+
+
+def explaining_tail(lines: list[str], keep: int = LOG_TAIL) -> list[str]:
+    """The last ``keep`` lines of a log that are not routine chatter (checkpoints,
+    statements, connections), so that what ended the server shows."""
+    return [line for line in lines if not _CHATTER.search(line)][-keep:]
+
+
+def _death_hint(code: int, runtime: Path) -> str:
+    if code == -signal.SIGKILL:
+        return (
+            "  SIGKILL leaves nothing in the server's log: something on this machine killed it "
+            "(the OOM killer - see dmesg -, a CI timeout, a kill -9)."
+        )
+    room = room_problem(runtime)
+    return (
+        f"  The server log above says why it stopped.{' ' + room if room else ''} If "
+        "something on this machine kills processes (OOM killer, a CI timeout), look there."
     )
 
 
@@ -83,6 +113,7 @@ class LocalCluster:
     initdb_cached: bool = field(default=True, init=False)
     _lock: FileLock | None = field(default=None, init=False)
     _removed: bool = field(default=False, init=False)
+    _died: ServerDied | None = field(default=None, init=False, repr=False)
 
     owns_cluster = True
 
@@ -117,9 +148,17 @@ class LocalCluster:
             source, password, built = self.data_source.get()
             self.initdb_cached = not built
             folder = make_server_dir(self.folder, self.run_as)
-            copy_tree(source, folder / "data")
+            copy_tree(source, folder / "data", where=self.runtime)
             self.start_in(folder, folder / "data", password)
             self._rotate_password()
+        except OSError as exc:
+            self.stop()
+            if exc.errno != errno.ENOSPC:
+                raise
+            room = room_problem(self.runtime) or f"The file system of {self.runtime} is full."
+            raise ServerStartError(
+                f"could not prepare a local server in {self.folder}: {exc.strerror}.\n  {room}"
+            ) from None
         except BaseException:
             self.stop()
             raise
@@ -168,7 +207,10 @@ class LocalCluster:
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]
         deadline = time.monotonic() + self.options.start_timeout
-        with self.log_path.open("ab") as log:
+        # Ours alone: statements the server logs may hold data that is not for others.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log:
             self.process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -177,7 +219,7 @@ class LocalCluster:
                 start_new_session=True,
                 **spawn_args(self.run_as),
             )
-        self._record()
+        self._record(ready=False)
         self._wait_ready(data, deadline)
 
     def _wait_ready(self, data: Path, deadline: float) -> None:
@@ -206,7 +248,7 @@ class LocalCluster:
                 self.process.kill()
                 raise ServerStartError.with_log(
                     f"PostgreSQL ({self.binaries.describe()}) did not become ready within "
-                    f"{self.options.start_timeout:.0f} s. Raise --pg-start-timeout if this "
+                    f"{self.options.start_timeout:g} s. Raise --pg-start-timeout if this "
                     "machine is very slow.",
                     self.log_tail(),
                 )
@@ -223,27 +265,35 @@ class LocalCluster:
         )
         self._record()
 
-    def _record(self) -> None:
+    def _record(self, *, ready: bool = True) -> None:
         pid = self.process.pid if self.process else 0
-        janitor.record(self.runtime, self.name, pid, self.admin, self.binaries, self.options)
+        janitor.record(
+            self.runtime, self.name, pid, self.admin, self.binaries, self.options, ready=ready
+        )
 
     def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
         return read_tail(self.log_path, lines)
 
     def check_alive(self) -> None:
-        """Raise ServerDied (with the log's tail) if the server process has exited."""
+        """Raise ServerDied (with what the log says about it) if the process has exited."""
+        if self._died is not None:
+            raise self._died.with_traceback(None)  # not a traceback that grows
         if self.process is None:
             return
         code = self.process.poll()
         if code is None:
             return
-        raise ServerDied.with_log(
-            f"the local PostgreSQL server (pid {self.process.pid}) exited with code {code} "
-            "while tests were running; tests that need it cannot run.",
-            self.log_tail(),
-            "  If something on this machine kills processes (OOM killer, a CI timeout), "
-            "look there; the server log above may say why it stopped.",
+        how = f"exited with code {code}"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        self._died = ServerDied.with_log(
+            f"the local PostgreSQL server (pid {self.process.pid}) {how} while tests were "
+            "running; the tests that need it cannot run.",
+            explaining_tail(read_tail(self.log_path, 20 * LOG_TAIL)),
+            _death_hint(code, self.runtime),
         )
+        raise self._died
 
     def stop(self, *, fast: bool = False, remove: bool = True) -> None:
         """Stop the server (immediate shutdown unless ``fast``); then remove its files."""

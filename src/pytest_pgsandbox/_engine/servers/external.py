@@ -44,7 +44,7 @@ def url_from_command(command: str, timeout: float, source: str) -> str:
         ) from None
     except subprocess.TimeoutExpired:
         raise ServerUnreachable(
-            f"{shown} did not finish within {timeout:.0f} s (start_timeout). Check that it "
+            f"{shown} did not finish within {timeout:g} s (start_timeout). Check that it "
             "does not wait for input, e.g. a login prompt: log in first, then run the tests."
         ) from None
     if done.returncode != 0:

@@ -38,6 +38,7 @@ STALE_SECONDS = 3600.0
 # A lock file without a record is a server that never finished starting, or one that is
 # starting right now: only the first kind is old.
 UNRECORDED_GRACE_SECONDS = 300.0
+RUN_LOCK_GRACE_SECONDS = 5.0  # a run's workers take it within moments of its creation
 
 
 def claim(runtime: Path, name: str, outlives_owner: bool) -> FileLock | None:
@@ -56,10 +57,15 @@ def record(
     admin: ConnInfo,
     binaries: PgBinaries,
     options: ClusterOptions,
+    *,
+    ready: bool = True,
 ) -> None:
+    """Write (or rewrite) the server's record. It is written once the process is spawned,
+    so that it is reaped if we die, and again with ``ready`` once others may use it."""
     path = runtime / f"{name}.json"
     data = {
         "name": name,
+        "ready": ready,
         "owner_pid": options.owner_pid or os.getpid(),
         "postmaster_pid": pid,
         "reusable": options.reusable,
@@ -101,6 +107,11 @@ class ServerRecord:
     @property
     def reusable(self) -> bool:
         return bool(self.data.get("reusable"))
+
+    @property
+    def ready(self) -> bool:
+        """Started, and its password is the one recorded (others may connect)."""
+        return bool(self.data.get("ready", True))
 
     @property
     def run(self) -> str | None:
@@ -184,6 +195,15 @@ def stop_process(
             time.sleep(0.01)
 
 
+def postmaster_pid(data: Path) -> int | None:
+    """The pid in ``postmaster.pid`` of a data folder (None if there is none)."""
+    try:
+        first = (data / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return None
+    return int(first) if first.isdigit() else None
+
+
 def release_shared_memory(data: Path) -> None:
     """Remove the System V segment of a postmaster that died without cleaning up.
 
@@ -224,6 +244,28 @@ def reap_one(runtime: Path, rec: ServerRecord) -> None:
     for suffix in (".log", ".json", ".lock"):
         with contextlib.suppress(FileNotFoundError):
             (runtime / f"{rec.name}{suffix}").unlink()
+    if rec.reusable:
+        remove_free_lock(reuse_lock(runtime, str(rec.data.get("bin_key"))))
+
+
+def reuse_lock(runtime: Path, bin_key: str) -> Path:
+    """The lock a reusable server for these binaries is started under."""
+    return runtime / f"reuse-{bin_key}.lock"
+
+
+def remove_free_lock(path: Path) -> bool:
+    """Remove a lock file that nobody holds now (one that is held stays)."""
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    finally:
+        lock.release()
+    return True
 
 
 def stop_run(runtime: Path, run: str) -> list[str]:
@@ -262,10 +304,15 @@ def reap(runtime: Path) -> list[str]:
     now = time.time()
     for lock_path in runtime.glob("*.lock"):
         name = lock_path.stem
-        if name.startswith("run-"):  # an xdist run's start-up lock: stale after an hour
+        if name.startswith("run-"):  # an xdist run's start-up lock
+            # Left by a run that was killed: nobody holds it, and its run has no server.
+            run = name.removeprefix("run-")
             with contextlib.suppress(OSError):
-                if now - lock_path.stat().st_mtime > STALE_SECONDS:
-                    lock_path.unlink()
+                old = now - lock_path.stat().st_mtime > RUN_LOCK_GRACE_SECONDS
+                if old and not any(r.run == run for r in records(runtime)):
+                    remove_free_lock(lock_path)
+            continue
+        if name.startswith("reuse-"):  # taken while a reusable server starts; kept
             continue
         try:
             young = now - lock_path.stat().st_mtime < UNRECORDED_GRACE_SECONDS

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from pytest_pgsandbox._engine.servers.places import RunAs
 from pytest_pgsandbox._engine.servers.places import spawn_args
+from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox.errors import ServerStartError
 
 SUPERUSER = "postgres"
@@ -56,6 +57,7 @@ class ClusterOptions:
 
 
 def read_tail(path: Path, lines: int = LOG_TAIL) -> list[str]:
+    """The last ``lines`` lines of a server log, passwords masked (they are shown)."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
@@ -63,7 +65,7 @@ def read_tail(path: Path, lines: int = LOG_TAIL) -> list[str]:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
-    return text.splitlines()[-lines:]
+    return [mask(line) for line in text.splitlines()[-lines:]]
 
 
 def run_tool(argv: list[str], run_as: RunAs | None, timeout: float, what: str) -> None:
@@ -79,7 +81,7 @@ def run_tool(argv: list[str], run_as: RunAs | None, timeout: float, what: str) -
         ) from None
     except subprocess.TimeoutExpired:
         raise ServerStartError(
-            f"{what} did not finish within {timeout:.0f} s: {' '.join(argv)}. "
+            f"{what} did not finish within {timeout:g} s: {' '.join(argv)}. "
             "Raise --pg-start-timeout if this machine is very slow."
         ) from None
 

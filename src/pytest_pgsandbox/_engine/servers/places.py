@@ -202,14 +202,83 @@ def make_server_dir(path: Path, run_as: RunAs | None) -> Path:
     return path
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    """Copy a data directory keeping owners and modes (``cp -a`` is kernel-bound and fast)."""
-    if shutil.which("cp") and sys.platform != "win32":
-        subprocess.run(
-            ["cp", "-a", str(src), str(dst)], check=True, capture_output=True, timeout=300
+def copy_tree(src: Path, dst: Path, where: Path | None = None) -> None:
+    """Copy a data directory keeping owners and modes (``cp -a`` is kernel-bound and fast).
+
+    A copy that fails (most often: no room) raises ServerStartError saying where (``where``,
+    else the folder of ``dst``), how much is needed and which setting moves it; the
+    half-made copy is removed.
+    """
+    try:
+        if shutil.which("cp") and sys.platform != "win32":
+            subprocess.run(
+                ["cp", "-a", str(src), str(dst)], check=True, capture_output=True, timeout=300
+            )
+        else:
+            shutil.copytree(src, dst, symlinks=True)
+    except subprocess.CalledProcessError as exc:
+        said = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        remove_tree(dst)
+        what = said[0] if said else f"cp exited with {exc.returncode}"
+        raise copy_failed(src, dst, what, where or dst.parent) from None
+    except OSError as exc:
+        remove_tree(dst)
+        raise copy_failed(src, dst, str(exc), where or dst.parent) from None
+
+
+def tree_size(path: Path) -> int:
+    """Bytes in the files below ``path`` (as far as they can be read)."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes free for us on the file system of ``path`` (None if unknown)."""
+    for candidate in (path, *path.parents):
+        try:
+            st = os.statvfs(candidate)
+        except (OSError, AttributeError):
+            continue
+        return st.f_bavail * st.f_frsize
+    return None
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MB" if n >= 1 << 20 else f"{n / 1024:.0f} kB"
+
+
+def room_problem(folder: Path, needed: int = 0) -> str:
+    """If the file system of ``folder`` is (nearly) full: a sentence that says so, how much
+    is needed and which setting moves the servers; else ""."""
+    free = free_bytes(folder)
+    if free is None or free >= max(needed, 16 << 20):
+        return ""
+    need = f"{_mb(needed)} are needed and " if needed else ""
+    return (
+        f"The file system of {folder} is full: {need}{_mb(free)} are free. Free space there, "
+        "or move the servers elsewhere with --pg-runtime-dir / PGSANDBOX_RUNTIME_DIR / "
+        "pg_runtime_dir (and the cluster cache with --pg-cache-dir)."
+    )
+
+
+def copy_failed(src: Path, dst: Path, said: str, where: Path) -> ServerStartError:
+    needed = tree_size(src)
+    room = room_problem(where, needed)
+    if not room and "No space left" in said:  # the copy itself filled it up: free again now
+        room = (
+            f"The file system of {where} has no room for {_mb(needed)}. Free space there, "
+            "or move the servers with --pg-runtime-dir / PGSANDBOX_RUNTIME_DIR."
         )
-    else:
-        shutil.copytree(src, dst, symlinks=True)
+    return ServerStartError(
+        f"could not copy the server's files ({_mb(needed)}) from {src} to {dst}: {said}."
+        + (f"\n  {room}" if room else "")
+    )
 
 
 def remove_tree(path: Path) -> None:

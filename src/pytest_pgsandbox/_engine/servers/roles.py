@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,15 +90,37 @@ def password(secret: str, name: str) -> str:
     return hmac.new(secret.encode(), f"role {name}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
+# The passwords we set are random and long, so hash iterations add no safety, only
+# milliseconds to every connection.
+SCRAM_ITERATIONS = 64
+
+
+def scram_verifier(password: str, *, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The SCRAM-SHA-256 secret PostgreSQL stores for ``password`` (RFC 5802 and 7677).
+
+    Computed here, so that the password itself is never sent to the server, where statement
+    logging (``log_statement``) or ``pg_stat_statements`` could keep it. Our passwords are
+    ASCII, which SASLprep leaves as it is.
+    """
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 def set_password(conn: Conn, name: str, password: str, *, login: bool = False) -> None:
-    """Give role ``name`` a password (random and long: see below), and LOGIN if asked."""
-    if conn.info.server_version >= 160000:
-        # The password is random and long, so hash iterations add no safety, only
-        # milliseconds to every connection.
-        conn.execute("SET scram_iterations = 64")
+    """Give role ``name`` a password (as its SCRAM verifier), and LOGIN if asked."""
     conn.execute(
         sql.SQL("ALTER ROLE {} {}PASSWORD {}").format(
-            sql.Identifier(name), sql.SQL("LOGIN " if login else ""), sql.Literal(password)
+            sql.Identifier(name),
+            sql.SQL("LOGIN " if login else ""),
+            sql.Literal(scram_verifier(password)),
         )
     )
 

@@ -1,0 +1,70 @@
+"""No room for a server's files: one message that says which folder is full, how much is
+needed and which setting moves it; never an INTERNALERROR."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pgsb_helpers import clean_env
+from pgsb_helpers import leftovers
+from pgsb_helpers import postgres_processes
+from pytest_pgsandbox._engine.servers import places
+
+ONE_TEST = "def test_needs_a_database(pg):\n    pg.execute('SELECT 1')\n"
+
+
+def _mounted(monkeypatch: pytest.MonkeyPatch, shared_cache: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` as the runtime folder (the cluster cache stays where it is)."""
+    if not places.is_root() or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    point = Path(tempfile.mkdtemp(prefix="pgsb-full-"))
+    point.chmod(0o755)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        point.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    monkeypatch.setenv("PGSANDBOX_RUNTIME_DIR", str(point / "rt"))
+    monkeypatch.setenv("PGSANDBOX_CACHE_DIR", str(shared_cache))
+    try:
+        yield point / "rt"
+    finally:
+        subprocess.run(["umount", str(point)], capture_output=True, check=False, timeout=60)
+        shutil.rmtree(point, ignore_errors=True)
+
+
+@pytest.fixture
+def small_tmpfs(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> Iterator[Path]:
+    """A 4 MB file system as the runtime folder: no room for a server."""
+    yield from _mounted(monkeypatch, shared_cache, "4m")
+
+
+@pytest.mark.parametrize("xdist", [False, True])
+def test_no_room_for_the_server_says_where_and_how_much(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, small_tmpfs: Path, xdist: bool
+) -> None:
+    clean_env(monkeypatch)
+    pytester.makepyfile(ONE_TEST)
+    args = ["-n", "2"] if xdist else []
+    result = pytester.runpytest_subprocess(*args, timeout=180)
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == 1, output
+    assert "INTERNALERROR" not in output
+    assert "CalledProcessError" not in output
+    assert output.count("could not copy the server's files (") == 1, output
+    assert "No space left on device" in output
+    assert f"The file system of {small_tmpfs} is full" in output
+    assert " MB are needed and " in output or "has no room for" in output
+    assert "--pg-runtime-dir" in output
+    assert postgres_processes(small_tmpfs) == []
+    assert [name for name in leftovers(small_tmpfs) if not name.endswith(".lock")] == []

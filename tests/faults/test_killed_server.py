@@ -1,0 +1,84 @@
+"""A server killed mid-session: the session stops at the first test that meets it, whose
+report explains the death once; the remaining tests are not run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pgsb_helpers import clean_env
+
+CONFTEST = """
+import time
+
+
+def pytest_sessionfinish(session):
+    with open({ended!r}, "w") as f:
+        f.write(str(time.time()))
+"""
+TESTS = """
+import os
+import signal
+import time
+
+import pytest
+from pytest_pgsandbox._engine.servers.choice import ExternalServer
+
+
+def test_kills_the_server(pg, pg_server):
+    pid = pg_server.process.pid if hasattr(pg_server, "process") else None
+    if pid is None:  # an xdist worker attached to the run's server
+        from pytest_pgsandbox._engine.servers import janitor
+        pid = janitor.postmaster_pid(pg_server.folder / "data")
+    with open({stamp!r}, "w") as f:
+        f.write(str(time.time()))
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+
+
+@pytest.mark.parametrize("n", range({n}))
+def test_after(pg, n):
+    pass
+"""
+N = 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("isolation", "xdist"), [("transaction", False), ("clone", False), ("transaction", True)]
+)
+def test_a_killed_server_ends_the_rest_quickly_with_one_full_message(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    runtime: Path,
+    tmp_path: Path,
+    isolation: str,
+    xdist: bool,
+) -> None:
+    clean_env(monkeypatch)
+    stamp = tmp_path / "killed-at"
+    ended_at = tmp_path / "ended-at"
+    pytester.makeconftest(CONFTEST.format(ended=str(ended_at)))
+    pytester.makepyfile(test_kill=TESTS.format(stamp=str(stamp), n=N))
+    args = ["-p", "no:randomly", f"--pg-isolation={isolation}"]
+    if xdist:
+        args += ["-n", "2"]  # one worker started the server, the other attached to it
+    result = pytester.runpytest_subprocess(*args, timeout=300)
+    output = result.stdout.str()
+    took = float(ended_at.read_text()) - float(stamp.read_text())  # the controller's, in xdist
+    assert result.ret == 1, output
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) <= N // 2
+    assert 1 <= outcomes.get("errors", 0) + outcomes.get("failed", 0) <= 2
+    assert output.count("last lines of the server log") == 1, output
+    assert output.count("stopped while tests were running; why is in the report of") == 1
+    assert "The tests after it were not run." in output
+    if not xdist:
+        assert "was killed by signal 9 (SIGKILL) while tests were running" in output
+        assert "report of test_kill.py::test_kills_the_server." in output
+    assert "checkpoint" not in output
+    assert "cleanup after the session failed" not in output + result.stderr.str()
+    assert len(output.splitlines()) < 80
+    # xdist's controller also waits for its workers to exit.
+    assert took < (10 if xdist else 5), f"the session took {took:.1f} s to end after the kill"
