@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import socketserver
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,7 +99,9 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def api_1_41_daemon(folder: Path) -> Iterator[str]:
     """A ``DOCKER_HOST`` value for a daemon that speaks API 1.41 at most."""
-    path = folder / "docker-1.41.sock"
+    # A unix socket path is limited to about 107 bytes: pytest's folders can be longer.
+    short = Path(tempfile.mkdtemp(prefix="pgsb-api-", dir="/tmp"))
+    path = short / "docker.sock"
     server = _Server(str(path), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -108,3 +111,4 @@ def api_1_41_daemon(folder: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         path.unlink(missing_ok=True)
+        short.rmdir()
