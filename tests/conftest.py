@@ -25,6 +25,18 @@ from pytest_pgsandbox.settings import Settings
 pytest_plugins = ["pytester"]
 
 
+@pytest.fixture(autouse=True)
+def _terminal_as_on_a_desk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner sessions print as they do on a developer's terminal, in CI too.
+
+    pytest prints every line of a failure's message in its short summary when ``CI`` or
+    ``BUILD_NUMBER`` is set, and only the first line otherwise; tests that count how often a
+    message is shown would count differently in CI.
+    """
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
+
+
 @pytest.fixture(scope="session")
 def shared_cache() -> Path:
     """The initdb cache that every inner session shares (as real runs would)."""
