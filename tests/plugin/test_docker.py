@@ -134,6 +134,12 @@ def test_another_container_reaches_it_by_name(pg_server):
     )
     assert out.decode().strip() == "42"
     assert pg_server.network == "pgsandbox" and pg_server.network_port == 5432
+    # Its data is in RAM (a tmpfs on PGDATA), as a local server's: copies are cheap there.
+    with psycopg.connect(pg_server.admin.url()) as conn:
+        data = conn.execute("SHOW data_directory").fetchone()[0]
+    found = [c for c in client.containers.list() if c.name == pg_server.network_host]
+    assert found and data in (found[0].attrs["HostConfig"]["Tmpfs"] or {})
+    assert pg_server.data_in_ram
 """
 
 

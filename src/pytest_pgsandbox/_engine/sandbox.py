@@ -416,6 +416,8 @@ class Sandbox:
         """
         from pytest_pgsandbox._engine.servers import places
 
+        if getattr(server, "data_in_ram", False):  # a container whose data is a tmpfs
+            return "FILE_COPY"
         folder = getattr(server, "folder", None)  # a local server, started here or attached to
         if not isinstance(folder, Path):
             return None

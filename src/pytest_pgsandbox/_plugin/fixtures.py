@@ -452,7 +452,7 @@ def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoRetu
     died: ServerDied | None = exc if isinstance(exc, ServerDied) else None
     if died is None:
         try:
-            server.check_alive()
+            server.check_alive(recheck=True)
         except ServerDied as gone:
             died = gone
     if died is None:

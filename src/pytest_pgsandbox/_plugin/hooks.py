@@ -183,7 +183,7 @@ def _died(server: PgServer | None) -> bool:
     if server is None:
         return False
     try:
-        server.check_alive()
+        server.check_alive(recheck=True)
     except ServerDied:
         return True
     return False
@@ -355,7 +355,7 @@ def _stop_if_server_died(item: pytest.Item) -> None:
     if server is None or item.session.shouldfail:
         return
     try:
-        server.check_alive()
+        server.check_alive(recheck=True)
     except ServerDied:
         message = (
             f"pgsandbox: the PostgreSQL server stopped while tests were running; why is in the "

@@ -27,8 +27,12 @@ class PgServer(Protocol):
 
     def describe(self) -> str: ...
 
-    def check_alive(self) -> None:
-        """Raise ServerDied if the server is known to be gone."""
+    def check_alive(self, recheck: bool = False) -> None:
+        """Raise ServerDied if the server is known to be gone.
+
+        Cheap enough to call before every test; a server that must ask a daemon may answer
+        from a look taken a moment ago, unless ``recheck`` (after an error) asks for a new one.
+        """
 
     def stop(self) -> None: ...
 

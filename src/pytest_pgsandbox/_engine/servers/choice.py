@@ -97,7 +97,7 @@ class ExternalServer:
             ) from None
         self.startup_seconds = time.monotonic() - began
 
-    def check_alive(self) -> None:
+    def check_alive(self, recheck: bool = False) -> None:
         """For a local server of ours that another process started (an xdist worker of this
         run, or a reusable one): raise ServerDied if its postmaster is gone."""
         if self._died is not None:

@@ -274,7 +274,7 @@ class LocalCluster:
     def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
         return read_tail(self.log_path, lines)
 
-    def check_alive(self) -> None:
+    def check_alive(self, recheck: bool = False) -> None:
         """Raise ServerDied (with what the log says about it) if the process has exited."""
         if self._died is not None:
             raise self._died.with_traceback(None)  # not a traceback that grows

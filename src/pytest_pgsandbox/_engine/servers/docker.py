@@ -235,9 +235,11 @@ class DockerServer:
     network_host: str = field(default="", init=False)  # its name (or address) there
     network_port: int = field(default=PORT, init=False)
     attached: bool = field(default=False, init=False)  # found running, not started here
+    data_in_ram: bool = field(default=False, init=False)  # its data folder is a tmpfs
     notes: list[str] = field(default_factory=list, init=False)  # said once, after start-up
     _client: Any = field(default=None, init=False, repr=False)
     _raw: Any = field(default=None, init=False, repr=False)  # a docker SDK container
+    _looked_at: float = field(default=-1e9, init=False, repr=False)  # last check_alive ask
 
     @property
     def owns_cluster(self) -> bool:
@@ -310,6 +312,10 @@ class DockerServer:
         labels = self._labels()
         self._ensure_image()
         network = self._network()
+        # The data in RAM, as a local server's: a test server's files need not survive it,
+        # and on the daemon's disk (a volume or overlay2) every database copy pays for it.
+        data = self._data_folder()
+        tmpfs = {data: "rw,mode=0700"} if data else None
         try:
             self._raw = self._client.containers.run(
                 self.image,
@@ -321,6 +327,7 @@ class DockerServer:
                 ports={f"{PORT}/tcp": ("127.0.0.1", None)},
                 labels=labels,
                 network=network or None,
+                tmpfs=tmpfs,
             )
         except docker.errors.APIError as exc:
             raise ServerStartError(
@@ -330,7 +337,18 @@ class DockerServer:
                 "(POSTGRES_USER, POSTGRES_PASSWORD)."
             ) from None
         self.network = network
+        self.data_in_ram = tmpfs is not None
         self._set_admin(password)
+
+    def _data_folder(self) -> str | None:
+        """Where the image keeps its data (``PGDATA``, as the official images set it)."""
+        with contextlib.suppress(Exception):
+            env = self._client.images.get(self.image).attrs["Config"]["Env"] or []
+            for item in env:
+                name, _, value = str(item).partition("=")
+                if name == "PGDATA" and value.startswith("/"):
+                    return value
+        return None
 
     def _ensure_image(self) -> None:
         """The image is here, or pulled now: a failure names this image and the pull."""
@@ -385,6 +403,7 @@ class DockerServer:
                 self._raw = found
                 self._set_admin(env["POSTGRES_PASSWORD"])
                 self.attached = True
+                self.data_in_ram = bool((found.attrs.get("HostConfig") or {}).get("Tmpfs"))
                 return True
         return False
 
@@ -442,9 +461,15 @@ class DockerServer:
             [mask(line) for line in lines],
         )
 
-    def check_alive(self) -> None:
+    def check_alive(self, recheck: bool = False) -> None:
+        """Ask the daemon, at most once a second unless ``recheck`` (each ask is an API
+        round trip of tens of milliseconds: before every test, it cost more than the test)."""
         if self._raw is None:
             return
+        now = time.monotonic()
+        if not recheck and now - self._looked_at < 1.0:
+            return
+        self._looked_at = now
         status = "running"
         with contextlib.suppress(Exception):  # the daemon itself may be gone: then we cannot tell
             self._raw.reload()
