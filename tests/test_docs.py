@@ -19,7 +19,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     commands = first_block.group(1).strip().splitlines()
     assert commands == [
         'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"',
-        ".venv/bin/pytest",
+        ".venv/bin/pytest -n auto",
     ]
     ci = (ROOT / ".ci" / "run").read_text()
     for command in commands:
