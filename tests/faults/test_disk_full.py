@@ -68,3 +68,49 @@ def test_no_room_for_the_server_says_where_and_how_much(
     assert "--pg-runtime-dir" in output
     assert postgres_processes(small_tmpfs) == []
     assert [name for name in leftovers(small_tmpfs) if not name.endswith(".lock")] == []
+
+
+FILLS_THE_DISK = """
+from sqlalchemy import text
+
+FILL = (
+    "INSERT INTO big SELECT md5(g::text) || md5((g + 1)::text) "
+    "FROM generate_series(1, 20000000) g"
+)
+
+
+def test_fills_it_through_psycopg(pg):
+    pg.execute("CREATE TABLE big (t text)")
+    pg.execute(FILL)
+
+
+def test_fills_it_through_sqlalchemy(pg_session):
+    pg_session.execute(text("CREATE TABLE big (t text)"))
+    pg_session.execute(text(FILL))
+
+
+def test_the_next_test_runs(pg):
+    assert pg.fetchval("SELECT 1") == 1
+"""
+
+
+@pytest.fixture
+def room_for_a_server(monkeypatch: pytest.MonkeyPatch, shared_cache: Path) -> Iterator[Path]:
+    """A 150 MB file system as the runtime folder: a server fits, a big table does not."""
+    yield from _mounted(monkeypatch, shared_cache, "150m")
+
+
+def test_a_test_that_fills_the_disk_is_told_where_and_what_to_do(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, room_for_a_server: Path
+) -> None:
+    clean_env(monkeypatch)
+    pytester.makepyfile(FILLS_THE_DISK)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", timeout=300)
+    output = result.stdout.str()
+    result.assert_outcomes(failed=2, passed=1)
+    assert "DiskFull" in output
+    # Said in each failed test's report (once each), naming the folder and the setting.
+    assert output.count("the PostgreSQL server ran out of room for its data (disk full).") == 2
+    assert str(room_for_a_server) in output
+    assert "--pg-runtime-dir" in output
+    assert "INTERNALERROR" not in output

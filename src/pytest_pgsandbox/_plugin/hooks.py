@@ -11,6 +11,7 @@ import atexit
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -245,6 +246,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if report.failed:
         _stop_if_server_died(item)
+        full = _disk_full_hint(item, call)
+        if full:
+            report.sections.append(("pgsandbox", full))
     if report.when != "call" or not report.failed:
         return report
     sandbox = item.config.stash.get(SANDBOX_KEY, None)
@@ -347,6 +351,50 @@ def _postgresql_wishes(session: pytest.Session, sandbox: Sandbox) -> bool:
 
 FATAL = "pgsandbox_fatal"  # an xdist worker's reason to stop the session, for the controller
 FATAL_KEY = pytest.StashKey[str]()
+
+
+DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """The error, or one it was raised from (SQLAlchemy's wrapped driver error too), is
+    PostgreSQL's disk_full."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        if DISK_FULL in (getattr(found, "sqlstate", None), getattr(found, "pgcode", None)):
+            return True
+        orig = getattr(found, "orig", None)
+        found = orig if isinstance(orig, BaseException) else found.__cause__ or found.__context__
+    return False
+
+
+def _disk_full_hint(item: pytest.Item, call: pytest.CallInfo[None]) -> str:
+    """A test that failed because the server's disk is full: which folder, what is free, and
+    the setting that moves the servers ("" for any other failure)."""
+    if call.excinfo is None or not _is_disk_full(call.excinfo.value):
+        return ""
+    sandbox = item.config.stash.get(SANDBOX_KEY, None)
+    server = sandbox.server if sandbox is not None else None
+    folder = getattr(server, "folder", None)
+    if server is None:
+        return ""
+    if getattr(server, "data_in_ram", False):
+        where = "its data is in the container's memory (a tmpfs): free memory on the machine"
+        return f"the PostgreSQL server ran out of room for its data; {where}."
+    if not isinstance(folder, Path):
+        return (
+            "the PostgreSQL server ran out of room for its data: free space on the server's "
+            "disk, or test against a server of pgsandbox's own (unset pg_url)."
+        )
+    from pytest_pgsandbox._engine.servers.places import room_problem
+
+    room = room_problem(folder) or (
+        f"Its data is in {folder}: free space there, or move the servers elsewhere with "
+        "--pg-runtime-dir / PGSANDBOX_RUNTIME_DIR / pg_runtime_dir."
+    )
+    return f"the PostgreSQL server ran out of room for its data (disk full). {room}"
 
 
 def _stop_if_server_died(item: pytest.Item) -> None:
