@@ -31,6 +31,8 @@ needs_daemon = pytest.mark.skipif(
     NO_DAEMON is not None, reason=f"needs a Docker daemon: {NO_DAEMON}"
 )
 IMAGE = "postgres:16"
+# On one xdist worker, one after another: the tests count the daemon's containers of ours.
+pytestmark = pytest.mark.xdist_group("docker")
 ABSENT_RYUK = "testcontainers/ryuk:0.0.0-absent"  # a tag no registry reachable here has
 
 
