@@ -202,10 +202,14 @@ def upgrade(
                     "relative to the folder pytest runs in)."
                 )
             if not hashed(folder):
+                try:
+                    glob = f"{folder.resolve().relative_to(base.resolve())}/**/*"
+                except ValueError:
+                    glob = f"{folder}/**/*"
                 raise TemplateError(
                     f"{shown}: the app's migrations folder is {folder}, and the template's "
-                    f"hash covers {base / DEFAULT_DIR}: add '{folder.name}/**' to "
-                    "template_inputs so that a changed migration builds a new template."
+                    f"hash covers {base / DEFAULT_DIR}: add '{glob}' to template_inputs so "
+                    "that a changed migration builds a new template."
                 )
             with app.app_context():
                 flask_migrate.upgrade(directory=str(folder))

@@ -541,14 +541,15 @@ def _apply(
         if guard.refused is not None:  # the user's code caught the refusal
             raise TemplateError(f"{src}: {guard.refused}")
     elif src.kind == "flask":
-        flask_source.upgrade(
-            str(src),
-            lambda: _import(src),
-            info,
-            sqlalchemy_url(info),
-            spec.base,
-            lambda folder: _hashed_folder(spec, folder),
-        )
+        with _url_in_env(env, info):
+            flask_source.upgrade(
+                str(src),
+                lambda: _import(src),
+                info,
+                sqlalchemy_url(info),
+                spec.base,
+                lambda folder: _hashed_folder(spec, folder),
+            )
     elif src.kind == "scenario":
         chain = _chain(spec, src)
         with connect(info, autocommit=False, timeout=timeout) as conn:
@@ -671,19 +672,27 @@ def _user_frames(exc: BaseException, limit: int = 3) -> str:
     return "\n".join(f"  at {f.filename}:{f.lineno} in {f.name}" for f in frames)
 
 
-def _run_alembic(src: Source, spec: TemplateSpec, info: ConnInfo, url_env: str | None) -> None:
-    files = alembic_source.locate(spec.path(src.target), str(src))
+@contextlib.contextmanager
+def _url_in_env(url_env: str | None, info: ConnInfo) -> Iterator[None]:
+    """While inside, ``url_env`` holds the template's URL: an env.py or an app that reads
+    its URL from there gets ours."""
     saved = os.environ.get(url_env) if url_env else None
     if url_env:
-        os.environ[url_env] = info.url()  # env.py that reads the URL from there gets ours
+        os.environ[url_env] = info.url()
     try:
-        alembic_source.upgrade(files, str(src), info, sqlalchemy_url(info))
+        yield
     finally:
         if url_env:
             if saved is None:
                 os.environ.pop(url_env, None)
             else:
                 os.environ[url_env] = saved
+
+
+def _run_alembic(src: Source, spec: TemplateSpec, info: ConnInfo, url_env: str | None) -> None:
+    files = alembic_source.locate(spec.path(src.target), str(src))
+    with _url_in_env(url_env, info):
+        alembic_source.upgrade(files, str(src), info, sqlalchemy_url(info))
 
 
 # -- clean-up -----------------------------------------------------------------------------
