@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import traceback
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,16 @@ def _errors_logged() -> Iterator[list[str]]:
         yield found
     finally:
         logger.removeHandler(handler)
+
+
+def _where(exc: BaseException, limit: int = 3) -> str:
+    """The last frames of the traceback in the project's code (the app, env.py, migrations)."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not {"site-packages", "dist-packages", "pytest_pgsandbox"} & set(Path(f.filename).parts)
+    ][-limit:]
+    return "".join(f"\n  at {f.filename}:{f.lineno} in {f.name}" for f in frames)
 
 
 def _make_app(shown: str, factory: Any) -> Any:
@@ -230,7 +241,7 @@ def upgrade(
         except Exception as exc:
             if guard.refused is not None:
                 raise TemplateError(f"{shown}: {guard.refused}") from None
-            raise TemplateError(f"{shown} {alembic_source.what(exc)}") from None
+            raise TemplateError(f"{shown} {alembic_source.what(exc)}{_where(exc)}") from None
     if guard.refused is not None:  # the user's code caught the refusal
         raise TemplateError(f"{shown}: {guard.refused}")
     config = Config()

@@ -1,5 +1,5 @@
-"""What the hash of a ``flask:`` source covers: the factory's project modules and the
-migrations folder, not the tests; and the settings that name such a source."""
+"""Flask sources without a server: what their hash covers (the factory's project modules and
+the migrations folder, not the tests), the settings that name them, the factories accepted."""
 
 from __future__ import annotations
 
@@ -61,3 +61,17 @@ def test_flask_sources_name_module_and_factory() -> None:
     assert settings.shown("schema") == "flask:app:create_app"
     with pytest.raises(SettingError, match="flask:MODULE:FACTORY"):
         resolve({"schema": ["flask:app"]}, {}, {})
+
+
+def test_a_factory_is_asked_for_not_an_app_or_a_function_with_arguments() -> None:
+    flask = pytest.importorskip("flask")
+    from pytest_pgsandbox._engine.templates.flask_source import _make_app
+    from pytest_pgsandbox.errors import TemplateError
+
+    with pytest.raises(TemplateError, match="is a Flask application, made when its module"):
+        _make_app("flask:app:app", flask.Flask("app"))
+    with pytest.raises(TemplateError, match=r"needs arguments \(config\)"):
+        _make_app("flask:app:create_app", lambda config: flask.Flask("app"))
+    with pytest.raises(TemplateError, match="returned a dict, not a Flask app"):
+        _make_app("flask:app:create_app", dict)
+    assert isinstance(_make_app("flask:app:create_app", lambda: flask.Flask("app")), flask.Flask)
