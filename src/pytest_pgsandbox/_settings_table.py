@@ -131,14 +131,14 @@ def _url(raw: str) -> str | None:
     return text
 
 
-SOURCE_KINDS = ("alembic", "sql", "metadata", "callable")
+SOURCE_KINDS = ("alembic", "sql", "metadata", "callable", "flask")
 
 
 def _source(raw: str) -> tuple[str, str]:
     kind, sep, target = raw.strip().partition(":")
     if not sep or kind not in SOURCE_KINDS or not target.strip():
         raise Invalid
-    if kind in ("metadata", "callable") and target.count(":") != 1:
+    if kind in ("metadata", "callable", "flask") and target.count(":") != 1:
         raise Invalid
     return kind, target.strip()
 
@@ -331,7 +331,8 @@ SETTINGS: tuple[Setting, ...] = (
         _source,
         (),
         "alembic:PATH_TO_INI, sql:PATH (a file, or a folder applied in sorted order), "
-        "metadata:MODULE:ATTR or callable:MODULE:FUNC (repeatable, applied in order)",
+        "metadata:MODULE:ATTR, callable:MODULE:FUNC or flask:MODULE:FACTORY (repeatable, "
+        "applied in order)",
         "How the template database's schema is built, once; tests start from a copy. Its "
         "name carries a hash of every input, so an unchanged schema is never built again on "
         "a server that still has it.",

@@ -126,7 +126,7 @@ def locate(target: Path, shown: str) -> AlembicFiles:
 
 
 @contextlib.contextmanager
-def _logging_left_alone() -> Iterator[None]:
+def logging_left_alone() -> Iterator[None]:
     """``fileConfig`` reads the file (so a broken one still fails) and changes nothing."""
     original = logging.config.fileConfig
 
@@ -148,7 +148,7 @@ def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
 
     config = _config(files, None, None)
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    with only_to(info) as guard, _logging_left_alone():
+    with only_to(info) as guard, logging_left_alone():
         try:
             command.upgrade(config, "head")
         except ForeignConnection as exc:
@@ -162,14 +162,22 @@ def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
             ) from None
     if guard.refused is not None:  # the user's code caught the refusal
         raise TemplateError(f"{shown}: {guard.refused}")
-    heads = set(ScriptDirectory.from_config(config).get_heads())
+    check_heads(
+        set(ScriptDirectory.from_config(config).get_heads()),
+        info,
+        f"{shown}: alembic upgrade head",
+        "Check where env.py takes its URL from: it should use "
+        'config.get_main_option("sqlalchemy.url"), which pgsandbox sets to the template\'s URL.',
+    )
+
+
+def check_heads(heads: set[str], info: ConnInfo, done: str, fix: str) -> None:
+    """The second net: after ``done``, the template's version table holds every head."""
     if heads and not heads <= _versions(info):
         raise TemplateError(
-            f"{shown}: alembic upgrade head finished, but the template's version table does "
-            f"not hold the head{'s' if len(heads) > 1 else ''} ({', '.join(sorted(heads))}): "
-            "the migrations ran on another database. Check where env.py takes its URL from: "
-            'it should use config.get_main_option("sqlalchemy.url"), which pgsandbox sets '
-            "to the template's URL."
+            f"{done} finished, but the template's version table does not hold the "
+            f"head{'s' if len(heads) > 1 else ''} ({', '.join(sorted(heads))}): the "
+            f"migrations ran on another database. {fix}"
         )
 
 

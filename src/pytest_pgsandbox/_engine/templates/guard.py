@@ -46,6 +46,12 @@ class Guard:
     allowed: ConnInfo
     thread: int = field(default_factory=threading.get_ident)
     refused: ForeignConnection | None = None
+    fix: str = (
+        "Fix: let env.py use the URL Alembic is given, e.g. "
+        '`url = config.get_main_option("sqlalchemy.url")` (pgsandbox sets it), '
+        "or set pg_url_env to the variable your settings read (e.g. DATABASE_URL) so "
+        "that it holds the template's URL while the template is built."
+    )
 
     def check(self, params: Mapping[str, Any], shown: str) -> None:
         """Raise (and remember) a refusal unless ``params`` reach the template."""
@@ -59,11 +65,7 @@ class Guard:
             "any statement ran, so nothing was written there.\n"
             "Such a URL usually comes from the application's own settings read by env.py "
             "or a seed (DATABASE_URL in the environment or a .env file, "
-            "settings.SQLALCHEMY_DATABASE_URI, an app config).\n"
-            "Fix: let env.py use the URL Alembic is given, e.g. "
-            '`url = config.get_main_option("sqlalchemy.url")` (pgsandbox sets it), '
-            "or set pg_url_env to the variable your settings read (e.g. DATABASE_URL) so "
-            "that it holds the template's URL while the template is built."
+            "settings.SQLALCHEMY_DATABASE_URI, an app config).\n" + self.fix
         )
         if self.refused is None:
             self.refused = error
@@ -105,9 +107,12 @@ def _shown(params: Mapping[str, Any], driver: str = "postgresql") -> str:
 
 
 @contextlib.contextmanager
-def only_to(allowed: ConnInfo) -> Iterator[Guard]:
-    """Refuse connections made on this thread to anything but ``allowed`` while inside."""
-    guard = Guard(allowed)
+def only_to(allowed: ConnInfo, fix: str | None = None) -> Iterator[Guard]:
+    """Refuse connections made on this thread to anything but ``allowed`` while inside.
+
+    ``fix``: what the refusal tells the user to do, when the default (about env.py) does
+    not fit the source."""
+    guard = Guard(allowed) if fix is None else Guard(allowed, fix=fix)
     undo: list[Callable[[], None]] = []
     try:
         _guard_sqlalchemy(guard, undo)

@@ -34,6 +34,7 @@ from pytest_pgsandbox._engine.clock import dbclock
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.templates import alembic_source
+from pytest_pgsandbox._engine.templates import flask_source
 from pytest_pgsandbox._engine.templates import scenario
 from pytest_pgsandbox._engine.templates.guard import only_to
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -266,10 +267,13 @@ def _inputs(spec: TemplateSpec, src: Source) -> list[tuple[str, bytes]]:
     else:
         paths = module_files(src, spec.base)
         base = spec.base.resolve()
-        return [
+        found = [
             (str(p.relative_to(base)) if base in p.parents else p.name, p.read_bytes())
             for p in paths
         ]
+        if src.kind == "flask":
+            found.extend(flask_source.migration_files(spec.path(flask_source.DEFAULT_DIR)))
+        return found
     return [(p.name, p.read_bytes()) for p in paths]
 
 
@@ -536,6 +540,16 @@ def _apply(
                 raise
         if guard.refused is not None:  # the user's code caught the refusal
             raise TemplateError(f"{src}: {guard.refused}")
+    elif src.kind == "flask":
+        with _url_in_env(env, info):
+            flask_source.upgrade(
+                str(src),
+                lambda: _import(src),
+                info,
+                sqlalchemy_url(info),
+                spec.base,
+                lambda folder: _hashed_folder(spec, folder),
+            )
     elif src.kind == "scenario":
         chain = _chain(spec, src)
         with connect(info, autocommit=False, timeout=timeout) as conn:
@@ -546,6 +560,21 @@ def _apply(
             conn.commit()
     else:  # pragma: no cover - settings validate the kind
         raise TemplateError(f"unknown source kind in {src}")
+
+
+def _hashed_folder(spec: TemplateSpec, folder: Path) -> bool:
+    """Whether the template's hash covers every file of ``folder``: it is the default
+    migrations folder, or template_inputs globs name all its files."""
+    folder = folder.resolve()
+    if folder == spec.path(flask_source.DEFAULT_DIR).resolve():
+        return True
+    covered = {
+        (spec.base / name).resolve()
+        for name, _data in extra_inputs(spec)
+        if not name.startswith(("env:", "glob "))
+    }
+    files = [p.resolve() for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return bool(files) and all(p in covered for p in files if p.suffix != ".pyc")
 
 
 def _run_sql_file(src: Source, path: Path, info: ConnInfo, timeout: float) -> None:
@@ -643,19 +672,27 @@ def _user_frames(exc: BaseException, limit: int = 3) -> str:
     return "\n".join(f"  at {f.filename}:{f.lineno} in {f.name}" for f in frames)
 
 
-def _run_alembic(src: Source, spec: TemplateSpec, info: ConnInfo, url_env: str | None) -> None:
-    files = alembic_source.locate(spec.path(src.target), str(src))
+@contextlib.contextmanager
+def _url_in_env(url_env: str | None, info: ConnInfo) -> Iterator[None]:
+    """While inside, ``url_env`` holds the template's URL: an env.py or an app that reads
+    its URL from there gets ours."""
     saved = os.environ.get(url_env) if url_env else None
     if url_env:
-        os.environ[url_env] = info.url()  # env.py that reads the URL from there gets ours
+        os.environ[url_env] = info.url()
     try:
-        alembic_source.upgrade(files, str(src), info, sqlalchemy_url(info))
+        yield
     finally:
         if url_env:
             if saved is None:
                 os.environ.pop(url_env, None)
             else:
                 os.environ[url_env] = saved
+
+
+def _run_alembic(src: Source, spec: TemplateSpec, info: ConnInfo, url_env: str | None) -> None:
+    files = alembic_source.locate(spec.path(src.target), str(src))
+    with _url_in_env(url_env, info):
+        alembic_source.upgrade(files, str(src), info, sqlalchemy_url(info))
 
 
 # -- clean-up -----------------------------------------------------------------------------
