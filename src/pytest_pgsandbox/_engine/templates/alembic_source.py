@@ -80,10 +80,9 @@ def _config(files: AlembicFiles | None, ini: Path | None, toml: Path | None) -> 
 
     ini = files.ini if files else ini
     toml = files.toml if files else toml
-    return Config(
-        file_=str(ini) if ini is not None else None,
-        toml_file=str(toml) if toml is not None else None,
-    )
+    if toml is None:  # as every Alembic before 1.16 reads it (no toml_file argument there)
+        return Config(file_=str(ini) if ini is not None else None)
+    return Config(file_=str(ini) if ini is not None else None, toml_file=str(toml))
 
 
 def locate(target: Path, shown: str) -> AlembicFiles:
