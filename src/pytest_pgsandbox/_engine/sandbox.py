@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     from pytest_pgsandbox._engine.isolation.reset import ResetDatabase
     from pytest_pgsandbox._engine.isolation.transaction import TransactionIsolation
     from pytest_pgsandbox._engine.servers.roles import TestRole
+    from pytest_pgsandbox._engine.templates.migration_cache import Result
     from pytest_pgsandbox._engine.templates.template import PgTemplate
     from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
@@ -89,6 +90,7 @@ class Sandbox:
         self._scenario_templates: dict[tuple[str | None, str], PgTemplate] = {}
         self._scenario_errors: dict[tuple[str | None, str], PgSandboxError] = {}
         self.scenario_failed_in: dict[str, str] = {}  # scenario -> the first test it failed
+        self._checks: dict[tuple[str, str], Result] = {}  # (source, check) -> its result
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.templates.template import Source
@@ -335,6 +337,47 @@ class Sandbox:
             raise
         self._scenario_templates[key] = found
         return found
+
+    def migration_check(self, source: str, check: str, wanted: tuple[str, ...]) -> Result:
+        """The result of migration check ``check`` of the Alembic source ``source``
+        (``alembic:PATH``): the first call runs (or reads from the cache) all ``wanted``."""
+        key = (source, check)
+        found = self._checks.get(key)
+        if found is not None:
+            return found
+        from pytest_pgsandbox._engine.servers import places
+        from pytest_pgsandbox._engine.templates.migration_cache import run_checks
+
+        server = self.ensure_server()
+        template = self.template
+        if template is None:  # pragma: no cover - an alembic source makes a template
+            raise ServerError(f"{source}: no template was built for it")
+        if self.place is not None and check != "single_head":
+            raise ServerError(
+                f"{source}: the migration checks walk the history in a database of their own, "
+                f"and the role {server.admin.user!r} may not create databases on this server. "
+                "Run them on a local server (unset url for that run), or grant CREATEDB."
+            )
+        s = self.settings
+        spec = self.spec()
+        src = next(x for x in spec.schema if str(x) == source)
+        runtime = places.runtime_dir(s.runtime_dir, s.tmpfs)
+        results = run_checks(
+            server.admin,
+            spec,
+            src,
+            template.fingerprint,
+            wanted,
+            places.cache_dir(s.cache_dir, runtime),
+            self.run_id,
+            self.worker,
+            s.migrations_timeout,
+            s.start_timeout,
+            s.url_env,
+        )
+        for name, result in results.items():
+            self._checks[(source, name)] = result
+        return results[check]
 
     def _admin(self, server: PgServer) -> psycopg.Connection[TupleRow]:
         return connect(server.admin, timeout=self.settings.start_timeout)

@@ -21,6 +21,7 @@ from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox._plugin import migrations
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
@@ -266,16 +267,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """The migration checks (check_migrations), first: before -k and --deselect apply."""
+    migrations.add_items(session, items)
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] | None:
+    return migrations.report_status(report)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     add_database_to_engine_tests(session.items)
+    migrations.selected(session.items)
     if config.option.collectonly:
         return
     sandbox = config.stash[SANDBOX_KEY]
     compat = _postgresql_wishes(session, sandbox)
     if not compat and not any(
-        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
+        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        or isinstance(item, migrations.MigrationCheck)
+        for item in session.items
     ):
         return
     scenarios = _scenarios_of(session.items)
