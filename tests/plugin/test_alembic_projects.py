@@ -242,7 +242,7 @@ def test_history_that_did_not_reach_the_template_is_an_error(
     assert result.ret != 0
     result.stdout.fnmatch_lines(
         [
-            "*alembic upgrade head finished, but the template's version table does not hold the "
+            "*alembic upgrade heads finished, but the template's version table does not hold the "
             "head (0001)*"
         ]
     )

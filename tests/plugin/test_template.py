@@ -286,7 +286,7 @@ def test_a_migration_that_raises_names_its_file(
     result.stdout.fnmatch_lines(
         [
             "*pgsandbox: the template could not be built.*",
-            "*alembic:alembic.ini: alembic upgrade head failed: ProgrammingError: *syntax error*",
+            "*alembic:alembic.ini: alembic upgrade heads failed: ProgrammingError: *syntax error*",
             "*in *0003_broken.py:7*",
         ]
     )

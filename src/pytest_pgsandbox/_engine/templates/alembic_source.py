@@ -142,7 +142,10 @@ def _logging_left_alone() -> Iterator[None]:
 
 
 def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
-    """``alembic upgrade head`` into the database of ``info`` (``url``: its SQLAlchemy URL)."""
+    """``alembic upgrade heads`` into the database of ``info`` (``url``: its SQLAlchemy URL).
+
+    Every head: a history with two (that check_migrations reports) still builds.
+    """
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -150,14 +153,14 @@ def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     with only_to(info) as guard, _logging_left_alone():
         try:
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
         except ForeignConnection as exc:
             raise TemplateError(f"{shown}: {exc}") from None
         except (Exception, SystemExit) as exc:
             if guard.refused is not None:
                 raise TemplateError(f"{shown}: {guard.refused}") from None
             raise TemplateError(
-                f"{shown}: alembic upgrade head failed: "
+                f"{shown}: alembic upgrade heads failed: "
                 f"{what(exc).removeprefix('raised ')}{_where(exc, files)}"
             ) from None
     if guard.refused is not None:  # the user's code caught the refusal
@@ -165,7 +168,7 @@ def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
     heads = set(ScriptDirectory.from_config(config).get_heads())
     if heads and not heads <= _versions(info):
         raise TemplateError(
-            f"{shown}: alembic upgrade head finished, but the template's version table does "
+            f"{shown}: alembic upgrade heads finished, but the template's version table does "
             f"not hold the head{'s' if len(heads) > 1 else ''} ({', '.join(sorted(heads))}): "
             "the migrations ran on another database. Check where env.py takes its URL from: "
             'it should use config.get_main_option("sqlalchemy.url"), which pgsandbox sets '

@@ -150,6 +150,7 @@ class _Walk:
         if not self.wanted & {"up_down", "downgrade_leaves_no_trace"}:
             return
         after_previous: dict[str, str] = _catalog(cursor) if pictures else {}
+        _new_command(context)
         for index in range(len(order) - 1, -1, -1):
             rev = order[index]
             self.tick()
@@ -185,12 +186,21 @@ class _Walk:
             )
             return
         self.done("downgrade_leaves_no_trace", "passed", f"{len(order)} downgrades compared")
+        _new_command(context)
         for rev in order:
             self.tick()
             self.step = f"the upgrade of {self.name(rev)}, after the walk down to base"
             yield MigrationStep.upgrade_from_script(revmap, rev)
         self.step = ""
         self.done("up_down", "passed", f"{len(order)} revisions down to base and back up")
+
+
+def _new_command(context: Any) -> None:
+    """From here on, as in a new Alembic command: the types SQLAlchemy remembers having
+    created (an Enum of a create_table) are forgotten, so that they are created again."""
+    memo = getattr(context.impl, "memo", None)
+    if isinstance(memo, dict):
+        memo.clear()
 
 
 @contextlib.contextmanager
