@@ -91,6 +91,7 @@ class Sandbox:
         self._scenario_errors: dict[tuple[str | None, str], PgSandboxError] = {}
         self.scenario_failed_in: dict[str, str] = {}  # scenario -> the first test it failed
         self._checks: dict[tuple[str, str], Result] = {}  # (source, check) -> its result
+        self._checks_cache: Path | None = None
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.templates.template import Source
@@ -338,6 +339,18 @@ class Sandbox:
         self._scenario_templates[key] = found
         return found
 
+    def prepare_migration_checks(self) -> Path:
+        """Where migration check results are kept; importing what the checks need now, so
+        that a check answered from the cache costs a file read."""
+        if self._checks_cache is None:
+            from pytest_pgsandbox._engine.servers import places
+            from pytest_pgsandbox._engine.templates import migration_cache  # noqa: F401
+
+            s = self.settings
+            runtime = places.runtime_dir(s.runtime_dir, s.tmpfs)
+            self._checks_cache = places.cache_dir(s.cache_dir, runtime)
+        return self._checks_cache
+
     def migration_check(self, source: str, check: str, wanted: tuple[str, ...]) -> Result:
         """The result of migration check ``check`` of the Alembic source ``source``
         (``alembic:PATH``): the first call runs (or reads from the cache) all ``wanted``."""
@@ -345,7 +358,6 @@ class Sandbox:
         found = self._checks.get(key)
         if found is not None:
             return found
-        from pytest_pgsandbox._engine.servers import places
         from pytest_pgsandbox._engine.templates.migration_cache import run_checks
 
         server = self.ensure_server()
@@ -361,14 +373,13 @@ class Sandbox:
         s = self.settings
         spec = self.spec()
         src = next(x for x in spec.schema if str(x) == source)
-        runtime = places.runtime_dir(s.runtime_dir, s.tmpfs)
         results = run_checks(
             server.admin,
             spec,
             src,
             template.fingerprint,
             wanted,
-            places.cache_dir(s.cache_dir, runtime),
+            self.prepare_migration_checks(),
             self.run_id,
             self.worker,
             s.migrations_timeout,

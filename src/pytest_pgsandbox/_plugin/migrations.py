@@ -85,6 +85,8 @@ def add_items(session: pytest.Session, items: list[pytest.Item]) -> None:
             MigrationCheck.from_parent(parent, name=check, source=source, check=check)
             for check in CHECKS
         )
+    if made:
+        session.config.stash[SANDBOX_KEY].prepare_migration_checks()
     items[:0] = made
 
 

@@ -145,8 +145,10 @@ class _Walk:
         self.step = ""
         self.done("upgrade", "passed", f"{len(order)} revisions, base to head")
         if "models_match" in self.wanted:
+            self.step = "the comparison of the models with the database at the head"
             with _without_clock(cursor):
                 self.results["models_match"] = _compare_models(context, self.shown, self.began)
+            self.step = ""
         if not self.wanted & {"up_down", "downgrade_leaves_no_trace"}:
             return
         after_previous: dict[str, str] = _catalog(cursor) if pictures else {}
@@ -349,21 +351,21 @@ def walk(
     took = time.monotonic() - state.began
     if error is not None:
         # The check the failing step belongs to fails; those after it could not run.
-        owner = (
-            "up_down"
-            if "downgrade" in state.step or "after the walk" in state.step
-            else ("upgrade")
-        )
-        if owner == "upgrade" or "upgrade" not in state.results:
+        if state.step.startswith("the comparison"):
+            owner = "models_match"
+        elif "downgrade" in state.step or "after the walk" in state.step:
+            owner = "up_down"
+        else:
+            owner = "upgrade"
+        state.done(owner, "failed", error)
+        if "upgrade" not in state.results:
             state.done("upgrade", "failed", error)
-        if owner == "up_down":
-            state.done("up_down", "failed", error)
+        reason = {
+            "upgrade": "the upgrade failed (see upgrade)",
+            "up_down": "a downgrade failed (see up_down)",
+            "models_match": "the models comparison failed (see models_match)",
+        }[owner]
         for check in sorted(state.wanted - state.results.keys()):
-            reason = (
-                "the upgrade failed (see upgrade)"
-                if owner == "upgrade"
-                else ("a downgrade failed (see up_down)")
-            )
             if check == "downgrade_leaves_no_trace" and state.traces:
                 state.done(check, "failed", "\n".join(state.traces))
             else:
