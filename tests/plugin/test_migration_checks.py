@@ -148,14 +148,31 @@ def outcomes(result: pytest.RunResult) -> dict[str, str]:
     return found
 
 
+DATA_TEST = """
+def test_rows_through_a_migration(pg_migrations):
+    pg_migrations.upgrade("0001")
+    pg_migrations.execute("INSERT INTO users (name) VALUES ('Alice Chen')")
+    pg_migrations.upgrade("0002")
+    assert pg_migrations.execute("SELECT name, email FROM users").fetchall() == [
+        ("Alice Chen", None)
+    ]
+    pg_migrations.downgrade("0001")
+    assert pg_migrations.current() == {"0001"}
+    assert pg_migrations.execute("SELECT count(*) FROM users").fetchone() == (1,)
+"""
+
+
 def test_checks_pass_then_come_from_the_cache_once_per_run_under_xdist(
     pytester: pytest.Pytester, runtime: Path
 ) -> None:
     root = make_project(pytester, GOOD)
+    pytester.makepyfile(test_data=DATA_TEST)
     first = pytester.runpytest_subprocess("-v", "-n", "2", "-p", "no:randomly")
-    first.assert_outcomes(passed=6)
-    # env.py ran twice: the template's build and the one walk (not one per worker).
-    assert (root / "env_runs.txt").read_text().count("run") == 2
+    first.assert_outcomes(passed=7)
+    # env.py ran twice for the template's build and the one walk (not one per worker), and
+    # three times for the data test's upgrades and downgrade.
+    assert (root / "env_runs.txt").read_text().count("run") == 5
+    (root / "test_data.py").unlink()
     first.stdout.re_match_lines([r".*PASSED for [0-9a-f]{12} alembic:alembic.ini::up_down"])
     assert ", cached" not in first.stdout.str()
 
@@ -165,7 +182,7 @@ def test_checks_pass_then_come_from_the_cache_once_per_run_under_xdist(
     status = outcomes(second)
     assert set(status) == set(CHECKS)
     assert all(s.startswith("PASSED for ") and s.endswith(", cached") for s in status.values())
-    assert (root / "env_runs.txt").read_text().count("run") == 2  # not even a build
+    assert (root / "env_runs.txt").read_text().count("run") == 5  # not even a build
     lines = (root / "durations.jsonl").read_text().splitlines()
     spent = sum(json.loads(line)[2] for line in lines)
     assert spent < 0.5, f"cached checks took {spent * 1000:.0f} ms"
@@ -178,7 +195,7 @@ def test_checks_pass_then_come_from_the_cache_once_per_run_under_xdist(
     status = outcomes(third)
     assert "models_match" not in status
     assert all(s.startswith("PASSED for ") and "cached" not in s for s in status.values())
-    assert (root / "env_runs.txt").read_text().count("run") == 4
+    assert (root / "env_runs.txt").read_text().count("run") == 7
 
 
 def test_two_heads_and_traces_fail_only_their_checks(

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     from pytest_pgsandbox._engine.isolation.transaction import TransactionIsolation
     from pytest_pgsandbox._engine.servers.roles import TestRole
     from pytest_pgsandbox._engine.templates.migration_cache import Result
+    from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
     from pytest_pgsandbox._engine.templates.template import PgTemplate
     from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
@@ -92,6 +93,7 @@ class Sandbox:
         self.scenario_failed_in: dict[str, str] = {}  # scenario -> the first test it failed
         self._checks: dict[tuple[str, str], Result] = {}  # (source, check) -> its result
         self._checks_cache: Path | None = None
+        self._migration_dbs = 0
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.templates.template import Source
@@ -389,6 +391,35 @@ class Sandbox:
         for name, result in results.items():
             self._checks[(source, name)] = result
         return results[check]
+
+    def migration_database(self) -> MigrationDatabase:
+        """A new database at the base of the (first) Alembic history of the schema setting,
+        for a test to move through it; the caller closes it (which drops it)."""
+        from pytest_pgsandbox._engine.templates import alembic_source
+        from pytest_pgsandbox._engine.templates.migration_cache import base_database
+        from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
+
+        spec = self.spec()
+        src = next((x for x in spec.schema if x.kind == "alembic"), None)
+        if src is None:
+            raise ServerError(
+                "pg_migrations moves a database through an Alembic history, and the schema "
+                "setting has no alembic: source (pg_schema = alembic:alembic.ini)."
+            )
+        server = self.ensure_server()
+        if self.place is not None:
+            raise ServerError(
+                f"pg_migrations needs a database of its own, and the role {server.admin.user!r} "
+                "may not create databases on this server; grant it CREATEDB."
+            )
+        s = self.settings
+        self._migration_dbs += 1
+        name = database_name("mdata", self.run_id, self.worker, str(self._migration_dbs))
+        files = alembic_source.locate(spec.path(src.target), str(src))
+        info = base_database(
+            server.admin, spec, src, name, self.run_id, self.worker, s.start_timeout, s.url_env
+        )
+        return MigrationDatabase(server.admin, info, files, str(src), s.start_timeout, s.url_env)
 
     def _admin(self, server: PgServer) -> psycopg.Connection[TupleRow]:
         return connect(server.admin, timeout=self.settings.start_timeout)

@@ -41,6 +41,7 @@ pytest_plugins = [
     "pytest_pgsandbox._plugin.fixtures",
     "pytest_pgsandbox._plugin.async_fixtures",
     "pytest_pgsandbox._plugin.pgsql_fixtures",
+    "pytest_pgsandbox._plugin.migrations",
     "pytest_pgsandbox.factories",
     "pytest_pgsandbox.aws",
 ]
@@ -48,7 +49,7 @@ pytest_plugins = [
 
 # Fixtures that need the server: when a selected test uses one, the server starts right
 # after collection (so its start-up is reported once, up front) instead of inside a test.
-SERVER_FIXTURES = frozenset({"pg_server", "pg_template"})
+SERVER_FIXTURES = frozenset({"pg_server", "pg_template", "pg_migrations"})
 COMPAT_PLUGIN = "pgsandbox-postgresql"  # pytest-postgresql's default fixtures, when asked for
 
 

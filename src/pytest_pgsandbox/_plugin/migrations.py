@@ -9,14 +9,21 @@ pass is reported as ``PASSED for <hash>, cached``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import pytest
 
 from pytest_pgsandbox._engine.templates.migrations import CHECKS
+from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
 from pytest_pgsandbox._plugin.keys import SETTINGS_KEY
+from pytest_pgsandbox.errors import PgSandboxError
+
+if TYPE_CHECKING:
+    from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
 
 PROPERTY = "pgsandbox_migrations"  # the user property that carries "for <hash>, cached"
 
@@ -51,18 +58,21 @@ class MigrationCheck(pytest.Item):
 
     def runtest(self) -> None:
         sandbox = self.config.stash[SANDBOX_KEY]
-        result = sandbox.migration_check(self.source, self.check, self.wanted)
+        try:
+            result = sandbox.migration_check(self.source, self.check, self.wanted)
+        except PgSandboxError as exc:
+            raise MigrationCheckFailed(str(exc)) from None
         outcome = result.outcome
         if outcome.status == "failed":
             raise MigrationCheckFailed(outcome.message)
         if outcome.status == "skipped":
-            pytest.skip(outcome.message)
+            pytest.skip(mask(outcome.message))
         note = f"for {result.short}, cached" if result.cached else f"for {result.short}"
         self.user_properties.append((PROPERTY, note))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, MigrationCheckFailed):
-            return str(excinfo.value)
+            return mask(str(excinfo.value))
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -109,3 +119,29 @@ def report_status(report: pytest.TestReport) -> tuple[str, str, Any] | None:
     if note is None:
         return None
     return "passed", ".", (f"PASSED {note}", {"green": True})
+
+
+@pytest.fixture
+def pg_migrations(request: pytest.FixtureRequest) -> Iterator[MigrationDatabase]:
+    """A database of the test's own at the base of the Alembic history (pg_schema's
+    ``alembic:`` source): ``upgrade(rev)``, ``downgrade(rev)``, ``execute(sql, params)``
+    (autocommit), ``current()``, ``url``. Dropped after the test.
+
+    Put rows in at one revision, upgrade, and assert on what the migration made of them::
+
+        def test_emails_are_lowercased(pg_migrations):
+            pg_migrations.upgrade("0001")
+            pg_migrations.execute("INSERT INTO users (name) VALUES ('Alice Chen')")
+            pg_migrations.upgrade("0002")
+            assert pg_migrations.execute("SELECT email FROM users").fetchall() == [(None,)]
+    """
+    __tracebackhide__ = True
+    sandbox = request.config.stash[SANDBOX_KEY]
+    try:
+        database = sandbox.migration_database()
+    except PgSandboxError as exc:
+        pytest.fail(mask(str(exc)), pytrace=False)
+    try:
+        yield database
+    finally:
+        database.close()

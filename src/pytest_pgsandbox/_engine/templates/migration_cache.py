@@ -162,21 +162,46 @@ def _run(
     if not walked:
         return found
     deadline = time.monotonic() + timeout
-    # A database of its own, made as the template is up to this source.
-    before = spec.schema[: spec.schema.index(src)]
-    base = dataclasses.replace(spec, schema=before, seed=())
     name = database_name("migrations", run_id, worker)
-    label = {"kind": "migrations", "run": run_id, "worker": worker}
-    with connect(admin, timeout=start_timeout) as conn:
-        provision.drop_database(conn, name)
-        provision.create_database(conn, name, label, None)
+    info = base_database(admin, spec, src, name, run_id, worker, start_timeout, url_env)
     try:
-        info = admin.for_db(name)
-        filler(base, run_id, start_timeout, url_env)(info)
         found.update(
             migrations.walk(files, shown, info, sqlalchemy_url(info), walked, deadline, url_env)
         )
     finally:
-        with connect(admin, timeout=start_timeout) as conn, contextlib.suppress(Exception):
-            provision.drop_database(conn, name)
+        drop(admin, name, start_timeout)
     return found
+
+
+def base_database(
+    admin: ConnInfo,
+    spec: TemplateSpec,
+    src: Source,
+    name: str,
+    run_id: str,
+    worker: str,
+    timeout: float,
+    url_env: str | None,
+) -> ConnInfo:
+    """A new database ``name``, made as the template is up to the Alembic source ``src``
+    (the clock, extensions, a role, the schema sources before it): the history's base."""
+    before = spec.schema[: spec.schema.index(src)]
+    base = dataclasses.replace(spec, schema=before, seed=())
+    label = {"kind": "migrations", "run": run_id, "worker": worker}
+    with connect(admin, timeout=timeout) as conn:
+        provision.drop_database(conn, name)  # one left by an interrupted run (ours alone)
+        provision.create_database(conn, name, label, None)
+    info = admin.for_db(name)
+    try:
+        filler(base, run_id, timeout, url_env)(info)
+    except BaseException:
+        drop(admin, name, timeout)
+        raise
+    return info
+
+
+def drop(admin: ConnInfo, name: str, timeout: float) -> None:
+    """Drop the database ``name`` (made by :func:`base_database`); a failure leaves it to
+    ``pgsandbox gc``."""
+    with contextlib.suppress(Exception), connect(admin, timeout=timeout) as conn:
+        provision.drop_database(conn, name)
