@@ -213,6 +213,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for name, _value, source in settings.non_default():
         lines.append(f"pgsandbox: {name}={settings.shown(name)} (from {source})")
     lines.extend(_postgresql_fixtures_lines(config, settings))
+    if settings.check_migrations and not any(kind == "alembic" for kind, _ in settings.schema):
+        lines.append(
+            "pgsandbox: check_migrations is on, and the schema setting has no alembic: "
+            "source: there is no history to check"
+        )
     return lines
 
 
