@@ -151,25 +151,87 @@ def per_test(bin_dir: str, n: int, repeat: int, base_env: dict[str, str]) -> dic
     return {name: statistics.median(values) for name, values in spans.items()}
 
 
-def migrations_project(tables: int = 30, migrations: int = 50, rows: int = 2000) -> Path:
-    """An Alembic project: ``tables`` CREATE TABLE migrations, then ALTERs up to ``migrations``."""
+ENV_WITH_MODELS = """\
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+from models import Base
+
+config = context.config
+
+
+def run(connection):
+    context.configure(connection=connection, target_metadata=Base.metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connectable = config.attributes.get("connection")
+if connectable is None:
+    connectable = engine_from_config(config.get_section(config.config_ini_section, {}),
+                                     prefix="sqlalchemy.", poolclass=pool.NullPool)
+with connectable.connect() as connection:
+    run(connection)
+"""
+
+
+def _models(tables: int, migrations: int) -> str:
+    """SQLAlchemy models of what ``migrations_project``'s migrations build."""
+    lines = [
+        "import sqlalchemy as sa",
+        "from sqlalchemy.orm import DeclarativeBase",
+        "",
+        "class Base(DeclarativeBase):",
+        "    pass",
+        "",
+    ]
+    for t in range(tables):
+        lines += [
+            f"class T{t:02d}(Base):",
+            f"    __tablename__ = 't{t:02d}'",
+            "    id = sa.Column(sa.Integer, primary_key=True)",
+            "    name = sa.Column(sa.Text, nullable=False)",
+            "    created_at = sa.Column(sa.DateTime(timezone=True), server_default=sa.func.now())",
+        ]
+        lines += [
+            f"    extra{n} = sa.Column(sa.Integer)"
+            for n in range(tables, migrations)
+            if n % tables == t
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def migrations_project(
+    tables: int = 30, migrations: int = 50, rows: int = 2000, downgrades: bool = False
+) -> Path:
+    """An Alembic project: ``tables`` CREATE TABLE migrations, then ALTERs up to ``migrations``.
+
+    ``downgrades``: each revision's downgrade undoes it (else it does nothing), env.py passes
+    the models (``models.py``, matching the migrations) as target_metadata, and connects
+    through what ``config.attributes["connection"]`` holds when it is set (pytest-alembic's
+    way of giving env.py its database).
+    """
     project = project_with({"test_first.py": FIRST_PG})
     versions = project / "migrations" / "versions"
     versions.mkdir(parents=True)
     (project / "alembic.ini").write_text(
         "[alembic]\nscript_location = %(here)s/migrations\nsqlalchemy.url = postgresql://\n"
     )
-    (project / "migrations" / "env.py").write_text(
-        "from alembic import context\n"
-        "from sqlalchemy import engine_from_config, pool\n"
-        "config = context.config\n"
-        "engine = engine_from_config(config.get_section(config.config_ini_section, {}),\n"
-        "    prefix='sqlalchemy.', poolclass=pool.NullPool)\n"
-        "with engine.connect() as connection:\n"
-        "    context.configure(connection=connection)\n"
-        "    with context.begin_transaction():\n"
-        "        context.run_migrations()\n"
-    )
+    if downgrades:
+        (project / "migrations" / "env.py").write_text(ENV_WITH_MODELS)
+        (project / "models.py").write_text(_models(tables, migrations))
+    else:
+        (project / "migrations" / "env.py").write_text(
+            "from alembic import context\n"
+            "from sqlalchemy import engine_from_config, pool\n"
+            "config = context.config\n"
+            "engine = engine_from_config(config.get_section(config.config_ini_section, {}),\n"
+            "    prefix='sqlalchemy.', poolclass=pool.NullPool)\n"
+            "with engine.connect() as connection:\n"
+            "    context.configure(connection=connection)\n"
+            "    with context.begin_transaction():\n"
+            "        context.run_migrations()\n"
+        )
     for n in range(migrations):
         if n < tables:
             body = (
@@ -181,11 +243,17 @@ def migrations_project(tables: int = 30, migrations: int = 50, rows: int = 2000)
         else:
             t = n % tables
             body = f"op.add_column('t{t:02d}', sa.Column('extra{n}', sa.Integer))"
+        if not downgrades:
+            undo = "pass"
+        elif n < tables:
+            undo = f"op.drop_table('t{n:02d}')"
+        else:
+            undo = f"op.drop_column('t{n % tables:02d}', 'extra{n}')"
         down = repr(f"{n - 1:04d}") if n else None
         (versions / f"{n:04d}_step.py").write_text(
             f'"""step {n}"""\nimport sqlalchemy as sa\nfrom alembic import op\n'
             f"revision = {f'{n:04d}'!r}\ndown_revision = {down}\n\n"
-            f"def upgrade():\n    {body}\n\ndef downgrade():\n    pass\n"
+            f"def upgrade():\n    {body}\n\ndef downgrade():\n    {undo}\n"
         )
     (project / "seed.py").write_text(
         "def load(conn):\n"

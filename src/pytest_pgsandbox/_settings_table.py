@@ -459,6 +459,25 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "check_migrations",
+        _bool,
+        False,
+        "true or false",
+        "Check the Alembic history of an alembic: schema source, as test items of the "
+        "session: one head, upgrade from base, every downgrade and back up, downgrades "
+        "leave no trace, the models match the migrations. A check that passed for the "
+        "template's hash is not run again (docs/migrations.md).",
+        is_flag=True,
+    ),
+    Setting(
+        "migrations_timeout",
+        _seconds,
+        300.0,
+        "seconds, more than 0 and at most 3600",
+        "How long the walk of check_migrations through the history may take.",
+        metavar="SECONDS",
+    ),
+    Setting(
         "tmpfs",
         _bool,
         True,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pytest_pgsandbox._plugin.hooks import pytest_addoption
 from pytest_pgsandbox._plugin.hooks import pytest_cmdline_main
 from pytest_pgsandbox._plugin.hooks import pytest_collection_finish
+from pytest_pgsandbox._plugin.hooks import pytest_collection_modifyitems
 from pytest_pgsandbox._plugin.hooks import pytest_configure
 from pytest_pgsandbox._plugin.hooks import pytest_configure_node
 from pytest_pgsandbox._plugin.hooks import pytest_plugins
 from pytest_pgsandbox._plugin.hooks import pytest_report_header
+from pytest_pgsandbox._plugin.hooks import pytest_report_teststatus
 from pytest_pgsandbox._plugin.hooks import pytest_runtest_makereport
 from pytest_pgsandbox._plugin.hooks import pytest_runtest_protocol
 from pytest_pgsandbox._plugin.hooks import pytest_testnodedown
@@ -18,10 +20,12 @@ __all__ = [
     "pytest_addoption",
     "pytest_cmdline_main",
     "pytest_collection_finish",
+    "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_configure_node",
     "pytest_plugins",
     "pytest_report_header",
+    "pytest_report_teststatus",
     "pytest_runtest_makereport",
     "pytest_runtest_protocol",
     "pytest_testnodedown",

@@ -78,6 +78,8 @@ class Settings:
     clone_pool: int = 2
     keep: KeepKind = "never"
     verify_isolation: bool = False
+    check_migrations: bool = False
+    migrations_timeout: float = 300.0
     tmpfs: bool = True
     pytest_postgresql: bool = False
     start_timeout: float = 60.0

@@ -87,8 +87,12 @@ def test_env_py_as_alembic_init_writes_it(
     pytester: pytest.Pytester, runtime: Path, template: str, source: str
 ) -> None:
     project(pytester, template, source)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    # The migration checks walk the history through the same env.py (async ones too); it
+    # gives no target_metadata, so there are no models to compare.
+    args = ("-p", "no:cacheprovider", "--pg-check-migrations", "-rs")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=6, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED *env.py passes no target_metadata*"])
     assert "INTERNALERROR" not in result.stdout.str()
 
 
@@ -242,7 +246,7 @@ def test_history_that_did_not_reach_the_template_is_an_error(
     assert result.ret != 0
     result.stdout.fnmatch_lines(
         [
-            "*alembic upgrade head finished, but the template's version table does not hold the "
+            "*alembic upgrade heads finished, but the template's version table does not hold the "
             "head (0001)*"
         ]
     )

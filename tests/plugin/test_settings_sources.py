@@ -38,6 +38,8 @@ VALUES: dict[str, tuple[str, str]] = {
     "clone_pool": ("3", "3"),
     "keep": ("failed", "failed"),
     "verify_isolation": ("true", "true"),
+    "check_migrations": ("true", "true"),
+    "migrations_timeout": ("90", "90"),
     "tmpfs": ("false", "false"),
     "pytest_postgresql": ("true", "true"),
     "start_timeout": ("7", "7"),

@@ -70,15 +70,20 @@ def test_a_reused_server_reuses_the_template_until_a_migration_changes(
     pytester: pytest.Pytester, runtime: Path, users_app: Path
 ) -> None:
     make_unique(users_app)
+    # The migration checks too: they pass on the example, and what passed is kept by the
+    # template's hash, on a reused server as on any other.
+    args = ("--pg-reuse", "--pg-check-migrations", "-v")
     try:
-        first = pytester.runpytest_subprocess("--pg-reuse")
-        first.assert_outcomes(passed=2)
+        first = pytester.runpytest_subprocess(*args)
+        first.assert_outcomes(passed=7)
+        assert first.stdout.str().count("PASSED for ") == 5
         first.stdout.fnmatch_lines(["postgresql: template built: * in *"])
         line = next(ln for ln in first.outlines if ln.startswith("postgresql: template"))
         digest = line.split()[3]
 
-        second = pytester.runpytest_subprocess("--pg-reuse")
-        second.assert_outcomes(passed=2)
+        second = pytester.runpytest_subprocess(*args)
+        second.assert_outcomes(passed=7)
+        assert second.stdout.str().count(f"PASSED for {digest}, cached") == 5
         second.stdout.fnmatch_lines(
             [
                 "*(reusable server *), ready in *",
@@ -88,10 +93,12 @@ def test_a_reused_server_reuses_the_template_until_a_migration_changes(
 
         migration = users_app / "migrations" / "versions" / "0001_create_users.py"
         migration.write_text(migration.read_text() + "\n# touched\n")
-        third = pytester.runpytest_subprocess("--pg-reuse")
-        third.assert_outcomes(passed=2)
+        third = pytester.runpytest_subprocess(*args)
+        third.assert_outcomes(passed=7)
         third.stdout.fnmatch_lines(["postgresql: template built: * in *"])
         assert digest not in third.stdout.str()
+        assert third.stdout.str().count("PASSED for ") == 5
+        assert ", cached" not in third.stdout.str()
     finally:
         pgsandbox(pytester, "stop").stdout.fnmatch_lines(["stopped *"])
     assert leftovers(runtime) == []
@@ -286,7 +293,7 @@ def test_a_migration_that_raises_names_its_file(
     result.stdout.fnmatch_lines(
         [
             "*pgsandbox: the template could not be built.*",
-            "*alembic:alembic.ini: alembic upgrade head failed: ProgrammingError: *syntax error*",
+            "*alembic:alembic.ini: alembic upgrade heads failed: ProgrammingError: *syntax error*",
             "*in *0003_broken.py:7*",
         ]
     )

@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     from pytest_pgsandbox._engine.isolation.reset import ResetDatabase
     from pytest_pgsandbox._engine.isolation.transaction import TransactionIsolation
     from pytest_pgsandbox._engine.servers.roles import TestRole
+    from pytest_pgsandbox._engine.templates.migration_cache import Result
+    from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
     from pytest_pgsandbox._engine.templates.template import PgTemplate
     from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
@@ -89,6 +91,9 @@ class Sandbox:
         self._scenario_templates: dict[tuple[str | None, str], PgTemplate] = {}
         self._scenario_errors: dict[tuple[str | None, str], PgSandboxError] = {}
         self.scenario_failed_in: dict[str, str] = {}  # scenario -> the first test it failed
+        self._checks: dict[tuple[str, str], Result] = {}  # (source, check) -> its result
+        self._checks_cache: Path | None = None
+        self._migration_dbs = 0
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.templates.template import Source
@@ -335,6 +340,86 @@ class Sandbox:
             raise
         self._scenario_templates[key] = found
         return found
+
+    def prepare_migration_checks(self) -> Path:
+        """Where migration check results are kept; importing what the checks need now, so
+        that a check answered from the cache costs a file read."""
+        if self._checks_cache is None:
+            from pytest_pgsandbox._engine.servers import places
+            from pytest_pgsandbox._engine.templates import migration_cache  # noqa: F401
+
+            s = self.settings
+            runtime = places.runtime_dir(s.runtime_dir, s.tmpfs)
+            self._checks_cache = places.cache_dir(s.cache_dir, runtime)
+        return self._checks_cache
+
+    def migration_check(self, source: str, check: str, wanted: tuple[str, ...]) -> Result:
+        """The result of migration check ``check`` of the Alembic source ``source``
+        (``alembic:PATH``): the first call runs (or reads from the cache) all ``wanted``."""
+        key = (source, check)
+        found = self._checks.get(key)
+        if found is not None:
+            return found
+        from pytest_pgsandbox._engine.templates.migration_cache import run_checks
+
+        server = self.ensure_server()
+        template = self.template
+        if template is None:  # pragma: no cover - an alembic source makes a template
+            raise ServerError(f"{source}: no template was built for it")
+        if self.place is not None and check != "single_head":
+            raise ServerError(
+                f"{source}: the migration checks walk the history in a database of their own, "
+                f"and the role {server.admin.user!r} may not create databases on this server. "
+                "Run them on a local server (unset url for that run), or grant CREATEDB."
+            )
+        s = self.settings
+        spec = self.spec()
+        src = next(x for x in spec.schema if str(x) == source)
+        results = run_checks(
+            server.admin,
+            spec,
+            src,
+            template.fingerprint,
+            wanted,
+            self.prepare_migration_checks(),
+            self.run_id,
+            self.worker,
+            s.migrations_timeout,
+            s.start_timeout,
+            s.url_env,
+        )
+        for name, result in results.items():
+            self._checks[(source, name)] = result
+        return results[check]
+
+    def migration_database(self) -> MigrationDatabase:
+        """A new database at the base of the (first) Alembic history of the schema setting,
+        for a test to move through it; the caller closes it (which drops it)."""
+        from pytest_pgsandbox._engine.templates import alembic_source
+        from pytest_pgsandbox._engine.templates.migration_cache import base_database
+        from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
+
+        spec = self.spec()
+        src = next((x for x in spec.schema if x.kind == "alembic"), None)
+        if src is None:
+            raise ServerError(
+                "pg_migrations moves a database through an Alembic history, and the schema "
+                "setting has no alembic: source (pg_schema = alembic:alembic.ini)."
+            )
+        server = self.ensure_server()
+        if self.place is not None:
+            raise ServerError(
+                f"pg_migrations needs a database of its own, and the role {server.admin.user!r} "
+                "may not create databases on this server; grant it CREATEDB."
+            )
+        s = self.settings
+        self._migration_dbs += 1
+        name = database_name("mdata", self.run_id, self.worker, str(self._migration_dbs))
+        files = alembic_source.locate(spec.path(src.target), str(src))
+        info = base_database(
+            server.admin, spec, src, name, self.run_id, self.worker, s.start_timeout, s.url_env
+        )
+        return MigrationDatabase(server.admin, info, files, str(src), s.start_timeout, s.url_env)
 
     def _admin(self, server: PgServer) -> psycopg.Connection[TupleRow]:
         return connect(server.admin, timeout=self.settings.start_timeout)

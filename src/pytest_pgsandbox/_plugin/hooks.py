@@ -22,6 +22,7 @@ from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox._plugin import migrations
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
@@ -41,6 +42,7 @@ pytest_plugins = [
     "pytest_pgsandbox._plugin.fixtures",
     "pytest_pgsandbox._plugin.async_fixtures",
     "pytest_pgsandbox._plugin.pgsql_fixtures",
+    "pytest_pgsandbox._plugin.migrations",
     "pytest_pgsandbox.factories",
     "pytest_pgsandbox.aws",
 ]
@@ -48,7 +50,7 @@ pytest_plugins = [
 
 # Fixtures that need the server: when a selected test uses one, the server starts right
 # after collection (so its start-up is reported once, up front) instead of inside a test.
-SERVER_FIXTURES = frozenset({"pg_server", "pg_template"})
+SERVER_FIXTURES = frozenset({"pg_server", "pg_template", "pg_migrations"})
 COMPAT_PLUGIN = "pgsandbox-postgresql"  # pytest-postgresql's default fixtures, when asked for
 
 
@@ -212,6 +214,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for name, _value, source in settings.non_default():
         lines.append(f"pgsandbox: {name}={settings.shown(name)} (from {source})")
     lines.extend(_postgresql_fixtures_lines(config, settings))
+    if settings.check_migrations and not any(kind == "alembic" for kind, _ in settings.schema):
+        lines.append(
+            "pgsandbox: check_migrations is on, and the schema setting has no alembic: "
+            "source: there is no history to check"
+        )
     return lines
 
 
@@ -270,16 +277,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """The migration checks (check_migrations), first: before -k and --deselect apply."""
+    migrations.add_items(session, items)
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] | None:
+    return migrations.report_status(report)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     add_database_to_engine_tests(session.items)
+    migrations.selected(session.items)
     if config.option.collectonly:
         return
     sandbox = config.stash[SANDBOX_KEY]
     compat = _postgresql_wishes(session, sandbox)
     if not compat and not any(
-        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
+        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        or isinstance(item, migrations.MigrationCheck)
+        for item in session.items
     ):
         return
     scenarios = _scenarios_of(session.items)

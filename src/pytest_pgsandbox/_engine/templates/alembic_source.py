@@ -141,7 +141,10 @@ def logging_left_alone() -> Iterator[None]:
 
 
 def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
-    """``alembic upgrade head`` into the database of ``info`` (``url``: its SQLAlchemy URL)."""
+    """``alembic upgrade heads`` into the database of ``info`` (``url``: its SQLAlchemy URL).
+
+    Every head: a history with two (that check_migrations reports) still builds.
+    """
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -149,14 +152,14 @@ def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     with only_to(info) as guard, logging_left_alone():
         try:
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
         except ForeignConnection as exc:
             raise TemplateError(f"{shown}: {exc}") from None
         except (Exception, SystemExit) as exc:
             if guard.refused is not None:
                 raise TemplateError(f"{shown}: {guard.refused}") from None
             raise TemplateError(
-                f"{shown}: alembic upgrade head failed: "
+                f"{shown}: alembic upgrade heads failed: "
                 f"{what(exc).removeprefix('raised ')}{_where(exc, files)}"
             ) from None
     if guard.refused is not None:  # the user's code caught the refusal
@@ -164,7 +167,7 @@ def upgrade(files: AlembicFiles, shown: str, info: ConnInfo, url: str) -> None:
     check_heads(
         set(ScriptDirectory.from_config(config).get_heads()),
         info,
-        f"{shown}: alembic upgrade head",
+        f"{shown}: alembic upgrade heads",
         "Check where env.py takes its URL from: it should use "
         'config.get_main_option("sqlalchemy.url"), which pgsandbox sets to the template\'s URL.',
     )

@@ -1,0 +1,261 @@
+"""check_migrations: the checks of an Alembic history as items, their cache, planted defects.
+
+Each project's env.py carries a token of its own, so its history (and the template's hash)
+is new to the shared cache: the first run really walks it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+CHECKS = ["single_head", "upgrade", "up_down", "downgrade_leaves_no_trace", "models_match"]
+
+ENV = """\
+# {token}
+import os
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+from app_models import Base
+
+with open(os.path.join(os.path.dirname(__file__), "..", "env_runs.txt"), "a") as f:
+    f.write("run\\n")
+config = context.config
+engine = engine_from_config(config.get_section(config.config_ini_section, {{}}),
+                            prefix="sqlalchemy.", poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=Base.metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+MODELS = """\
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id = sa.Column(sa.Integer, primary_key=True)
+    name = sa.Column(sa.Text, nullable=False)
+    email = sa.Column(sa.Text, index=True)
+{extra}
+
+class Order(Base):
+    __tablename__ = "orders"
+    id = sa.Column(sa.Integer, primary_key=True)
+    user_id = sa.Column(sa.Integer, sa.ForeignKey("users.id"), nullable=False)
+    status = sa.Column(sa.Enum("new", "paid", name="order_status"), nullable=False)
+"""
+
+REVISION = '''\
+"""{doc}"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = {rev!r}
+down_revision = {down!r}
+
+
+def upgrade():
+{up}
+
+
+def downgrade():
+{down_body}
+'''
+
+USERS_UP = """\
+    op.create_table("users", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("name", sa.Text, nullable=False))"""
+EMAIL_UP = """\
+    op.add_column("users", sa.Column("email", sa.Text))
+    op.create_index("ix_users_email", "users", ["email"])"""
+EMAIL_DOWN = """\
+    op.drop_index("ix_users_email", "users")
+    op.drop_column("users", "email")"""
+ORDERS_UP = """\
+    op.create_table("orders", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+                    sa.Column("status", sa.Enum("new", "paid", name="order_status"),
+                              nullable=False))
+    op.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql "
+               "AS $$ BEGIN RETURN NEW; END $$")
+    op.execute("CREATE TRIGGER orders_touch BEFORE UPDATE ON orders "
+               "FOR EACH ROW EXECUTE FUNCTION touch()")"""
+ORDERS_DOWN = """\
+    op.drop_table("orders")
+    op.execute("DROP FUNCTION touch()")
+    op.execute("DROP TYPE order_status")"""
+
+GOOD = [
+    ("0001", None, "create users", USERS_UP, '    op.drop_table("users")'),
+    ("0002", "0001", "add email", EMAIL_UP, EMAIL_DOWN),
+    ("0003", "0002", "create orders", ORDERS_UP, ORDERS_DOWN),
+]
+
+CONFTEST = """
+import json, os
+
+def pytest_runtest_logreport(report):
+    if report.nodeid.startswith("alembic:"):
+        with open(os.path.join(os.path.dirname(__file__), "durations.jsonl"), "a") as f:
+            f.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
+"""
+
+
+def make_project(
+    pytester: pytest.Pytester,
+    revisions: list[tuple[str, str | None, str, str, str]],
+    extra_model: str = "",
+) -> Path:
+    root = pytester.path
+    versions = root / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (root / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/migrations\nsqlalchemy.url = postgresql://\n"
+    )
+    (root / "migrations" / "env.py").write_text(ENV.format(token=uuid.uuid4().hex))
+    (root / "app_models.py").write_text(MODELS.format(extra=extra_model))
+    for rev, down, doc, up, down_body in revisions:
+        (versions / f"{rev}_step.py").write_text(
+            REVISION.format(doc=doc, rev=rev, down=down, up=up, down_body=down_body)
+        )
+    pytester.makeini(
+        "[pytest]\npythonpath = .\npg_schema = alembic:alembic.ini\npg_check_migrations = true\n"
+    )
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_app="def test_users(pg):\n    pg.execute('SELECT 1 FROM users')\n")
+    return root
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, str]:
+    """check -> its verbose status word(s), from ``-v`` output."""
+    found = {}
+    for line in result.outlines:
+        for check in CHECKS:
+            if line.startswith(f"alembic:alembic.ini::{check} ") and check not in found:
+                word = line.split(f"::{check} ", 1)[1]
+                found[check] = re.sub(r"\s*\[\s*\d+%\]\s*$", "", word).strip()
+    return found
+
+
+DATA_TEST = """
+def test_rows_through_a_migration(pg_migrations):
+    pg_migrations.upgrade("0001")
+    pg_migrations.execute("INSERT INTO users (name) VALUES ('Alice Chen')")
+    pg_migrations.upgrade("0002")
+    assert pg_migrations.execute("SELECT name, email FROM users").fetchall() == [
+        ("Alice Chen", None)
+    ]
+    pg_migrations.downgrade("0001")
+    assert pg_migrations.current() == {"0001"}
+    assert pg_migrations.execute("SELECT count(*) FROM users").fetchone() == (1,)
+"""
+
+
+def test_checks_pass_then_come_from_the_cache_once_per_run_under_xdist(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    root = make_project(pytester, GOOD)
+    pytester.makepyfile(test_data=DATA_TEST)
+    first = pytester.runpytest_subprocess("-v", "-n", "2", "-p", "no:randomly")
+    first.assert_outcomes(passed=7)
+    # env.py ran twice for the template's build and the one walk (not one per worker), and
+    # three times for the data test's upgrades and downgrade.
+    assert (root / "env_runs.txt").read_text().count("run") == 5
+    (root / "test_data.py").unlink()
+    first.stdout.re_match_lines([r".*PASSED for [0-9a-f]{12} alembic:alembic.ini::up_down"])
+    assert ", cached" not in first.stdout.str()
+
+    (root / "durations.jsonl").unlink()
+    second = pytester.runpytest_subprocess("-v")
+    second.assert_outcomes(passed=6)
+    status = outcomes(second)
+    assert set(status) == set(CHECKS)
+    assert all(s.startswith("PASSED for ") and s.endswith(", cached") for s in status.values())
+    assert (root / "env_runs.txt").read_text().count("run") == 5  # not even a build
+    lines = (root / "durations.jsonl").read_text().splitlines()
+    spent = sum(json.loads(line)[2] for line in lines)
+    assert spent < 0.5, f"cached checks took {spent * 1000:.0f} ms"
+
+    # One migration changed: the checks run again (for the new hash), -k selects them.
+    step = root / "migrations" / "versions" / "0002_step.py"
+    step.write_text(step.read_text() + "# reviewed\n")
+    third = pytester.runpytest_subprocess("-v", "-k", "not models_match")
+    third.assert_outcomes(passed=5, deselected=1)
+    status = outcomes(third)
+    assert "models_match" not in status
+    assert all(s.startswith("PASSED for ") and "cached" not in s for s in status.values())
+    assert (root / "env_runs.txt").read_text().count("run") == 7
+
+
+def test_two_heads_and_traces_fail_only_their_checks(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    # Two branches from 0001, whose downgrades each leave something behind.
+    revisions = [
+        GOOD[0],
+        ("0002", "0001", "add email", EMAIL_UP, '    op.drop_index("ix_users_email", "users")'),
+        ("0003", "0001", "create orders", ORDERS_UP, '    op.drop_table("orders")'),
+    ]
+    make_project(pytester, revisions)
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=4, failed=2)
+    status = outcomes(result)
+    failing = {"single_head", "downgrade_leaves_no_trace"}
+    assert {c for c in CHECKS if status[c] == "FAILED"} == failing
+    assert all(status[c].startswith("PASSED for ") for c in CHECKS if c not in failing)
+    result.stdout.fnmatch_lines(
+        [
+            "alembic:alembic.ini: the history has 2 heads, where one is expected:",
+            "  0002 (add email) in *0002_step.py, after 0001",
+            "  0003 (create orders) in *0003_step.py, after 0001",
+            '*alembic merge -m "merge heads" heads*',
+        ]
+    )
+    text = result.stdout.str()
+    traces = {}
+    for part in text.split("after the downgrade of ")[1:]:
+        traces[part[:4]] = part.split("\n_")[0].split("\n=")[0]
+    assert set(traces) == {"0002", "0003"}
+    assert "+ function public.touch()" in traces["0003"]
+    assert "+ type public.order_status: e new,paid" in traces["0003"]
+    assert "email" not in traces["0003"]
+    assert "+ column public.users.email: text" in traces["0002"]
+    assert "index" not in traces["0002"]  # dropped by the downgrade: no trace
+
+
+def test_failing_downgrade_and_missing_model_column_fail_their_checks(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    revisions = [
+        GOOD[0],
+        ("0002", "0001", "add email", EMAIL_UP, '    op.drop_column("users", "e_mail")'),
+        GOOD[2],
+    ]
+    make_project(pytester, revisions, extra_model="    nickname = sa.Column(sa.String(40))\n")
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=3, failed=2, skipped=1)
+    status = outcomes(result)
+    assert status["up_down"] == "FAILED"
+    assert status["models_match"] == "FAILED"
+    assert status["downgrade_leaves_no_trace"].startswith("SKIPPED")
+    assert status["upgrade"].startswith("PASSED")
+    result.stdout.fnmatch_lines(
+        [
+            "alembic:alembic.ini: the downgrade of 0002 (add email) in *0002_step.py failed: "
+            '*column "e_mail" of relation "users" does not exist*',
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["  column users.nickname (VARCHAR(40)): in the models, not made by the migrations"]
+    )
