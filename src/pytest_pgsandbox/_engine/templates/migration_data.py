@@ -17,7 +17,7 @@ import psycopg
 from pytest_pgsandbox._engine.templates import migration_cache
 from pytest_pgsandbox._engine.templates.alembic_source import AlembicFiles
 from pytest_pgsandbox._engine.templates.alembic_source import _config
-from pytest_pgsandbox._engine.templates.alembic_source import _logging_left_alone
+from pytest_pgsandbox._engine.templates.alembic_source import logging_left_alone
 from pytest_pgsandbox._engine.templates.alembic_source import what
 from pytest_pgsandbox._engine.templates.guard import only_to
 from pytest_pgsandbox._engine.templates.migrations import _env_url
@@ -80,7 +80,7 @@ class MigrationDatabase:
 
         config = _config(self.files, None, None)
         config.set_main_option("sqlalchemy.url", sqlalchemy_url(self.info).replace("%", "%%"))
-        with only_to(self.info) as guard, _logging_left_alone(), _env_url(self.url_env, self.info):
+        with only_to(self.info) as guard, logging_left_alone(), _env_url(self.url_env, self.info):
             try:
                 getattr(command, name)(config, revision)
             except (Exception, SystemExit) as exc:

@@ -36,7 +36,7 @@ from typing import Any
 
 from pytest_pgsandbox._engine.templates.alembic_source import AlembicFiles
 from pytest_pgsandbox._engine.templates.alembic_source import _config
-from pytest_pgsandbox._engine.templates.alembic_source import _logging_left_alone
+from pytest_pgsandbox._engine.templates.alembic_source import logging_left_alone
 from pytest_pgsandbox._engine.templates.alembic_source import what
 from pytest_pgsandbox._engine.templates.catalog import objects
 from pytest_pgsandbox._engine.templates.guard import only_to
@@ -332,7 +332,7 @@ def walk(
     if not state.wanted:
         return {}
     error: str | None = None
-    with only_to(info) as guard, _logging_left_alone(), _env_url(url_env, info):
+    with only_to(info) as guard, logging_left_alone(), _env_url(url_env, info):
         try:
             with EnvironmentContext(config, script, fn=state.plan, destination_rev="heads"):
                 script.run_env()
