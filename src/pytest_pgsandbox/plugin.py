@@ -7,6 +7,7 @@ from pytest_pgsandbox._plugin.hooks import pytest_cmdline_main
 from pytest_pgsandbox._plugin.hooks import pytest_collection_finish
 from pytest_pgsandbox._plugin.hooks import pytest_configure
 from pytest_pgsandbox._plugin.hooks import pytest_configure_node
+from pytest_pgsandbox._plugin.hooks import pytest_load_initial_conftests
 from pytest_pgsandbox._plugin.hooks import pytest_plugins
 from pytest_pgsandbox._plugin.hooks import pytest_report_header
 from pytest_pgsandbox._plugin.hooks import pytest_runtest_makereport
@@ -20,6 +21,7 @@ __all__ = [
     "pytest_collection_finish",
     "pytest_configure",
     "pytest_configure_node",
+    "pytest_load_initial_conftests",
     "pytest_plugins",
     "pytest_report_header",
     "pytest_runtest_makereport",

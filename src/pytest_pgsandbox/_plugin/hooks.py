@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,8 +106,9 @@ def _ini_values(config: pytest.Config) -> dict[str, str | Sequence[str] | None]:
     return values
 
 
-def settings_from_config(config: pytest.Config) -> Settings:
-    flags = {s.name: getattr(config.option, _dest(s), None) for s in SETTINGS}
+def settings_from_config(config: pytest.Config, early: bool = False) -> Settings:
+    options = config.known_args_namespace if early else config.option
+    flags = {s.name: getattr(options, _dest(s), None) for s in SETTINGS}
     ini_file = config.inipath.name if config.inipath else "the ini file"
     try:
         return resolve(flags, os.environ, _ini_values(config), ini_file)
@@ -114,10 +116,69 @@ def settings_from_config(config: pytest.Config) -> Settings:
         raise pytest.UsageError(str(exc)) from None
 
 
+EARLY_RUN = "_PGSANDBOX_EARLY_RUN"  # from an xdist controller to its workers: "uid:pid"
+
+
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """With the env setting, start the server and set its variables before any
+    ``conftest.py`` is imported: modules they import read their settings at import time.
+
+    Under xdist the controller starts the run's shared server (the workers attach to it) and
+    every process, the controller too, sets the variables (each worker for its own database).
+    """
+    config = early_config
+    if getattr(config.known_args_namespace, "pg_info", False):
+        return
+    settings = settings_from_config(config, early=True)
+    if not settings.env:
+        return
+    inherited = os.environ.get(EARLY_RUN, "")
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
+    run = ""
+    try:
+        if inherited and uid and inherited.startswith(uid + ":"):  # a worker of that controller
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+            xdist = XdistRun(uid, int(inherited.rpartition(":")[2]))
+            sandbox = Sandbox(settings, uid[:8], worker, base=config.rootpath, xdist=xdist)
+            found = sandbox.open_early()
+        else:
+            numprocesses = getattr(config.known_args_namespace, "numprocesses", None)
+            if numprocesses and config.pluginmanager.has_plugin("xdist"):  # the controller
+                run = getattr(config.known_args_namespace, "testrunuid", None) or uuid.uuid4().hex
+            sandbox = Sandbox(settings, run[:8] or new_run_id(), base=config.rootpath)
+            found = sandbox.open_early(run or None, os.getpid() if run else None)
+    except PgSandboxError as exc:
+        raise pytest.UsageError(
+            "pgsandbox: the env setting needs the server before conftest.py files are "
+            f"imported, and it could not be had.\n{mask(str(exc))}"
+        ) from None
+    atexit.register(sandbox.close)
+    if run:
+        found = {**found, EARLY_RUN: f"{run}:{os.getpid()}"}
+        config.stash[EARLY_RUN_KEY] = run
+    config.stash[ENV_SAVED_KEY] = {name: os.environ.get(name) for name in found}
+    os.environ.update(found)
+    config.stash[SANDBOX_KEY] = sandbox
+
+
+EARLY_RUN_KEY = pytest.StashKey[str]()  # the xdist run id the controller chose early
+ENV_SAVED_KEY = pytest.StashKey[dict[str, str | None]]()  # what the env setting replaced
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from_config(config)
     config.stash[SETTINGS_KEY] = settings
+    early = config.stash.get(SANDBOX_KEY, None)
+    if early is not None:  # started before conftest.py files were imported (env setting)
+        run = config.stash.get(EARLY_RUN_KEY, None)
+        if run is not None and getattr(config.option, "testrunuid", None) is None:
+            config.option.testrunuid = run  # the workers' run is the server's
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is not None and workerinput.get("pgsandbox_secret"):
+            early.secret = workerinput["pgsandbox_secret"]
+        _register(config, settings, early)
+        return
     workerinput = getattr(config, "workerinput", None)
     xdist = None
     secret = None
@@ -130,6 +191,10 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         run_id, worker = new_run_id(), "main"
     sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist, secret=secret)
+    _register(config, settings, sandbox)
+
+
+def _register(config: pytest.Config, settings: Settings, sandbox: Sandbox) -> None:
     config.addinivalue_line(
         "markers",
         'pg(isolation="transaction"|"clone"|"reset", scenario="NAME"): how the pg fixture '
@@ -143,6 +208,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(compat, COMPAT_PLUGIN)
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
     # at least a normal interpreter exit stops the server.
+    atexit.unregister(sandbox.close)  # registered once
     atexit.register(sandbox.close)
 
 
@@ -160,6 +226,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if sandbox is None:
         return
     atexit.unregister(sandbox.close)
+    for name, before in config.stash.get(ENV_SAVED_KEY, {}).items():
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
     server = sandbox.server
     try:
         sandbox.close()
@@ -204,12 +275,15 @@ def _postgres_line(settings: Settings) -> str:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     sandbox = config.stash[SANDBOX_KEY]
-    if sandbox.server is not None:
-        lines = [f"postgresql: {sandbox.server.describe()}"]
+    if sandbox.opened is not None:
+        lines = [f"postgresql: {sandbox.opened.describe()}"]
     else:
         lines = [_postgres_line(settings)]
     for name, _value, source in settings.non_default():
         lines.append(f"pgsandbox: {name}={settings.shown(name)} (from {source})")
+    if sandbox.env_shown:
+        shown = " ".join(f"{name}={value}" for name, value in sandbox.env_shown.items())
+        lines.append(f"pgsandbox: environment set for the session: {shown}")
     lines.extend(_postgresql_fixtures_lines(config, settings))
     return lines
 
@@ -274,8 +348,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     sandbox = config.stash[SANDBOX_KEY]
     compat = _postgresql_wishes(session, sandbox)
-    if not compat and not any(
-        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
+    if (
+        not compat
+        and not sandbox.settings.env
+        and not any(
+            SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            for item in session.items
+        )
     ):
         return
     scenarios = _scenarios_of(session.items)
@@ -284,6 +363,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # runs, with one message: not the same failure in every test that needs it.
     try:
         sandbox.ensure_server()
+        sandbox.prepare_env_database()  # applications configured by env reach it
     except TemplateError as exc:
         _stop_session(session, f"pgsandbox: the template could not be built.\n{mask(str(exc))}")
         return
