@@ -123,6 +123,11 @@ class Sandbox:
         )
 
     @property
+    def project(self) -> str:
+        """The project this session belongs to (reusable servers are kept per project)."""
+        return str(self.base.resolve())
+
+    @property
     def opened(self) -> PgServer | None:
         """The server, once started (or only started so far, for the env setting)."""
         return self.server or self._early
@@ -169,6 +174,7 @@ class Sandbox:
                 settings,
                 run=run or (xdist.run_id if xdist else None),
                 owner_pid=owner_pid or (xdist.controller_pid if xdist else None),
+                project=self.project,
             )
         except PgSandboxError as exc:
             self.error = exc
@@ -217,6 +223,7 @@ class Sandbox:
                 run=xdist.run_id if xdist else None,
                 owner_pid=xdist.controller_pid if xdist else None,
                 prebuild=None if spec.empty else Prebuild(digest, build),
+                project=self.project,
             )
         except PgSandboxError as exc:
             self.error = exc

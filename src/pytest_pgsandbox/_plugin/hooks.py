@@ -277,6 +277,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     sandbox = config.stash[SANDBOX_KEY]
     if sandbox.opened is not None:
         lines = [f"postgresql: {sandbox.opened.describe()}"]
+        attached = getattr(sandbox.opened, "attached", "")
+        if attached:
+            lines.append(f"postgresql: attached to the {attached}")
     else:
         lines = [_postgres_line(settings)]
     for name, _value, source in settings.non_default():
@@ -383,6 +386,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     for note in getattr(server, "notes", ()):  # what changed how it runs: said even with -q
         reporter.write_line(f"postgresql: {note}")
+    attached = getattr(server, "attached", "")
+    if attached:  # a server this run did not start: said even with -q
+        reporter.write_line(f"postgresql: attached to the {attached}")
     if config.get_verbosity() < 0:
         return
     cache_note = ""
