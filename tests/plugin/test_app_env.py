@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_pgsandbox._engine.servers import janitor
+
 CONFIG = """
 from pydantic_settings import BaseSettings
 
@@ -129,3 +131,4 @@ def test_an_app_configured_by_environment(
     assert len(workers_urls) == len(seen)
     assert "environment set for the session: DATABASE_URL=postgresql+psycopg://" in output
     assert "POSTGRES_PASSWORD=***" in output
+    assert janitor.records(runtime) == []  # the server started early is stopped too

@@ -127,7 +127,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     every process, the controller too, sets the variables (each worker for its own database).
     """
     config = early_config
-    if getattr(config.known_args_namespace, "pg_info", False):
+    known = config.known_args_namespace
+    if any(getattr(known, name, False) for name in ("pg_info", "help", "version")):
         return
     settings = settings_from_config(config, early=True)
     if not settings.env:
