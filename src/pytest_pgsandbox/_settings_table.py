@@ -195,6 +195,15 @@ def _conf_item(raw: str) -> tuple[str, str]:
     return key, value.strip()
 
 
+def _server_name(raw: str) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not text.replace("-", "a").replace("_", "a").isalnum():
+        raise Invalid
+    return text
+
+
 def _env_item(raw: str) -> tuple[str, str]:
     from pytest_pgsandbox._engine.appenv import PLACEHOLDERS
     from pytest_pgsandbox._engine.appenv import placeholders_of
@@ -421,6 +430,15 @@ SETTINGS: tuple[Setting, ...] = (
         "again next time (pgsandbox stop ends it); with server=docker, the container "
         "(pgsandbox gc --all removes it).",
         is_flag=True,
+    ),
+    Setting(
+        "attach",
+        _server_name,
+        None,
+        "the name of a running reusable server, as pgsandbox status lists it",
+        "Use this reusable local server (from pgsandbox start), whichever project it was "
+        "started for; without it a run uses only its own project's.",
+        metavar="NAME",
     ),
     Setting(
         "isolation",

@@ -73,6 +73,7 @@ class Settings:
     role: str | None = None
     role_per_worker: bool = False
     reuse: bool = False
+    attach: str | None = None
     isolation: IsolationKind = "transaction"
     driver: DriverKind = "psycopg"
     clone_pool: int = 2

@@ -60,10 +60,15 @@ def test_runs_attach_only_to_their_own_projects_server(
         assert "attached to" not in reused.stdout.str()
         projects = sorted(r.project or "" for r in janitor.records(runtime) if r.reusable)
         assert projects == sorted([str(a.resolve()), str(b.resolve())])
-        # ... but does when it is named: an existing server, given by its URL.
-        named = _run(pytester, "--pg-url", url)
+        # ... but does when it is named (attach), and says so.
+        named = _run(pytester, "--pg-attach", rec.name)
         named.assert_outcomes(passed=1)
-        named.stdout.fnmatch_lines(["postgresql: PostgreSQL * at postgresql://postgres:***@*"])
+        named.stdout.fnmatch_lines(
+            [
+                f"postgresql: attached to the reusable server {rec.name} (started by pgsandbox "
+                f"start for {a.resolve()}), named by attach"
+            ]
+        )
         assert url.split(":")[2].split("@")[0] not in named.stdout.str()
     finally:
         monkeypatch.chdir(a)

@@ -417,7 +417,7 @@ def _postgresql_wishes(session: pytest.Session, sandbox: Sandbox) -> bool:
     from pytest_pgsandbox.postgresql import _wishes
 
     used = _wishes.used_proc_fixtures(session.items)
-    if not used or sandbox.server is not None:
+    if not used or sandbox.opened is not None:
         return bool(used)
     wishes = _wishes.collect(used, postgresql_config.read(session.config), sandbox.settings)
     sandbox.settings = wishes.apply(sandbox.settings)

@@ -260,6 +260,27 @@ def reusable_server(
         ) from None
 
 
+def named_server(settings: Settings) -> ExternalServer:
+    """The running reusable server the attach setting names, whoever it was started for."""
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
+    for rec in janitor.records(runtime):
+        if rec.name == settings.attach and rec.reusable and rec.ready and janitor.is_alive(rec):
+            server = ExternalServer(
+                rec.admin(),
+                f"reusable server {rec.name}",
+                settings.start_timeout,
+                folder=rec.folder,
+            )
+            server.attached = f"{rec.describe_reusable()}, named by attach"
+            server.start()
+            return server
+    raise ServerUnreachable(
+        f"no reusable server named {settings.attach!r} is running in {runtime} (attach from "
+        f"{settings.source('attach')}). pgsandbox status lists the running ones; start one "
+        "with pgsandbox start, or unset attach."
+    )
+
+
 def external_url(settings: Settings) -> tuple[ConnInfo, str]:
     """The existing server's connection info, and where it came from."""
     if settings.url:
@@ -353,6 +374,8 @@ def open_server(
                 f"container (server=docker; here: {problem})"
             ) from None
         return _docker(settings, run, owner_pid)
+    if settings.attach:
+        return named_server(settings)
     if settings.reuse:
         return reusable_server(settings, binaries, prebuild, project)
     if settings.source("reuse") == "default":  # not turned off: this project's, if it runs
