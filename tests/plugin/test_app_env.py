@@ -52,7 +52,7 @@ from app.db import engine  # imported with conftest.py: the variables are set al
 
 
 def pytest_sessionfinish(session):
-    where = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    where = getattr(session.config, "workerinput", {}).get("workerid", "main")
     with open(f"seen-{where}.json", "w") as out:
         json.dump({"password": os.environ["POSTGRES_PASSWORD"], "url": str(engine.url)}, out)
 """
