@@ -1,13 +1,14 @@
-"""The pytest entry point (``pytest11``: ``pgsandbox``); the hooks live in ``_plugin.hooks``."""
+"""The pytest entry point (``pytest11``: ``pgsandbox``); the hooks live in ``_plugin.hooks``
+(and ``_plugin.early``)."""
 
 from __future__ import annotations
 
+from pytest_pgsandbox._plugin.early import pytest_load_initial_conftests
 from pytest_pgsandbox._plugin.hooks import pytest_addoption
 from pytest_pgsandbox._plugin.hooks import pytest_cmdline_main
 from pytest_pgsandbox._plugin.hooks import pytest_collection_finish
 from pytest_pgsandbox._plugin.hooks import pytest_configure
 from pytest_pgsandbox._plugin.hooks import pytest_configure_node
-from pytest_pgsandbox._plugin.hooks import pytest_load_initial_conftests
 from pytest_pgsandbox._plugin.hooks import pytest_plugins
 from pytest_pgsandbox._plugin.hooks import pytest_report_header
 from pytest_pgsandbox._plugin.hooks import pytest_runtest_makereport

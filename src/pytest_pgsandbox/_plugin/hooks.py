@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,8 @@ from pytest_pgsandbox._engine.sandbox import XdistRun
 from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
+from pytest_pgsandbox._plugin.keys import EARLY_RUN_KEY
+from pytest_pgsandbox._plugin.keys import ENV_SAVED_KEY
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
@@ -114,56 +115,6 @@ def settings_from_config(config: pytest.Config, early: bool = False) -> Settings
         return resolve(flags, os.environ, _ini_values(config), ini_file)
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
-
-
-EARLY_RUN = "_PGSANDBOX_EARLY_RUN"  # from an xdist controller to its workers: "uid:pid"
-
-
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """With the env setting, start the server and set its variables before any
-    ``conftest.py`` is imported: modules they import read their settings at import time.
-
-    Under xdist the controller starts the run's shared server (the workers attach to it) and
-    every process, the controller too, sets the variables (each worker for its own database).
-    """
-    config = early_config
-    known = config.known_args_namespace
-    if any(getattr(known, name, False) for name in ("pg_info", "help", "version")):
-        return
-    settings = settings_from_config(config, early=True)
-    if not settings.env:
-        return
-    inherited = os.environ.get(EARLY_RUN, "")
-    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
-    run = ""
-    try:
-        if inherited and uid and inherited.startswith(uid + ":"):  # a worker of that controller
-            worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-            xdist = XdistRun(uid, int(inherited.rpartition(":")[2]))
-            sandbox = Sandbox(settings, uid[:8], worker, base=config.rootpath, xdist=xdist)
-            found = sandbox.open_early()
-        else:
-            numprocesses = getattr(config.known_args_namespace, "numprocesses", None)
-            if numprocesses and config.pluginmanager.has_plugin("xdist"):  # the controller
-                run = getattr(config.known_args_namespace, "testrunuid", None) or uuid.uuid4().hex
-            sandbox = Sandbox(settings, run[:8] or new_run_id(), base=config.rootpath)
-            found = sandbox.open_early(run or None, os.getpid() if run else None)
-    except PgSandboxError as exc:
-        raise pytest.UsageError(
-            "pgsandbox: the env setting needs the server before conftest.py files are "
-            f"imported, and it could not be had.\n{mask(str(exc))}"
-        ) from None
-    atexit.register(sandbox.close)
-    if run:
-        found = {**found, EARLY_RUN: f"{run}:{os.getpid()}"}
-        config.stash[EARLY_RUN_KEY] = run
-    config.stash[ENV_SAVED_KEY] = {name: os.environ.get(name) for name in found}
-    os.environ.update(found)
-    config.stash[SANDBOX_KEY] = sandbox
-
-
-EARLY_RUN_KEY = pytest.StashKey[str]()  # the xdist run id the controller chose early
-ENV_SAVED_KEY = pytest.StashKey[dict[str, str | None]]()  # what the env setting replaced
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -388,7 +339,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for note in getattr(server, "notes", ()):  # what changed how it runs: said even with -q
         reporter.write_line(f"postgresql: {note}")
     attached = getattr(server, "attached", "")
-    if attached:  # a server this run did not start: said even with -q
+    said = sandbox.env_shown and config.get_verbosity() >= 0  # in the header already
+    if attached and not said:  # a server this run did not start: said even with -q
         reporter.write_line(f"postgresql: attached to the {attached}")
     if config.get_verbosity() < 0:
         return
