@@ -181,6 +181,8 @@ class Sandbox:
             raise
         self.early_seconds = time.monotonic() - began
         info = self._early.admin.for_db(self.env_database)
+        if not getattr(self._early, "may_create_databases", True):
+            info = self._early.admin  # the tests will run in the URL's database, in place
         self.env = appenv.render(settings.env, info)
         self.env_shown = appenv.render(settings.env, info, masked=True)
         return self.env
