@@ -33,46 +33,39 @@ def test_runs_attach_only_to_their_own_projects_server(
     monkeypatch.chdir(a)
     started = pgsandbox(pytester, "start")
     assert started.ret == 0, started.stderr.str()
-    try:
-        (rec,) = janitor.records(runtime)
-        assert rec.project == str(a.resolve())
-        url = pgsandbox(pytester, "url", "--reveal-password").outlines[0]
+    (rec,) = janitor.records(runtime)  # the runtime fixture stops it afterwards
+    assert rec.project == str(a.resolve())
+    password = rec.admin().password or ""
+    # Project a's own run attaches to it, and says so (even with -q).
+    own = _run(pytester, "-q")
+    own.assert_outcomes(passed=1)
+    own.stdout.fnmatch_lines(
+        [
+            f"postgresql: attached to the reusable server {rec.name} (started by "
+            f"pgsandbox start for {a.resolve()})"
+        ]
+    )
+    # Reuse turned off: a private server, even in the server's own project.
+    private = _run(pytester, "--pg-no-reuse")
+    private.assert_outcomes(passed=1)
+    assert "attached to" not in private.stdout.str()
+    assert "local server (socket" in private.stdout.str()
 
-        # Project a's own run attaches to it, and says so (even with -q).
-        own = _run(pytester, "-q")
-        own.assert_outcomes(passed=1)
-        own.stdout.fnmatch_lines(
-            [
-                f"postgresql: attached to the reusable server {rec.name} (started by "
-                f"pgsandbox start for {a.resolve()})"
-            ]
-        )
-        # Reuse turned off: a private server, even in the server's own project.
-        private = _run(pytester, "--pg-no-reuse")
-        private.assert_outcomes(passed=1)
-        assert "attached to" not in private.stdout.str()
-        assert "local server (socket" in private.stdout.str()
-
-        # Project b does not use a's server (with reuse on, it starts one of its own)...
-        monkeypatch.chdir(b)
-        reused = _run(pytester, "--pg-reuse")
-        reused.assert_outcomes(passed=1)
-        assert "attached to" not in reused.stdout.str()
-        projects = sorted(r.project or "" for r in janitor.records(runtime) if r.reusable)
-        assert projects == sorted([str(a.resolve()), str(b.resolve())])
-        # ... but does when it is named (attach), and says so.
-        named = _run(pytester, "--pg-attach", rec.name)
-        named.assert_outcomes(passed=1)
-        named.stdout.fnmatch_lines(
-            [
-                f"postgresql: attached to the reusable server {rec.name} (started by pgsandbox "
-                f"start for {a.resolve()}), named by attach"
-            ]
-        )
-        assert url.split(":")[2].split("@")[0] not in named.stdout.str()
-    finally:
-        monkeypatch.chdir(a)
-        pgsandbox(pytester, "stop")
-        monkeypatch.chdir(b)
-        pgsandbox(pytester, "stop")
-    assert [r for r in janitor.records(runtime) if r.reusable] == []
+    # Project b does not use a's server (with reuse on, it starts one of its own)...
+    monkeypatch.chdir(b)
+    reused = _run(pytester, "--pg-reuse")
+    reused.assert_outcomes(passed=1)
+    assert "attached to" not in reused.stdout.str()
+    projects = sorted(r.project or "" for r in janitor.records(runtime) if r.reusable)
+    assert projects == sorted([str(a.resolve()), str(b.resolve())])
+    # ... but does when it is named (attach), and says so.
+    named = _run(pytester, "--pg-attach", rec.name)
+    named.assert_outcomes(passed=1)
+    named.stdout.fnmatch_lines(
+        [
+            f"postgresql: attached to the reusable server {rec.name} (started by pgsandbox "
+            f"start for {a.resolve()}), named by attach"
+        ]
+    )
+    assert password
+    assert password not in named.stdout.str() + named.stderr.str()
