@@ -386,14 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(p, ("server", "url", "url_command", "allow_hosts", "image", *local))
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("start", help="start a local server that test runs reuse")
+    p = sub.add_parser("start", help="start a local server that this project's test runs reuse")
     add_setting_flags(p, local)
     p.set_defaults(func=cmd_start)
 
     for name, func, text in (
-        ("stop", cmd_stop, "stop reusable local servers"),
+        ("stop", cmd_stop, "stop this project's reusable server (or the one --name names)"),
         ("status", cmd_status, "list local servers and whether they run"),
-        ("url", cmd_url, "print the URL of the reusable local server"),
+        ("url", cmd_url, "print the URL of this project's reusable server (or --name's)"),
     ):
         p = sub.add_parser(name, help=text)
         add_setting_flags(p, where)
