@@ -259,8 +259,14 @@ def _measure(
     app_url = dataclasses.replace(admin, user="bench_app", password=app_password).url()
     with psycopg.connect(admin.for_db("bench_savepoint").conninfo(), autocommit=True) as conn:
         conn.execute(schema_sql())
+    from pytest_pgsandbox._engine.servers import janitor
+
+    # Every project of the benchmark uses the one server started above (a reusable server
+    # is otherwise used only by runs of the project it was started for).
+    (started,) = [r for r in janitor.records(Path(env["PGSANDBOX_RUNTIME_DIR"])) if r.reusable]
     run_env = {
         **env,
+        "PGSANDBOX_ATTACH": started.name,
         "BENCH_HOST": admin.host or "",
         "BENCH_PORT": str(admin.port or 5432),
         "BENCH_USER": admin.user or "",

@@ -195,6 +195,31 @@ def _conf_item(raw: str) -> tuple[str, str]:
     return key, value.strip()
 
 
+def _server_name(raw: str) -> str | None:
+    text = raw.strip()
+    if not text:
+        return None
+    if not text.replace("-", "a").replace("_", "a").isalnum():
+        raise Invalid
+    return text
+
+
+def _env_item(raw: str) -> tuple[str, str]:
+    from pytest_pgsandbox._engine.appenv import PLACEHOLDERS
+    from pytest_pgsandbox._engine.appenv import placeholders_of
+
+    name, sep, template = raw.partition("=")
+    name = name.strip()
+    if not sep or _env_var_name(name) is None:
+        raise Invalid("write NAME=TEMPLATE")
+    try:
+        placeholders_of(template)
+    except ValueError as exc:
+        known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+        raise Invalid(f"{{{exc.args[0]}}} is not a placeholder; they are {known}") from None
+    return name, template.strip()
+
+
 @dataclass(frozen=True)
 class Setting:
     """One row of the settings table."""
@@ -408,6 +433,15 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "attach",
+        _server_name,
+        None,
+        "the name of a running reusable server, as pgsandbox status lists it",
+        "Use this reusable local server (from pgsandbox start), whichever project it was "
+        "started for; without it a run uses only its own project's.",
+        metavar="NAME",
+    ),
+    Setting(
         "isolation",
         _choice(*ISOLATIONS),
         "transaction",
@@ -504,6 +538,19 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds, more than 0 and at most 3600",
         "How long to wait for a server to start or answer before giving up.",
         metavar="SECONDS",
+    ),
+    Setting(
+        "env",
+        _env_item,
+        (),
+        "NAME=TEMPLATE with placeholders {host} {port} {user} {password} {dbname} {url} "
+        "{sync_url} {async_url}, e.g. DATABASE_URL={sync_url} (repeatable)",
+        "Set these environment variables from the test server's coordinates for the whole "
+        "session, before conftest.py files are imported (and to the template database while "
+        "the template is built), so an application that reads its settings at import time "
+        "reaches the test database. {dbname} is the session's database (an xdist worker's own).",
+        metavar="NAME=TEMPLATE",
+        repeatable=True,
     ),
     Setting(
         "url_env",

@@ -1,7 +1,9 @@
-"""The pytest entry point (``pytest11``: ``pgsandbox``); the hooks live in ``_plugin.hooks``."""
+"""The pytest entry point (``pytest11``: ``pgsandbox``); the hooks live in ``_plugin.hooks``
+(and ``_plugin.early``)."""
 
 from __future__ import annotations
 
+from pytest_pgsandbox._plugin.early import pytest_load_initial_conftests
 from pytest_pgsandbox._plugin.hooks import pytest_addoption
 from pytest_pgsandbox._plugin.hooks import pytest_cmdline_main
 from pytest_pgsandbox._plugin.hooks import pytest_collection_finish
@@ -23,6 +25,7 @@ __all__ = [
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_configure_node",
+    "pytest_load_initial_conftests",
     "pytest_plugins",
     "pytest_report_header",
     "pytest_report_teststatus",

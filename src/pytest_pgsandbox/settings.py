@@ -73,6 +73,7 @@ class Settings:
     role: str | None = None
     role_per_worker: bool = False
     reuse: bool = False
+    attach: str | None = None
     isolation: IsolationKind = "transaction"
     driver: DriverKind = "psycopg"
     clone_pool: int = 2
@@ -83,6 +84,7 @@ class Settings:
     tmpfs: bool = True
     pytest_postgresql: bool = False
     start_timeout: float = 60.0
+    env: tuple[tuple[str, str], ...] = ()
     url_env: str | None = None
     runtime_dir: Path | None = None
     cache_dir: Path | None = None
@@ -149,7 +151,7 @@ def show_value(name: str, value: object) -> str:
     if isinstance(value, tuple):
         if all(isinstance(item, str) for item in value):
             return ",".join(value)  # a comma list, as it is written
-        sep = "=" if name == "conf" else ":"
+        sep = "=" if name in ("conf", "env") else ":"
         return ", ".join(sep.join(str(part) for part in item) for item in value)
     return mask(str(value))
 

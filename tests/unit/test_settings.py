@@ -124,3 +124,27 @@ def test_role_names_are_refused_unless_plain_lower_case(bad: str) -> None:
 @pytest.mark.parametrize("good", ["app", "app_rw", "a" * 50, "  shop2  "])
 def test_role_names_that_are_taken(good: str) -> None:
     assert resolve({}, {"PGSANDBOX_ROLE": good}, {}).role == good.strip()
+
+
+def test_env_from_each_source_and_as_shown() -> None:
+    from pytest_pgsandbox._engine.appenv import render
+    from pytest_pgsandbox._engine.urls import ConnInfo
+
+    flag = resolve({"env": ["DATABASE_URL={sync_url}"]}, {}, {})
+    env = resolve({}, {"PGSANDBOX_ENV": "A={host} 'B=x {port}'"}, {})
+    ini = resolve({}, {}, {"env": ["PGHOST={host}", "PGPASSWORD={password}"]})
+    assert flag.env == (("DATABASE_URL", "{sync_url}"),)
+    assert env.env == (("A", "{host}"), ("B", "x {port}"))
+    assert ini.shown("env") == "PGHOST={host}, PGPASSWORD={password}"
+    info = ConnInfo("127.0.0.1", 5433, "app", "s3cret", "db1")
+    found = render(ini.env, info)
+    assert found == {"PGHOST": "127.0.0.1", "PGPASSWORD": "s3cret"}
+    shown = render((*ini.env, *flag.env, ("APP_PASSWORD", "s3cret")), info, masked=True)
+    assert "s3cret" not in str(shown)
+    assert shown["DATABASE_URL"] == "postgresql+psycopg://app:***@127.0.0.1:5433/db1"
+
+
+@pytest.mark.parametrize("bad", ["DATABASE_URL", "=x", "1A={url}", "A={nope}", "A={url!r}"])
+def test_env_items_must_be_name_and_known_placeholders(bad: str) -> None:
+    with pytest.raises(SettingError, match="pg_env"):
+        resolve({}, {}, {"env": [bad]})

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,12 @@ class XdistRun:
     controller_pid: int
 
 
+def _needs_tcp(env: tuple[tuple[str, str], ...]) -> bool:
+    from pytest_pgsandbox._engine.appenv import placeholders_of
+
+    return any({"host", "port"} & set(placeholders_of(template)) for _, template in env)
+
+
 class Sandbox:
     """Starts the server on first use, builds the template, provides the test databases."""
 
@@ -60,6 +67,9 @@ class Sandbox:
         xdist: XdistRun | None = None,
         secret: str | None = None,
     ) -> None:
+        if settings.env and not (settings.tcp or settings.port) and _needs_tcp(settings.env):
+            # An application that assembles its URL from host and port needs a TCP address.
+            settings = settings.with_values(tcp=True)
         self.settings = settings
         # Passwords of this run's roles derive from it (the same in every xdist worker).
         self.secret = secret or secrets.token_urlsafe(32)
@@ -69,12 +79,16 @@ class Sandbox:
         self.base = base or Path.cwd()
         self.xdist = xdist
         self.server: PgServer | None = None
+        self._early: PgServer | None = None  # started before conftest.py files (env setting)
+        self.env: dict[str, str] = {}  # what the env setting set (passwords in it: never shown)
+        self.env_shown: dict[str, str] = {}  # the same, passwords masked
         self.template: PgTemplate | None = None
         # A role that may not create databases: the tests run in the URL's database itself.
         self.place: InPlace | None = None
         self._place_rebuilds = 0  # rebuilds in place the isolation verifier has seen
         self.error: PgSandboxError | None = None
         self.startup_seconds = 0.0
+        self.early_seconds = 0.0
         self._databases: dict[str | None, str] = {}  # template name -> test database
         self._created: list[str] = []
         self._isolations: dict[str, TransactionIsolation] = {}
@@ -85,6 +99,8 @@ class Sandbox:
         self.kept: list[str] = []
         self.current_handle: Any = None  # the running test's PgDatabase
         self.current_pg2: Any = None  # its psycopg2 connection (driver=psycopg2), once opened
+        # Called after each test: close what engines opened for it (pg_engine's connections).
+        self.engines_to_close: list[Callable[[], None]] = []
         # Tests of this session ask for scenarios: a new local server's cluster cache then
         # holds every scenario's template too, so they are loaded once, not once per run.
         self.scenarios_wanted = False
@@ -108,7 +124,73 @@ class Sandbox:
             base=self.base,
             scenarios_dir=s.scenarios_dir,
             role=s.role,
+            env=s.env,
         )
+
+    @property
+    def project(self) -> str:
+        """The project this session belongs to (reusable servers are kept per project)."""
+        return str(self.base.resolve())
+
+    @property
+    def opened(self) -> PgServer | None:
+        """The server, once started (or only started so far, for the env setting)."""
+        return self.server or self._early
+
+    @property
+    def env_database(self) -> str:
+        """The database the env setting's ``{dbname}`` names: this session's (worker's)."""
+        return database_name("session", self.run_id, self.worker, "env")
+
+    def _env_is(self, kind: str, template: PgTemplate | None) -> bool:
+        """Whether the env setting's database is this session's ``kind`` ("reset" under reset
+        isolation, else "session") of ``template``: the base template's."""
+        if not self.settings.env or template is not self.template:
+            return False
+        return kind == ("reset" if self.settings.isolation == "reset" else "session")
+
+    def prepare_env_database(self) -> None:
+        """Create the env setting's database now (tests may not: clone isolation never
+        does), so that applications find it from the first test on."""
+        if not self.settings.env or self.place is not None:
+            return
+        if self.settings.isolation == "reset":
+            self.reset(self.template)
+        else:
+            self.database(self.template)
+
+    def open_early(self, run: str | None = None, owner_pid: int | None = None) -> dict[str, str]:
+        """Start (or attach to) the server now, before the template is built, and return the
+        variables the env setting makes of it; ``ensure_server`` builds the template on it.
+
+        ``run``/``owner_pid``: as for ``open_server`` (the xdist run whose workers share it)
+        when this process is the run's controller.
+        """
+        from pytest_pgsandbox._engine import appenv
+        from pytest_pgsandbox._engine.servers.choice import open_server
+
+        settings = self.settings
+        if settings.keep != "never" and not settings.reuse:
+            settings = settings.with_values(reuse=True)  # as ensure_server does
+        xdist = self.xdist
+        began = time.monotonic()
+        try:
+            self._early = open_server(
+                settings,
+                run=run or (xdist.run_id if xdist else None),
+                owner_pid=owner_pid or (xdist.controller_pid if xdist else None),
+                project=self.project,
+            )
+        except PgSandboxError as exc:
+            self.error = exc
+            raise
+        self.early_seconds = time.monotonic() - began
+        info = self._early.admin.for_db(self.env_database)
+        if not getattr(self._early, "may_create_databases", True):
+            info = self._early.admin  # the tests will run in the URL's database, in place
+        self.env = appenv.render(settings.env, info)
+        self.env_shown = appenv.render(settings.env, info, masked=True)
+        return self.env
 
     def ensure_server(self) -> PgServer:
         """The running server (and template); a failure is remembered and raised again."""
@@ -116,6 +198,7 @@ class Sandbox:
             return self.server
         if self.error is not None:
             raise self.error
+        early, self._early = self._early, None
         from pytest_pgsandbox._engine.servers.choice import Prebuild
         from pytest_pgsandbox._engine.servers.choice import open_server
         from pytest_pgsandbox._engine.templates.template import fingerprint
@@ -142,11 +225,12 @@ class Sandbox:
             # Kept databases must outlive the session: so must a local server.
             settings = settings.with_values(reuse=True)
         try:
-            server = open_server(
+            server = early or open_server(
                 settings,
                 run=xdist.run_id if xdist else None,
                 owner_pid=xdist.controller_pid if xdist else None,
                 prebuild=None if spec.empty else Prebuild(digest, build),
+                project=self.project,
             )
         except PgSandboxError as exc:
             self.error = exc
@@ -167,7 +251,7 @@ class Sandbox:
             self._stop(server)
             raise
         self.server = server
-        self.startup_seconds = time.monotonic() - began
+        self.startup_seconds = time.monotonic() - began + (self.early_seconds if early else 0)
         return server
 
     def _in_place(self, server: PgServer, spec: TemplateSpec) -> InPlace | None:
@@ -434,6 +518,19 @@ class Sandbox:
             return self.place.info
         key = template.name if template else None
         name = self._databases.get(key)
+        if name is None and self._env_is("session", template):
+            # The database the env setting points applications at.
+            name = self.env_database
+            with self._admin(server) as conn:
+                provision.create_database(
+                    conn,
+                    name,
+                    self._label(),
+                    key,
+                    only_role=self.only_role,
+                )
+            self._created.append(name)
+            self._databases[key] = name
         if name is None:
             if template is None and server.owns_cluster and self.xdist is None:
                 # An empty database made once in the cached cluster. Not shared between
@@ -566,6 +663,8 @@ class Sandbox:
         self._created.append(source)
         pool = self._pool("reset", server, source, 1)  # a spare for when a test runs DDL
         name = database_name("reset", self.run_id, self.worker, *parts)
+        if self._env_is("reset", template):
+            name = self.env_database  # the database applications configured by env reach
         found = ResetDatabase(server.admin, pool, name, self.settings.start_timeout)
         self._resets[key] = found
         return found
@@ -655,7 +754,10 @@ class Sandbox:
                 isolation.close()
         self._isolations.clear()
         server, self.server = self.server, None
+        early, self._early = self._early, None
         if server is None:
+            if early is not None:
+                self._stop(early)
             return
         outlives = server.outlives_session
         for reset in self._resets.values():

@@ -388,6 +388,8 @@ def _serving(
     try:
         yield
     finally:
+        for close in sandbox.engines_to_close:  # pg_engine's own connections
+            close()
         handle.close_time()
         pg2, sandbox.current_pg2 = sandbox.current_pg2, None
         sandbox.current_handle = None
@@ -470,41 +472,16 @@ def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoRetu
 
 
 @pytest.fixture(scope="session")
-def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A SQLAlchemy 2 Engine whose connections are the running test's connection.
-
-    Inside a test that uses ``pg`` (or ``pg_session``), ``pg_engine.connect()`` works in that
-    test's transaction; everything is rolled back afterwards.
-    """
+def _pg_test_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A SQLAlchemy 2 Engine whose connection is always the running test's connection (under
+    every isolation): what ``pg_session`` and the pytest-pgsql fixtures run on."""
     from pytest_pgsandbox._engine.drivers.sqla import make_engine
 
     sandbox = _sandbox(request.config)
-
     driver = sandbox.settings.driver
-
-    def current() -> Any:
-        if sandbox.current is None:
-            raise PgSandboxError(
-                "pg_engine was used outside a test that uses the pg fixture; its connections "
-                "are the test's own. Add pg (or pg_session) to the test's arguments."
-            )
-        if driver == "psycopg2":
-            if sandbox.current_pg2 is None:
-                from pytest_pgsandbox._engine.drivers.pg2 import Psycopg2Connection
-
-                info, isolated, set_role = sandbox.current_handle.driver_target()
-                sandbox.current_pg2 = Psycopg2Connection(
-                    info, isolated, sandbox.settings.start_timeout, set_role=set_role
-                )
-            return sandbox.current_pg2.conn
-        return sandbox.current
-
     try:
-        if driver == "psycopg2":
-            from pytest_pgsandbox._engine.drivers.pg2 import require_psycopg2
-
-            require_psycopg2()
-        engine = make_engine(current, driver)
+        _require_driver(driver)
+        engine = make_engine(lambda: _test_connection(sandbox, driver), driver)
     except PgSandboxError as exc:
         _fail(exc)
     engine._pgsb_test_engine = True  # its connection is the test's: helpers use it directly
@@ -513,8 +490,76 @@ def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[A
     engine.dispose()
 
 
+def _require_driver(driver: str) -> None:
+    if driver == "psycopg2":
+        from pytest_pgsandbox._engine.drivers.pg2 import require_psycopg2
+
+        require_psycopg2()
+
+
+def _test_connection(sandbox: Sandbox, driver: str) -> Any:
+    """The running test's own connection, through ``driver``."""
+    if sandbox.current is None:
+        raise PgSandboxError(
+            "pg_engine was used outside a test that uses the pg fixture; its connections "
+            "are the test's own. Add pg (or pg_session) to the test's arguments."
+        )
+    if driver == "psycopg2":
+        if sandbox.current_pg2 is None:
+            from pytest_pgsandbox._engine.drivers.pg2 import Psycopg2Connection
+
+            info, isolated, set_role = sandbox.current_handle.driver_target()
+            sandbox.current_pg2 = Psycopg2Connection(
+                info, isolated, sandbox.settings.start_timeout, set_role=set_role
+            )
+        return sandbox.current_pg2.conn
+    return sandbox.current
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A SQLAlchemy 2 Engine on the running test's database.
+
+    Under transaction isolation every connection is the test's one connection, inside its
+    transaction (all rolled back afterwards): two sessions on it see each other's uncommitted
+    rows, and one's rollback or ``close()`` can undo the other's work. Under reset and clone
+    isolation each checkout is a real connection of the engine's own on the test's database,
+    closed on check-in (and all closed after the test): two sessions behave as two clients.
+    """
+    from pytest_pgsandbox._engine.drivers.sqla import make_own_engine
+    from pytest_pgsandbox._engine.urls import connect
+
+    sandbox = _sandbox(request.config)
+    driver = sandbox.settings.driver
+    timeout = sandbox.settings.start_timeout
+
+    def connection() -> tuple[Any, bool]:
+        handle = sandbox.current_handle
+        if handle is None or handle.isolation == "transaction":
+            return _test_connection(sandbox, driver), True
+        info = handle.driver_target()[0]
+        if driver == "psycopg2":
+            from pytest_pgsandbox._engine.drivers.pg2 import require_psycopg2
+
+            return require_psycopg2().connect(
+                info.conninfo(), connect_timeout=max(1, round(timeout))
+            ), False
+        return connect(info, autocommit=False, timeout=timeout), False
+
+    try:
+        _require_driver(driver)
+        engine = make_own_engine(connection, driver)
+    except PgSandboxError as exc:
+        _fail(exc)
+    engine._pgsb_current = lambda: sandbox.current_handle  # its clock is the test database's
+    sandbox.engines_to_close.append(engine._pgsb_close_all)
+    yield engine
+    engine._pgsb_close_all()
+    engine.dispose()
+
+
 @pytest.fixture
-def pg_session(pg: PgDatabase, pg_engine: Any) -> Iterator[Any]:
+def pg_session(pg: PgDatabase, _pg_test_engine: Any) -> Iterator[Any]:
     """A SQLAlchemy 2 ``Session`` on this test's connection.
 
     Under transaction isolation ``commit()`` is a savepoint; under clone and reset it
@@ -525,7 +570,7 @@ def pg_session(pg: PgDatabase, pg_engine: Any) -> Iterator[Any]:
 
     Session = session_class()
 
-    with pg_engine.connect() as connection:
+    with _pg_test_engine.connect() as connection:
         if pg.isolation == "transaction":
             session = Session(bind=connection, join_transaction_mode="create_savepoint")
         else:

@@ -23,6 +23,8 @@ from pytest_pgsandbox._engine.servers.base import PgServer
 from pytest_pgsandbox._engine.servers.discovery import find_binaries
 from pytest_pgsandbox._engine.urls import mask
 from pytest_pgsandbox._plugin import migrations
+from pytest_pgsandbox._plugin.keys import EARLY_RUN_KEY
+from pytest_pgsandbox._plugin.keys import ENV_SAVED_KEY
 from pytest_pgsandbox._plugin.keys import HANDLE_KEY
 from pytest_pgsandbox._plugin.keys import KEPT_KEY
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
@@ -108,8 +110,9 @@ def _ini_values(config: pytest.Config) -> dict[str, str | Sequence[str] | None]:
     return values
 
 
-def settings_from_config(config: pytest.Config) -> Settings:
-    flags = {s.name: getattr(config.option, _dest(s), None) for s in SETTINGS}
+def settings_from_config(config: pytest.Config, early: bool = False) -> Settings:
+    options = config.known_args_namespace if early else config.option
+    flags = {s.name: getattr(options, _dest(s), None) for s in SETTINGS}
     ini_file = config.inipath.name if config.inipath else "the ini file"
     try:
         return resolve(flags, os.environ, _ini_values(config), ini_file)
@@ -121,6 +124,16 @@ def settings_from_config(config: pytest.Config) -> Settings:
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from_config(config)
     config.stash[SETTINGS_KEY] = settings
+    early = config.stash.get(SANDBOX_KEY, None)
+    if early is not None:  # started before conftest.py files were imported (env setting)
+        run = config.stash.get(EARLY_RUN_KEY, None)
+        if run is not None and getattr(config.option, "testrunuid", None) is None:
+            config.option.testrunuid = run  # the workers' run is the server's
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is not None and workerinput.get("pgsandbox_secret"):
+            early.secret = workerinput["pgsandbox_secret"]
+        _register(config, settings, early)
+        return
     workerinput = getattr(config, "workerinput", None)
     xdist = None
     secret = None
@@ -133,6 +146,10 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         run_id, worker = new_run_id(), "main"
     sandbox = Sandbox(settings, run_id, worker, base=config.rootpath, xdist=xdist, secret=secret)
+    _register(config, settings, sandbox)
+
+
+def _register(config: pytest.Config, settings: Settings, sandbox: Sandbox) -> None:
     config.addinivalue_line(
         "markers",
         'pg(isolation="transaction"|"clone"|"reset", scenario="NAME"): how the pg fixture '
@@ -146,6 +163,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(compat, COMPAT_PLUGIN)
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
     # at least a normal interpreter exit stops the server.
+    atexit.unregister(sandbox.close)  # registered once
     atexit.register(sandbox.close)
 
 
@@ -163,6 +181,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if sandbox is None:
         return
     atexit.unregister(sandbox.close)
+    for name, before in config.stash.get(ENV_SAVED_KEY, {}).items():
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
     server = sandbox.server
     try:
         sandbox.close()
@@ -207,12 +230,18 @@ def _postgres_line(settings: Settings) -> str:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS_KEY]
     sandbox = config.stash[SANDBOX_KEY]
-    if sandbox.server is not None:
-        lines = [f"postgresql: {sandbox.server.describe()}"]
+    if sandbox.opened is not None:
+        lines = [f"postgresql: {sandbox.opened.describe()}"]
+        attached = getattr(sandbox.opened, "attached", "")
+        if attached:
+            lines.append(f"postgresql: attached to the {attached}")
     else:
         lines = [_postgres_line(settings)]
     for name, _value, source in settings.non_default():
         lines.append(f"pgsandbox: {name}={settings.shown(name)} (from {source})")
+    if sandbox.env_shown:
+        shown = " ".join(f"{name}={value}" for name, value in sandbox.env_shown.items())
+        lines.append(f"pgsandbox: environment set for the session: {shown}")
     lines.extend(_postgresql_fixtures_lines(config, settings))
     if settings.check_migrations and not any(kind == "alembic" for kind, _ in settings.schema):
         lines.append(
@@ -296,10 +325,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     sandbox = config.stash[SANDBOX_KEY]
     compat = _postgresql_wishes(session, sandbox)
-    if not compat and not any(
-        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        or isinstance(item, migrations.MigrationCheck)
-        for item in session.items
+    if (
+        not compat
+        and not sandbox.settings.env
+        and not any(
+            SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            or isinstance(item, migrations.MigrationCheck)
+            for item in session.items
+        )
     ):
         return
     scenarios = _scenarios_of(session.items)
@@ -308,6 +341,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # runs, with one message: not the same failure in every test that needs it.
     try:
         sandbox.ensure_server()
+        sandbox.prepare_env_database()  # applications configured by env reach it
     except TemplateError as exc:
         _stop_session(session, f"pgsandbox: the template could not be built.\n{mask(str(exc))}")
         return
@@ -327,6 +361,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     for note in getattr(server, "notes", ()):  # what changed how it runs: said even with -q
         reporter.write_line(f"postgresql: {note}")
+    attached = getattr(server, "attached", "")
+    said = sandbox.env_shown and config.get_verbosity() >= 0  # in the header already
+    if attached and not said:  # a server this run did not start: said even with -q
+        reporter.write_line(f"postgresql: attached to the {attached}")
     if config.get_verbosity() < 0:
         return
     cache_note = ""
@@ -354,7 +392,7 @@ def _postgresql_wishes(session: pytest.Session, sandbox: Sandbox) -> bool:
     from pytest_pgsandbox.postgresql import _wishes
 
     used = _wishes.used_proc_fixtures(session.items)
-    if not used or sandbox.server is not None:
+    if not used or sandbox.opened is not None:
         return bool(used)
     wishes = _wishes.collect(used, postgresql_config.read(session.config), sandbox.settings)
     sandbox.settings = wishes.apply(sandbox.settings)

@@ -14,3 +14,5 @@ XDIST_RUN_KEY = pytest.StashKey[str]()  # on the xdist controller: the run its w
 HANDLE_KEY = pytest.StashKey[PgDatabase]()  # the running test's database
 KEPT_KEY = pytest.StashKey[str]()  # the name its database is kept under, once it failed
 FIRST_KEY = pytest.StashKey[str]()  # the database fixture that made the test's database
+EARLY_RUN_KEY = pytest.StashKey[str]()  # the xdist run id a controller chose early (env)
+ENV_SAVED_KEY = pytest.StashKey[dict[str, "str | None"]]()  # what the env setting replaced

@@ -32,6 +32,7 @@ from pytest_pgsandbox._version import __version__
 from pytest_pgsandbox.cli.options import add_setting_flags
 from pytest_pgsandbox.cli.options import flags
 from pytest_pgsandbox.cli.options import load_settings
+from pytest_pgsandbox.cli.options import project_folder
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.settings import Settings
 
@@ -145,10 +146,11 @@ def _print_servers(runtime: Path) -> None:
     for rec in recs:
         alive = "running" if janitor.is_alive(rec) else "not running"
         kind = "reusable" if rec.reusable else f"test run pid {rec.data.get('owner_pid')}"
+        whose = f", for {rec.project or '?'}" if rec.reusable else ""
         age = _age(now - float(rec.data.get("created", now)))
         print(
             f"  {rec.name}: PostgreSQL {rec.data.get('version')}, {kind}, {alive}, "
-            f"up {age}, {mask(rec.admin().url())}"
+            f"up {age}, {mask(rec.admin().url())}{whose}"
         )
         if rec.reusable and alive == "running":
             for name, label in _kept(rec.admin()):
@@ -170,11 +172,17 @@ def _kept(info: ConnInfo) -> list[tuple[str, dict[str, object]]]:
         return []
 
 
-def _reusable(runtime: Path, name: str | None) -> list[janitor.ServerRecord]:
+def _reusable(
+    runtime: Path, name: str | None, project: str | None = None
+) -> list[janitor.ServerRecord]:
+    """Running reusable servers: all, the one named ``name``, or those of ``project``."""
     return [
         rec
         for rec in janitor.records(runtime)
-        if rec.reusable and (name is None or rec.name == name) and janitor.is_alive(rec)
+        if rec.reusable
+        and (name is None or rec.name == name)
+        and (project is None or rec.project == project)
+        and janitor.is_alive(rec)
     ]
 
 
@@ -182,26 +190,36 @@ def cmd_start(args: argparse.Namespace) -> int:
     settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     binaries = find_binaries(settings.bin_dir)
-    for rec in _reusable(runtime, None):
+    project = project_folder()
+    for rec in _reusable(runtime, None, project):
         if rec.data.get("bin_key") == binaries.key:
             print(f"already running: {rec.name} ({mask(rec.admin().url())})")
             return 0
-    cluster = reusable_server(settings, binaries)  # under the lock test runs take too
+    # Under the lock test runs take too.
+    cluster = reusable_server(settings, binaries, project=project, by="pgsandbox start")
     if not isinstance(cluster, LocalCluster):
         print(f"already running: {cluster.describe()}")
         return 0
     print(f"started {cluster.name}: {cluster.describe()} in {cluster.startup_seconds:.2f} s")
     print(f"url: {mask(cluster.admin.url())}   (pgsandbox url --reveal-password to see it)")
-    print("test runs with the same binaries use it; stop it with: pgsandbox stop")
+    print(
+        f"test runs of {project} with the same binaries use it (other projects' runs only "
+        "when given its URL); stop it with: pgsandbox stop"
+    )
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
-    recs = [r for r in janitor.records(runtime) if r.reusable and args.name in (None, r.name)]
+    project = project_folder()
+    recs = [
+        r
+        for r in janitor.records(runtime)
+        if r.reusable and (r.name == args.name if args.name else r.project == project)
+    ]
     if not recs:
-        print("no reusable server is running")
+        print(f"no reusable server of {project} is running (pgsandbox status lists them all)")
         return 0
     for rec in recs:
         janitor.reap_one(runtime, rec)
@@ -219,9 +237,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_url(args: argparse.Namespace) -> int:
     settings = load_settings(flags(args))
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
-    recs = _reusable(runtime, args.name)
+    project = project_folder()
+    recs = _reusable(runtime, args.name, None if args.name else project)
     if not recs:
-        print("no reusable server is running; start one with: pgsandbox start", file=sys.stderr)
+        print(
+            f"no reusable server of {project} is running; start one with: pgsandbox start "
+            "(pgsandbox status lists the servers of all projects; name one with --name)",
+            file=sys.stderr,
+        )
         return 1
     info = recs[0].admin().for_db(args.dbname)
     print(info.url(masked=not args.reveal_password))
@@ -363,14 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(p, ("server", "url", "url_command", "allow_hosts", "image", *local))
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("start", help="start a local server that test runs reuse")
+    p = sub.add_parser("start", help="start a local server that this project's test runs reuse")
     add_setting_flags(p, local)
     p.set_defaults(func=cmd_start)
 
     for name, func, text in (
-        ("stop", cmd_stop, "stop reusable local servers"),
+        ("stop", cmd_stop, "stop this project's reusable server (or the one --name names)"),
         ("status", cmd_status, "list local servers and whether they run"),
-        ("url", cmd_url, "print the URL of the reusable local server"),
+        ("url", cmd_url, "print the URL of this project's reusable server (or --name's)"),
     ):
         p = sub.add_parser(name, help=text)
         add_setting_flags(p, where)

@@ -60,6 +60,33 @@ def find_ini_file(start: Path) -> tuple[dict[str, RawValue | None], str]:
     return {}, "the ini file"
 
 
+def project_folder(start: Path | None = None) -> str:
+    """The project a command run here belongs to, as a test run started here would see it
+    (pytest's rootdir): the folder of the nearest pytest configuration file, else ``start``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pytest.ini").is_file() or (folder / ".pytest.ini").is_file():
+            return str(folder)
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                if "pytest" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+                    return str(folder)
+            except (OSError, ValueError):
+                pass
+        for filename, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
+            path = folder / filename
+            if path.is_file():
+                parser = configparser.ConfigParser(interpolation=None)
+                try:
+                    parser.read(path)
+                except configparser.Error:
+                    continue
+                if parser.has_section(section):
+                    return str(folder)
+    return str(start)
+
+
 def load_settings(flags: dict[str, RawValue | None]) -> Settings:
     ini, ini_file = find_ini_file(Path.cwd())
     return resolve(flags, os.environ, ini, ini_file)

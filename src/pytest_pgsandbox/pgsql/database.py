@@ -393,7 +393,10 @@ class PostgreSQLTestDB(PostgreSQLTestDBBase):
         for handle in fixtures.database_for(
             request, "reset", request.fixturename or "postgresql_db"
         ):
-            engine = request.getfixturevalue(engine_name)
+            # The plugin's engine: the one whose connection is the test's (under every
+            # isolation), as pytest-pgsql's fixtures expect of it.
+            own = engine_name == "pg_engine"
+            engine = request.getfixturevalue("_pg_test_engine" if own else engine_name)
             url = handle.info.url(driver="psycopg")
             with cls(url, engine, None, _handle=handle, _commit_helpers=True) as inst:
                 yield inst
@@ -454,7 +457,10 @@ class TransactedPostgreSQLTestDB(PostgreSQLTestDBBase):
         for handle in fixtures.database_for(
             request, mode, request.fixturename or "transacted_postgresql_db"
         ):
-            engine = request.getfixturevalue(engine_name)
+            # The plugin's engine: the one whose connection is the test's (under every
+            # isolation), as pytest-pgsql's fixtures expect of it.
+            own = engine_name == "pg_engine"
+            engine = request.getfixturevalue("_pg_test_engine" if own else engine_name)
             url = handle.info.url(driver="psycopg")
             connection = engine.connect()
             if handle.isolation == "reset":

@@ -7,6 +7,7 @@ so its commits and rollbacks are savepoints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -75,6 +76,45 @@ def make_engine(current: Callable[[], Any], driver: str = "psycopg") -> Any:
 
 def _keep_open(dbapi_connection: Any) -> None:
     return None
+
+
+def make_own_engine(connect: Callable[[], tuple[Any, bool]], driver: str = "psycopg") -> Any:
+    """An Engine whose connections come from ``connect()``: ``(connection, shared)``.
+
+    A shared connection (the running test's, under transaction isolation) is never closed by
+    the pool. Any other is a connection of this engine's own on the test's database: each
+    checkout opens one, each check-in closes it (which rolls back what was not committed), so
+    two sessions on the engine behave as two clients of the database do.
+    """
+    sa = require_sqlalchemy()
+    own: dict[int, Any] = {}
+
+    def creator() -> Any:
+        conn, shared = connect()
+        if not shared:
+            own[id(conn)] = conn
+        return conn
+
+    def close(dbapi_connection: Any) -> None:
+        if own.pop(id(dbapi_connection), None) is not None:
+            dbapi_connection.close()
+
+    def close_all() -> None:
+        """Close the connections still open (checked out when the test ended)."""
+        while own:
+            _, conn = own.popitem()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    engine = sa.create_engine(
+        f"postgresql+{driver}://",
+        creator=creator,
+        poolclass=sa.pool.NullPool,
+        pool_reset_on_return=None,
+    )
+    engine.dialect.do_close = close
+    engine._pgsb_close_all = close_all
+    return engine
 
 
 def make_async_engine(current: Callable[[], Any]) -> Any:

@@ -60,6 +60,8 @@ class ExternalServer:
     # Set when it is a local server pgsandbox started (reusable, or shared by the workers
     # of an xdist run): its folder, so that copies are made the way its storage wants.
     folder: Path | None = None
+    # Set when it is a reusable server this run attached to: which, for the report.
+    attached: str = ""
     _died: ServerDied | None = field(default=None, init=False, repr=False)
 
     owns_cluster = False
@@ -133,13 +135,20 @@ def _matches(rec: janitor.ServerRecord, binaries: PgBinaries, settings: Settings
 
 
 def _attach(
-    binaries: PgBinaries, settings: Settings, run: str | None = None
+    binaries: PgBinaries,
+    settings: Settings,
+    run: str | None = None,
+    project: str | None = None,
 ) -> ExternalServer | None:
-    """A running server to share: reusable (``run`` None) or shared by the run ``run``."""
+    """A running server to share: the reusable one of ``project`` (``run`` None; never one
+    started for another project) or the one shared by the run ``run``."""
     timeout = settings.start_timeout
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
     for rec in janitor.records(runtime):
-        wanted = rec.run == run if run is not None else rec.reusable
+        if run is not None:
+            wanted = rec.run == run
+        else:
+            wanted = rec.reusable and project is not None and rec.project == project
         if not (wanted and rec.ready):  # published before it is ready: not yet
             continue
         if _matches(rec, binaries, settings) and janitor.is_alive(rec):
@@ -147,6 +156,8 @@ def _attach(
                 f"reusable server {rec.name}" if run is None else f"server {rec.name} of this run"
             )
             server = ExternalServer(rec.admin(), what, timeout, folder=rec.folder)
+            if run is None:
+                server.attached = rec.describe_reusable()
             try:
                 server.start()
             except ServerUnreachable:
@@ -170,6 +181,8 @@ def local_cluster(
     run: str | None = None,
     owner_pid: int | None = None,
     prebuild: Prebuild | None = None,
+    project: str | None = None,
+    by: str = "a test run",
 ) -> LocalCluster:
     """A LocalCluster (not started yet), with its binaries made reachable by the server user."""
     binaries = binaries or find_binaries(settings.bin_dir)
@@ -199,20 +212,27 @@ def local_cluster(
         reusable=reusable,
         run=run,
         owner_pid=owner_pid,
+        project=project if reusable else None,
+        by=by if reusable else "",
     )
     return LocalCluster(binaries, runtime, run_as, options, cache)
 
 
 def reusable_server(
-    settings: Settings, binaries: PgBinaries, prebuild: Prebuild | None = None
+    settings: Settings,
+    binaries: PgBinaries,
+    prebuild: Prebuild | None = None,
+    project: str | None = None,
+    by: str = "a test run",
 ) -> PgServer:
-    """The reusable local server for these binaries: one that runs, or one started now.
+    """The reusable local server of ``project`` for these binaries: one that runs, or one
+    started now (for that project: other projects' runs do not attach to it).
 
     Started under a lock (one per set of binaries and runtime folder), so that runs and
     xdist workers that start together share one server; the others attach once its record
     says it is ready.
     """
-    attached = _attach(binaries, settings)
+    attached = _attach(binaries, settings, project=project)
     if attached is not None:
         return attached
     from pytest_pgsandbox._engine.servers.cache import LOCK_SECONDS
@@ -221,14 +241,16 @@ def reusable_server(
     wait = max(settings.start_timeout, LOCK_SECONDS)  # the holder may be building a template
     try:
         with FileLock(str(janitor.reuse_lock(runtime, binaries.key)), timeout=wait):
-            attached = _attach(binaries, settings)
+            attached = _attach(binaries, settings, project=project)
             if attached is not None:
                 return attached
             # Under the lock, a reusable server that never became ready lost its starter.
             for rec in janitor.records(runtime):
                 if rec.reusable and not rec.ready:
                     janitor.reap_one(runtime, rec)
-            cluster = local_cluster(settings, binaries, reusable=True, prebuild=prebuild)
+            cluster = local_cluster(
+                settings, binaries, reusable=True, prebuild=prebuild, project=project, by=by
+            )
             cluster.start()
             return cluster
     except Timeout:
@@ -236,6 +258,27 @@ def reusable_server(
             f"waited {wait:.0f} s for another test run to start the reusable server in "
             f"{runtime}. If no other run is active, remove {runtime}/reuse-*.lock."
         ) from None
+
+
+def named_server(settings: Settings) -> ExternalServer:
+    """The running reusable server the attach setting names, whoever it was started for."""
+    runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
+    for rec in janitor.records(runtime):
+        if rec.name == settings.attach and rec.reusable and rec.ready and janitor.is_alive(rec):
+            server = ExternalServer(
+                rec.admin(),
+                f"reusable server {rec.name}",
+                settings.start_timeout,
+                folder=rec.folder,
+            )
+            server.attached = f"{rec.describe_reusable()}, named by attach"
+            server.start()
+            return server
+    raise ServerUnreachable(
+        f"no reusable server named {settings.attach!r} is running in {runtime} (attach from "
+        f"{settings.source('attach')}). pgsandbox status lists the running ones; start one "
+        "with pgsandbox start, or unset attach."
+    )
 
 
 def external_url(settings: Settings) -> tuple[ConnInfo, str]:
@@ -298,11 +341,17 @@ def open_server(
     run: str | None = None,
     owner_pid: int | None = None,
     prebuild: Prebuild | None = None,
+    project: str | None = None,
 ) -> PgServer:
     """Start or attach to the server the settings ask for.
 
     ``run``: the id of an xdist run whose workers share one local server; the first worker
     to get here starts it (under a lock), on behalf of ``owner_pid`` (the controller).
+
+    ``project``: the folder the run starts from. A run attaches to a reusable local server
+    only when it was started for this project (by ``pgsandbox start`` there, or by a run of
+    it with reuse on), and not at all when reuse is turned off explicitly; any other server
+    is used only when named (url).
     """
     if settings.uses_existing_server:
         server = ExternalServer(*external_url(settings), settings.start_timeout, guard=True)
@@ -325,11 +374,14 @@ def open_server(
                 f"container (server=docker; here: {problem})"
             ) from None
         return _docker(settings, run, owner_pid)
+    if settings.attach:
+        return named_server(settings)
     if settings.reuse:
-        return reusable_server(settings, binaries, prebuild)
-    attached = _attach(binaries, settings)
-    if attached is not None:
-        return attached
+        return reusable_server(settings, binaries, prebuild, project)
+    if settings.source("reuse") == "default":  # not turned off: this project's, if it runs
+        attached = _attach(binaries, settings, project=project)
+        if attached is not None:
+            return attached
     if run is None:
         cluster = local_cluster(settings, binaries, prebuild=prebuild)
         cluster.start()

@@ -70,6 +70,8 @@ def record(
         "postmaster_pid": pid,
         "reusable": options.reusable,
         "run": options.run,
+        "project": options.project,
+        "by": options.by,
         "tcp": options.tcp,
         "conf": [list(item) for item in options.conf],
         "host": admin.host,
@@ -112,6 +114,17 @@ class ServerRecord:
     def ready(self) -> bool:
         """Started, and its password is the one recorded (others may connect)."""
         return bool(self.data.get("ready", True))
+
+    @property
+    def project(self) -> str | None:
+        """The project a reusable server was started for (None: an older record)."""
+        project = self.data.get("project")
+        return str(project) if project else None
+
+    def describe_reusable(self) -> str:
+        """How messages name a reusable server: its name, project and who started it."""
+        by = self.data.get("by") or "a test run"
+        return f"reusable server {self.name} (started by {by} for {self.project or '?'})"
 
     @property
     def run(self) -> str | None:

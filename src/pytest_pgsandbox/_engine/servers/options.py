@@ -50,6 +50,10 @@ class ClusterOptions:
     # controller, which stops it; it is reaped if that process dies.
     run: str | None = None
     owner_pid: int | None = None
+    # A reusable server's project (the folder its runs start from): only runs of that
+    # project attach to it. ``by``: who started it ("pgsandbox start", "a test run").
+    project: str | None = None
+    by: str = ""
 
     @property
     def outlives_session(self) -> bool:

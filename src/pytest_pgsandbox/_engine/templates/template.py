@@ -70,6 +70,7 @@ class TemplateSpec:
     base: Path = Path()
     scenarios_dir: Path | None = None  # where ``scenario:NAME`` sources are; base-relative
     role: str | None = None  # created before the schema, which may grant to it
+    env: tuple[tuple[str, str], ...] = ()  # the env setting: set, on the template, while built
 
     @property
     def scenarios(self) -> Path:
@@ -347,8 +348,11 @@ def filler(
             dbclock.install(conn)  # first: defaults written with now() bind to the clock
             _create_extensions(conn, spec.extensions)
             conn.commit()
-        for src in spec.schema + spec.seed:
-            _apply(src, spec, info, timeout, url_env)
+        from pytest_pgsandbox._engine import appenv
+
+        with appenv.applied(appenv.render(spec.env, info)):
+            for src in spec.schema + spec.seed:
+                _apply(src, spec, info, timeout, url_env)
 
     return fill
 

@@ -1,0 +1,134 @@
+"""The env setting: an application that reads its settings from the environment at import
+time (pydantic-settings) reaches the test database with no change to its code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_pgsandbox._engine.servers import janitor
+
+CONFIG = """
+from pydantic_settings import BaseSettings
+
+
+class Settings(BaseSettings):
+    database_url: str
+    postgres_password: str
+
+
+settings = Settings()  # at import time, as applications do
+"""
+
+DB = """
+import sqlalchemy as sa
+
+from app.config import settings
+
+engine = sa.create_engine(settings.database_url)
+"""
+
+SEED = """
+import os
+
+import sqlalchemy as sa
+
+
+def seed(_url):
+    # Seeds and env.py files read the same variables; while the template is built they name it.
+    engine = sa.create_engine(os.environ["DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO item (name) VALUES ('from the seed')"))
+    engine.dispose()
+"""
+
+CONFTEST = """
+import json
+import os
+
+from app.db import engine  # imported with conftest.py: the variables are set already
+
+
+def pytest_sessionfinish(session):
+    where = getattr(session.config, "workerinput", {}).get("workerid", "main")
+    with open(f"seen-{where}.json", "w") as out:
+        json.dump({"password": os.environ["POSTGRES_PASSWORD"], "url": str(engine.url)}, out)
+"""
+
+TESTS = """
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import engine
+
+
+def names():
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT name FROM item ORDER BY id")).scalars().all()
+
+
+@pytest.mark.pg(isolation="reset")
+@pytest.mark.parametrize("n", range(3))
+def test_the_app_engine_is_on_the_test_database(pg, n):
+    assert engine.url.database == pg.info.dbname
+    assert names() == ["from the seed"]  # what the template holds, nothing of other tests
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO item (name) VALUES ('committed by the app')"))
+    assert pg.fetchval("SELECT count(*) FROM item") == 2
+
+
+def test_a_test_without_pg_fixtures_reaches_it_too():
+    assert names() == ["from the seed"]
+"""
+
+
+def _project(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pydantic_settings")
+    pytester.makepyfile(
+        **{"app/__init__": "", "app/config": CONFIG, "app/db": DB, "app/seed": SEED},
+        conftest=CONFTEST,
+        test_app=TESTS,
+    )
+    (pytester.path / "schema.sql").write_text(
+        "CREATE TABLE item (id serial PRIMARY KEY, name text);\n"
+    )
+    pytester.makeini(
+        "[pytest]\n"
+        "pythonpath = .\n"
+        "pg_isolation = reset\n"
+        "pg_schema = sql:schema.sql\n"
+        "pg_seed = callable:app.seed:seed\n"
+        "pg_env =\n"
+        "    DATABASE_URL={sync_url}\n"
+        "    POSTGRES_PASSWORD={password}\n"
+    )
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_an_app_configured_by_environment(
+    pytester: pytest.Pytester, runtime: Path, workers: int | None
+) -> None:
+    _project(pytester)
+    args = ["-p", "no:randomly", "-p", "no:cacheprovider"]
+    if workers:
+        pytest.importorskip("xdist")
+        args += ["-n", str(workers)]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=4)
+    seen = [json.loads(p.read_text()) for p in sorted(pytester.path.glob("seen-*.json"))]
+    names = {"main"} if workers is None else {"main", "gw0", "gw1"}
+    assert {p.name[5:-5] for p in pytester.path.glob("seen-*.json")} == names
+    output = result.stdout.str() + result.stderr.str()
+    for found in seen:
+        assert found["password"]
+        assert found["password"] not in output
+    # Each worker on a database of its own.
+    workers_urls = {p["url"] for p in seen}
+    assert len(workers_urls) == len(seen)
+    assert "environment set for the session: DATABASE_URL=postgresql+psycopg://" in output
+    assert "POSTGRES_PASSWORD=***" in output
+    assert janitor.records(runtime) == []  # the server started early is stopped too
