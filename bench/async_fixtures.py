@@ -18,6 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import report
 from isolation import CLI
 from isolation import _start
 from isolation import schema_sql
@@ -94,6 +95,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="sessions per figure (median)")
     parser.add_argument("--bin-dir", default="embedded", help="PostgreSQL binaries to use")
     parser.add_argument("--isolation", default="transaction", help="transaction, reset or clone")
+    parser.add_argument("--out", help="also write the figures to OUT/async.json (summary.py)")
     args = parser.parse_args()
 
     from pytest_pgsandbox._engine.servers import places
@@ -135,6 +137,7 @@ def main() -> int:
         f"session, medians of {args.repeat}\n"
     )
     print(f"{'':<22}{'read':>9}{'write':>9}   overhead per test (ms) over the empty test")
+    rows = []
     for name, (template, *_rest) in VARIANTS.items():
         base = "no database (sync)" if template is SYNC else "no database (async)"
         if name.startswith("no database"):
@@ -143,11 +146,16 @@ def main() -> int:
         read = per["read", name] - per["read", base]
         write = per["write", name] - per["write", base]
         line = f"{name:<22}{read:>+9.2f}{write:>+9.2f}"
+        rows.append({"variant": name, "read": read, "write": write})
         twin = TWIN.get(name)
         if twin:
             twin_read = per["read", twin] - per["read", "no database (sync)"]
             line += f"   sync twin {twin}: read {read - twin_read:+.2f} ms"
         print(line)
+    title = f"async fixtures, isolation={args.isolation}, {args.tests} tests"
+    report.save(args.out, f"async-{args.isolation}", title, "embedded PostgreSQL", rows)
+    print()
+    print(report.markdown([{**report.machine(), "title": title, "server": "", "rows": rows}]))
     return 0
 
 
