@@ -156,9 +156,11 @@ def chart(results: list[dict[str, Any]], path: Path) -> bool:
         ax.set_yticks(list(ys), names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xscale("symlog", linthresh=1.0)
+        top = max(max(row.get("read") or 0.0, row.get("write") or 0.0) for row in rows)
+        ax.set_xlim(0, max(2.0, top) * 4)  # room for the labels and the legend
         ax.set_xlabel("ms per test over an empty test (log scale above 1 ms)", fontsize=8)
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper right")
     first = results[0]
     fig.suptitle(f"pytest-pgsandbox, {first['date']}", fontsize=9)
     fig.tight_layout()
