@@ -2,6 +2,7 @@
 
     python bench/isolation.py --out results
     python bench/async_fixtures.py --out results
+    python bench/suite_wall.py --out results
     python bench/summary.py results [--png results/per-test.png]
 
 The table names the machine, the versions and the date; the README's figures are copied
