@@ -204,11 +204,13 @@ class AsyncPsycopg:
                     await conn.execute("SELECT pg_advisory_unlock_all()")
             else:
                 conn._pgsb_active = False
-                # Session advisory locks outlive the rollback; the next test must not inherit
-                # them (nor moved sequences). One round trip; ends idle.
-                statements = [self._restore, "SELECT pg_advisory_unlock_all()"]
                 if conn.info.transaction_status != TransactionStatus.IDLE:
-                    statements.insert(0, "ROLLBACK")
+                    # psycopg's own rollback: it also forgets the statements it prepared,
+                    # which may name objects the rollback removed.
+                    await conn.rollback()
+                # Session advisory locks outlive the rollback; the next test must not inherit
+                # them (nor moved sequences). One round trip, no BEGIN of psycopg's; ends idle.
+                statements = [self._restore, "SELECT pg_advisory_unlock_all()"]
                 await _batch(conn, "; ".join(x for x in statements if x))
                 keep = self._idle is not None and conn.info.transaction_status == (
                     TransactionStatus.IDLE
