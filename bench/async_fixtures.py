@@ -1,12 +1,12 @@
 """Per-test cost of each async fixture next to its sync twin.
 
-    python bench/async_fixtures.py [--tests 300] [--repeat 3]
+    python bench/async_fixtures.py [--tests 300] [--repeat 3] [--runner asyncio|anyio]
 
 The isolation benchmark's workload (30 tables, 2,010 rows); each test reads two counts, or
 writes a row into 2 of the 30 tables and commits. Sync tests are measured against sync tests
-without a database, async ones (pytest-asyncio, a loop per test) against async tests without
-one, so the figure is the fixture's own cost. Timings on shared machines are noisy: compare
-the ratios within one run.
+without a database, async ones (pytest-asyncio, a loop per test; or anyio's plugin, with a
+session-wide anyio_backend) against async tests without one, so the figure is the fixture's
+own cost. Timings on shared machines are noisy: compare the ratios within one run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import report
 from isolation import CLI
 from isolation import _start
 from isolation import schema_sql
@@ -82,6 +83,10 @@ VARIANTS: dict[str, tuple[str, str, str, str]] = {
     ),
 }
 TWIN = {"pg_async_conn": "pg_conn", "pg_async_session": "pg_session", "pg_asyncpg": "pg_conn"}
+ANYIO = (
+    "\n\nimport pytest\n\n@pytest.fixture(scope='session')\ndef anyio_backend():\n"
+    "    return 'asyncio'\n"
+)
 INI = (
     "[pytest]\npg_schema = sql:schema.sql\nasyncio_default_fixture_loop_scope = function\n"
     "asyncio_default_test_loop_scope = function\n"
@@ -94,6 +99,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="sessions per figure (median)")
     parser.add_argument("--bin-dir", default="embedded", help="PostgreSQL binaries to use")
     parser.add_argument("--isolation", default="transaction", help="transaction, reset or clone")
+    parser.add_argument(
+        "--runner",
+        default="asyncio",
+        choices=("asyncio", "anyio"),
+        help="what runs the async tests: pytest-asyncio (a loop per test) or anyio's plugin",
+    )
+    parser.add_argument("--out", help="also write the figures to OUT/async.json (summary.py)")
     args = parser.parse_args()
 
     from pytest_pgsandbox._engine.servers import places
@@ -110,9 +122,14 @@ def main() -> int:
                 text = "from sqlalchemy import text\n" + template.format(
                     n=args.tests, args=fixtures
                 )
+                if args.runner == "anyio":
+                    text = text.replace("@pytest.mark.asyncio", "@pytest.mark.anyio")
                 project = project_with(
                     {"test_many.py": text + (read if workload == "read" else write)}
                 )
+                if args.runner == "anyio":
+                    with (project / "conftest.py").open("a") as conftest:
+                        conftest.write(ANYIO)
                 (project / "schema.sql").write_text(schema_sql())
                 (project / "pytest.ini").write_text(INI)
                 projects[workload, name] = project
@@ -131,10 +148,11 @@ def main() -> int:
 
     per = {key: statistics.median(values) for key, values in spans.items()}
     print(
-        f"pytest-pgsandbox async fixtures, isolation={args.isolation}, {args.tests} tests per "
-        f"session, medians of {args.repeat}\n"
+        f"pytest-pgsandbox async fixtures, isolation={args.isolation}, {args.runner}, "
+        f"{args.tests} tests per session, medians of {args.repeat}\n"
     )
     print(f"{'':<22}{'read':>9}{'write':>9}   overhead per test (ms) over the empty test")
+    rows = []
     for name, (template, *_rest) in VARIANTS.items():
         base = "no database (sync)" if template is SYNC else "no database (async)"
         if name.startswith("no database"):
@@ -143,11 +161,18 @@ def main() -> int:
         read = per["read", name] - per["read", base]
         write = per["write", name] - per["write", base]
         line = f"{name:<22}{read:>+9.2f}{write:>+9.2f}"
+        rows.append({"variant": name, "read": read, "write": write})
         twin = TWIN.get(name)
         if twin:
             twin_read = per["read", twin] - per["read", "no database (sync)"]
             line += f"   sync twin {twin}: read {read - twin_read:+.2f} ms"
         print(line)
+    title = f"async fixtures, isolation={args.isolation}, {args.runner}, {args.tests} tests"
+    report.save(
+        args.out, f"async-{args.isolation}-{args.runner}", title, "embedded PostgreSQL", rows
+    )
+    print()
+    print(report.markdown([{**report.machine(), "title": title, "server": "", "rows": rows}]))
     return 0
 
 

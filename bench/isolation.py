@@ -37,6 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import report
 from pytest_pgsandbox._engine.servers import places
 from run import project_with
 from run import session
@@ -154,6 +155,7 @@ def main() -> int:
         metavar="IMAGE",
         help="also measure server=docker with this image (e.g. postgres:18, same major)",
     )
+    parser.add_argument("--out", help="also write the figures to OUT/isolation.json (summary.py)")
     args = parser.parse_args()
     alias = None
     if args.docker:
@@ -244,6 +246,7 @@ def _measure(
     admin = ConnInfo.from_conninfo(url)
     disk = ConnInfo.from_conninfo(disk_url)
     with psycopg.connect(url, autocommit=True) as conn:
+        server = f"PostgreSQL {conn.info.server_version // 10000}"
         print(
             f"pytest-pgsandbox isolation benchmark: {conn.info.server_version // 10000}.x, "
             f"{TABLES} tables, {TABLES * ROWS} rows, {args.tests} tests per session, "
@@ -319,6 +322,27 @@ def _measure(
         if name.startswith("pytest-postgresql") and clone > 0:
             line += f"   = {cells[1] / clone:.1f}x pgsandbox clone"
         print(line)
+    rows = [
+        {
+            "variant": name,
+            "read": per["read", name] - per["read", "no database"],
+            "write": per["write", name] - per["write", "no database"],
+        }
+        for name in VARIANTS
+        if name != "no database"
+    ]
+    rows.append(
+        {
+            "variant": "start-up, pgsandbox transaction",
+            "read": statistics.median(starts["pgsandbox transaction"]),
+            "write": None,
+            "unit": "s",
+        }
+    )
+    title = f"isolation, {args.tests} tests, {TABLES} tables"
+    report.save(args.out, "isolation", title, server, rows)
+    print()
+    print(report.markdown([{**report.machine(), "title": title, "server": server, "rows": rows}]))
     return 0
 
 

@@ -156,3 +156,36 @@ def test_connections_opened_ahead_survive_a_repaired_database(
         "-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function"
     )
     result.assert_outcomes(passed=5, errors=1)
+
+
+def test_a_kept_connection_forgets_what_the_rollback_removed(
+    pytester: pytest.Pytester, runtime: Path
+) -> None:
+    # psycopg prepares a query run often enough; the same text in the next test must not
+    # reach a statement prepared on a table the rollback removed. And the sessions share one
+    # SQLAlchemy engine: its second test, on a loop of its own, works as the first.
+    pytester.makepyfile(
+        """
+        import pytest
+        from sqlalchemy import text
+
+        @pytest.mark.asyncio
+        @pytest.mark.parametrize("n", range(2))
+        async def test_prepared(pg_async_conn, n):
+            await pg_async_conn.execute(f"CREATE TABLE t (id int, v{n} int)")
+            for _ in range(7):
+                cur = await pg_async_conn.execute("SELECT * FROM t")
+                assert [d.name for d in cur.description] == ["id", f"v{n}"]
+
+        @pytest.mark.asyncio
+        @pytest.mark.parametrize("n", range(2))
+        async def test_session(pg_async_session, n):
+            await pg_async_session.execute(text("CREATE TABLE s (id int)"))
+            await pg_async_session.commit()
+            assert (await pg_async_session.execute(text("SELECT count(*) FROM s"))).scalar() == 0
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function"
+    )
+    result.assert_outcomes(passed=4)

@@ -68,13 +68,13 @@ def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
 
 
 async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
+    from pytest_pgsandbox._engine.drivers.sqla import SHARED_ASYNC
     from pytest_pgsandbox._engine.drivers.sqla import async_session_class
-    from pytest_pgsandbox._engine.drivers.sqla import make_async_engine
 
     owner = _psycopg_owner(pg)
     conn = await owner.open()
-    engine = make_async_engine(lambda: conn)
     try:
+        engine = SHARED_ASYNC.engine_for(conn)  # its dialect set up once, by the first test
         AsyncSession = async_session_class()
 
         async with engine.connect() as connection:
@@ -87,7 +87,7 @@ async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
             finally:
                 await session.close()
     finally:
-        await engine.dispose()
+        SHARED_ASYNC.conn = None
         await owner.close()
 
 

@@ -22,6 +22,9 @@ import contextlib
 from typing import Any
 
 import psycopg
+from psycopg import errors
+from psycopg import generators
+from psycopg.pq import ExecStatus
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine.isolation.transaction import SAVEPOINT
@@ -119,6 +122,19 @@ def close_idle() -> None:
         idle.close()
 
 
+async def _batch(conn: psycopg.AsyncConnection[Any], statements: str) -> None:
+    """Run ``statements`` in one round trip (psycopg would add one for its own ``BEGIN``).
+
+    Only for our own fixed statements: they go to libpq as they are.
+    """
+    async with conn.lock:
+        conn.pgconn.send_query(statements.encode())
+        results = await conn.wait(generators.execute(conn.pgconn))
+    for result in results:
+        if result.status not in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
+            raise errors.error_from_result(result, encoding=conn.info.encoding)
+
+
 async def _snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
     cur = await conn.execute(SEQUENCES)
     return values_of(await cur.fetchall())
@@ -151,7 +167,7 @@ class AsyncPsycopg:
         if conn is not None and self._idle.values is not None:
             try:
                 # Opens the outer transaction.
-                await conn.execute(f"{self.set_role}SAVEPOINT {SAVEPOINT}")
+                await _batch(conn, f"BEGIN; {self.set_role}SAVEPOINT {SAVEPOINT}")
             except psycopg.OperationalError:  # ended since (the database was replaced)
                 await conn.close()
             else:
@@ -189,12 +205,13 @@ class AsyncPsycopg:
             else:
                 conn._pgsb_active = False
                 if conn.info.transaction_status != TransactionStatus.IDLE:
+                    # psycopg's own rollback: it also forgets the statements it prepared,
+                    # which may name objects the rollback removed.
                     await conn.rollback()
                 # Session advisory locks outlive the rollback; the next test must not inherit
-                # them (nor moved sequences).
+                # them (nor moved sequences). One round trip, no BEGIN of psycopg's; ends idle.
                 statements = [self._restore, "SELECT pg_advisory_unlock_all()"]
-                await conn.execute("; ".join(x for x in statements if x))
-                await conn.commit()
+                await _batch(conn, "; ".join(x for x in statements if x))
                 keep = self._idle is not None and conn.info.transaction_status == (
                     TransactionStatus.IDLE
                 )
@@ -224,7 +241,11 @@ class AsyncPg:
         conn = await asyncpg.connect(dsn=self.info.url(), timeout=self.timeout)
         self.conn = conn
         if self.isolated:
-            self._restore = restore_sql(values_of(await conn.fetch(SEQUENCES)))
+            # Between tests the sequences are where the worker's first test found them.
+            idle = idle_for(self.info)
+            if idle.values is None:
+                idle.values = values_of(await conn.fetch(SEQUENCES))
+            self._restore = restore_sql(idle.values)
             self._outer = conn.transaction()
             await self._outer.start()
             if self.set_role:
@@ -244,11 +265,11 @@ class AsyncPg:
                     raise IsolationBroken(_BROKEN)
                 await self._outer.rollback()
                 self._outer = None
-                if self._restore:
-                    await conn.execute(self._restore)
             # As for psycopg: session locks go before close(), not as the backend exits.
+            # With the sequences, in one round trip.
             if not conn.is_in_transaction():
-                await conn.execute("SELECT pg_advisory_unlock_all()")
+                statements = [self._restore, "SELECT pg_advisory_unlock_all()"]
+                await conn.execute("; ".join(x for x in statements if x))
         finally:
             await conn.close(timeout=self.timeout)
 

@@ -128,6 +128,7 @@ def make_async_engine(current: Callable[[], Any]) -> Any:
             "pg_async_session needs SQLAlchemy's asyncio extension: "
             "pip install 'pytest-pgsandbox[async]'"
         ) from None
+    from sqlalchemy import event
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
@@ -140,5 +141,48 @@ def make_async_engine(current: Callable[[], Any]) -> Any:
         poolclass=NullPool,
         pool_reset_on_return=None,
     )
-    engine.sync_engine.dialect.do_close = _keep_open  # type: ignore[method-assign]
+    dialect: Any = engine.sync_engine.dialect
+    dialect.do_close = _keep_open
+    # The dialect reads the server once, on its first connection, and registers hstore's
+    # adapters on that connection only (later ones would get them from a pool of its own):
+    # keep what it found, and give each connection the same.
+    found: dict[str, Any] = {}
+    fetch = dialect._type_info_fetch
+
+    def type_info_fetch(connection: Any, name: str) -> Any:
+        found[name] = info = fetch(connection, name)
+        return info
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        info = found.get("hstore")
+        if info is not None:
+            from psycopg.types.hstore import register_hstore
+
+            register_hstore(info, dbapi_connection.driver_connection)
+
+    dialect._type_info_fetch = type_info_fetch
+    event.listen(engine.sync_engine, "connect", on_connect)
     return engine
+
+
+class SharedAsyncEngine:
+    """One ``AsyncEngine`` for every test of the process, on the running test's connection.
+
+    Making an engine is cheap; its dialect's first connection is not (it reads the server's
+    version, settings and types in several round trips). Its connections are the tests' own,
+    so nothing in it belongs to an event loop: tests on loops of their own share it.
+    """
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self._engine: Any = None
+
+    def engine_for(self, conn: Any) -> Any:
+        """The engine, its next connection being ``conn``."""
+        self.conn = conn
+        if self._engine is None:
+            self._engine = make_async_engine(lambda: self.conn)
+        return self._engine
+
+
+SHARED_ASYNC = SharedAsyncEngine()
