@@ -80,6 +80,7 @@ class Settings:
     verify_isolation: bool = False
     tmpfs: bool = True
     pytest_postgresql: bool = False
+    django: bool = False
     start_timeout: float = 60.0
     url_env: str | None = None
     runtime_dir: Path | None = None
