@@ -31,8 +31,9 @@ def test_the_django_example_serial_then_under_xdist(
     serial.stdout.fnmatch_lines(
         [
             "pgsandbox: django: each PostgreSQL alias*",
-            "pgsandbox: django alias default: template migrated in * s (*), ready in *",
-            "pgsandbox: django alias audit: template migrated in * s (*), ready in *",
+            "pgsandbox: django: PostgreSQL *, local server *, ready in * s*",
+            "pgsandbox: django alias default: template * (*), ready in *",
+            "pgsandbox: django alias audit: template * (*), ready in *",
         ]
     )
     xdist = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
@@ -119,6 +120,8 @@ def test_each_alias_has_its_rows(n, worker_id):
 def _project(pytester: pytest.Pytester, extra_field: str = "") -> None:
     pytester.makeini(
         "[pytest]\nDJANGO_SETTINGS_MODULE = app_settings\npythonpath = .\npg_django = true\n"
+        # The data migration reads it: an input of the templates (and of the cluster cache).
+        "pg_template_inputs = env:MIGRATED_LOG\n"
     )
     pytester.makepyfile(app_settings=SETTINGS)
     things = pytester.path / "things"
@@ -175,22 +178,26 @@ def test_branch_switches_reuse_db_and_a_failing_migration(
     pytester.makepyfile(test_branch=BRANCH_TEST)
     args = ("-p", "no:cacheprovider", "--pg-reuse", "--reuse-db")
 
-    def run(expected: str) -> None:
+    def run(*expected: str) -> None:
         result = pytester.runpytest_subprocess(*args)
         result.assert_outcomes(passed=1)
-        result.stdout.fnmatch_lines([f"pgsandbox: django alias default: {expected}"])
+        result.stdout.fnmatch_lines([f"pgsandbox: django{line}" for line in expected])
 
     try:
-        run("template migrated in *; --reuse-db: test_app made from it")
-        run("template reused (*), ready in *; --reuse-db: test_app kept")
+        # A new server: its cluster cache is prepared with both templates in it.
+        run(
+            ": *, ready in * s, its cluster cache was prepared (templates migrated, *)",
+            " alias default: template reused (*), *; --reuse-db: test_app made from it",
+        )
+        run(" alias default: template reused (*), ready in *; --reuse-db: test_app kept")
         assert len(_migrations(log)) == 2  # both aliases, once
         # A feature branch adds a NOT NULL column: its own template, the kept copy made again.
         _project(pytester, FEATURE)
-        run("template migrated in *; --reuse-db: test_app was a copy of another template, *")
+        run(" alias default: template migrated in *; --reuse-db: test_app was a copy of another *")
         assert len(_migrations(log)) == 4
         # Back to main: main's template again (no migration), never the feature's columns.
         _project(pytester)
-        run("template reused (*), ready in *; --reuse-db: test_app was a copy of another *")
+        run(" alias default: template reused (*), *; --reuse-db: test_app was a copy of another *")
         assert len(_migrations(log)) == 4
         # A migration that fails stops the session once, naming app, migration and error.
         broken = pytester.path / "things" / "migrations" / "0002_broken.py"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import TemplateError
@@ -77,10 +78,38 @@ def django_db_modify_db_settings(
 
     config = request.config
     sandbox = config.stash[SANDBOX_KEY]
+    extra = extra_inputs(sandbox.spec())
+    wanted = [a for a in django_source.aliases() if a.migrate] if django_db_use_migrations else []
+
+    def digest(major: int) -> str:
+        return " ".join(django_source.fingerprint(a.name, major, extra) for a in wanted)
+
+    def build(admin: ConnInfo, major: int) -> None:
+        for alias in wanted:
+            django_source.ensure(
+                admin,
+                alias,
+                django_source.fingerprint(alias.name, major, extra),
+                sandbox.run_id,
+                sandbox.settings.start_timeout,
+            )
+
+    starting = sandbox.server is None
+    if wanted and starting:
+        # A new private server then starts with the templates in its cached data.
+        sandbox.more_templates = (digest, build)
     try:
-        server = sandbox.ensure_server()
+        with django_db_blocker.unblock():
+            server = sandbox.ensure_server()
+    except TemplateError as exc:
+        _stop(request, f"pgsandbox: the template could not be built.\n{exc}")
     except PgSandboxError as exc:
         _stop(request, f"pgsandbox: {exc}")
+    if starting and sandbox.server is not None:
+        note = ""
+        if getattr(server, "initdb_cached", None) is False:
+            note = ", its cluster cache was prepared (templates migrated, once for these inputs)"
+        _say(config, f"django: {server.describe()}, ready in {sandbox.startup_seconds:.2f} s{note}")
     admin = server.admin
     major = int(server.version.split(".")[0])
     django_source.close_all()
@@ -93,18 +122,17 @@ def django_db_modify_db_settings(
         _say(config, "django: --nomigrations: Django creates the test databases (no template)")
         return
     keepdb = django_db_keepdb and not django_db_createdb
-    extra = extra_inputs(sandbox.spec())
     for alias in django_source.aliases():
         db = settings.DATABASES[alias.name]
         if not alias.migrate:
             _say(config, f"django alias {alias.name}: TEST MIGRATE is off: no template")
             continue
         began = time.monotonic()
-        digest = django_source.fingerprint(alias.name, major, extra)
+        found = django_source.fingerprint(alias.name, major, extra)
         try:
             with django_db_blocker.unblock():
                 template = django_source.ensure(
-                    admin, alias, digest, sandbox.run_id, sandbox.settings.start_timeout
+                    admin, alias, found, sandbox.run_id, sandbox.settings.start_timeout
                 )
         except TemplateError as exc:
             _stop(request, f"pgsandbox: the template could not be built.\n{exc}")

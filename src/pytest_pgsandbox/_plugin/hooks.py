@@ -55,7 +55,6 @@ pytest_plugins = [
 # Fixtures that need the server: when a selected test uses one, the server starts right
 # after collection (so its start-up is reported once, up front) instead of inside a test.
 SERVER_FIXTURES = frozenset({"pg_server", "pg_template"})
-DJANGO_FIXTURES = frozenset({"django_db_setup"})  # with the django setting
 COMPAT_PLUGIN = "pgsandbox-postgresql"  # pytest-postgresql's default fixtures, when asked for
 
 
@@ -304,9 +303,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     sandbox = config.stash[SANDBOX_KEY]
     compat = _postgresql_wishes(session, sandbox)
-    wanted = SERVER_FIXTURES | DJANGO_FIXTURES if sandbox.settings.django else SERVER_FIXTURES
     if not compat and not any(
-        wanted.intersection(getattr(item, "fixturenames", ())) for item in session.items
+        SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in session.items
     ):
         return
     scenarios = _scenarios_of(session.items)
