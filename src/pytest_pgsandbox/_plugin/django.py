@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from typing import NoReturn
 
 import pytest
 
@@ -50,7 +51,7 @@ def _write(config: pytest.Config, line: str) -> None:
         reporter.write_line(f"pgsandbox: {line}")
 
 
-def _stop(request: pytest.FixtureRequest, message: str) -> None:
+def _stop(request: pytest.FixtureRequest, message: str) -> NoReturn:
     from pytest_pgsandbox._engine.urls import mask
     from pytest_pgsandbox._plugin.stopping import stop_session
 
@@ -160,10 +161,6 @@ def django_db_modify_db_settings(
             config,
             f"django alias {alias.name}: {how}, ready in {time.monotonic() - began:.2f} s{done}",
         )
-
-
-def _owner(fixturedef: Any) -> str:
-    return str(getattr(fixturedef.func, "__module__", ""))
 
 
 def inactive_reason(session: pytest.Session, item: pytest.Item) -> str | None:

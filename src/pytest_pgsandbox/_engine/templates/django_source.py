@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_pgsandbox._engine.templates.template import PREFIX
 from pytest_pgsandbox._engine.templates.template import PgTemplate
 from pytest_pgsandbox._engine.templates.template import ensure_built
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -148,6 +149,9 @@ def inputs(alias: str) -> Iterator[tuple[str, bytes]]:
     yield "django", django.get_version().encode()
     yield "pgsandbox", __version__.encode()
     yield f"alias {alias}", repr((db.get("ENGINE"), test)).encode()
+    source = (db.get("TEST") or {}).get("TEMPLATE")
+    if source and not str(source).startswith(PREFIX):  # the project's own, built upon
+        yield f"alias {alias} built from", str(source).encode()
     for name in SCHEMA_SETTINGS:
         yield f"setting {name}", repr(getattr(settings, name, None)).encode()
     for model in apps.get_models(include_swapped=True):
