@@ -532,6 +532,16 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "django",
+        _bool,
+        False,
+        "true or false",
+        "Host pytest-django's test databases: every PostgreSQL alias in DATABASES gets its "
+        "test database on this server, copied from a template migrated once per fingerprint "
+        "of the project's migrations (see docs/django.md).",
+        is_flag=True,
+    ),
+    Setting(
         "start_timeout",
         _seconds,
         60.0,

@@ -83,6 +83,7 @@ class Settings:
     migrations_timeout: float = 300.0
     tmpfs: bool = True
     pytest_postgresql: bool = False
+    django: bool = False
     start_timeout: float = 60.0
     env: tuple[tuple[str, str], ...] = ()
     url_env: str | None = None

@@ -110,6 +110,10 @@ class Sandbox:
         self._checks: dict[tuple[str, str], Result] = {}  # (source, check) -> its result
         self._checks_cache: Path | None = None
         self._migration_dbs = 0
+        # More templates a new local server's cluster cache holds (e.g. a Django project's):
+        # (PostgreSQL major -> digest of their inputs, build on (admin, major)).
+        self.more_templates: tuple[Callable[[int], str], Callable[[ConnInfo, int], None]] | None
+        self.more_templates = None
 
     def spec(self) -> TemplateSpec:
         from pytest_pgsandbox._engine.templates.template import Source
@@ -208,16 +212,23 @@ class Sandbox:
         spec = self.spec()
         prebuilt: list[PgTemplate] = []
 
+        more = self.more_templates
+
         def build(admin: ConnInfo, major: int) -> None:
-            template = self._ensure_template(admin, spec, major)
-            prebuilt.append(template)
-            if self.scenarios_wanted:
-                self._prebuild_scenarios(admin, template, major)
+            if not spec.empty:
+                template = self._ensure_template(admin, spec, major)
+                prebuilt.append(template)
+                if self.scenarios_wanted:
+                    self._prebuild_scenarios(admin, template, major)
+            if more is not None:
+                more[1](admin, major)
 
         def digest(major: int) -> str:
-            found = fingerprint(spec, major)
+            found = "" if spec.empty else fingerprint(spec, major)
             if self.scenarios_wanted:
                 found = hashlib.sha256(f"{found} {self._scenarios_digest()}".encode()).hexdigest()
+            if more is not None:
+                found = hashlib.sha256(f"{found} more {more[0](major)}".encode()).hexdigest()
             return found
 
         settings = self.settings
@@ -229,7 +240,7 @@ class Sandbox:
                 settings,
                 run=xdist.run_id if xdist else None,
                 owner_pid=xdist.controller_pid if xdist else None,
-                prebuild=None if spec.empty else Prebuild(digest, build),
+                prebuild=None if spec.empty and more is None else Prebuild(digest, build),
                 project=self.project,
             )
         except PgSandboxError as exc:

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import pytest
@@ -31,6 +32,9 @@ from pytest_pgsandbox._plugin.keys import SANDBOX_KEY
 from pytest_pgsandbox._plugin.keys import SETTINGS_KEY
 from pytest_pgsandbox._plugin.keys import XDIST_RUN_KEY
 from pytest_pgsandbox._plugin.sharing import add_database_to_engine_tests
+from pytest_pgsandbox._plugin.stopping import FATAL
+from pytest_pgsandbox._plugin.stopping import FATAL_KEY
+from pytest_pgsandbox._plugin.stopping import stop_session as _stop_session
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import SettingError
@@ -39,6 +43,9 @@ from pytest_pgsandbox.settings import SETTINGS
 from pytest_pgsandbox.settings import Setting
 from pytest_pgsandbox.settings import Settings
 from pytest_pgsandbox.settings import resolve
+
+if TYPE_CHECKING:
+    from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
 pytest_plugins = [
     "pytest_pgsandbox._plugin.fixtures",
@@ -161,10 +168,32 @@ def _register(config: pytest.Config, settings: Settings, sandbox: Sandbox) -> No
         import pytest_pgsandbox.postgresql.plugin as compat
 
         config.pluginmanager.register(compat, COMPAT_PLUGIN)
+    if settings.django:
+        _register_django(config)
     # If pytest never reaches pytest_unconfigure (os._exit is not caught by anything),
     # at least a normal interpreter exit stops the server.
     atexit.unregister(sandbox.close)  # registered once
     atexit.register(sandbox.close)
+
+
+DJANGO_PLUGIN = "django"  # pytest-django's name in pytest's plugin manager
+
+
+def _register_django(config: pytest.Config) -> None:
+    """Serve pytest-django's test databases (the ``django`` setting): registered after
+    pytest-django, so that our fixture overrides its, and a conftest.py override ours."""
+    if not config.pluginmanager.has_plugin(DJANGO_PLUGIN):
+        where = config.stash[SETTINGS_KEY].source("django")
+        raise pytest.UsageError(
+            f"pgsandbox: django=true (from {where}) serves pytest-django's test databases, "
+            "but pytest-django is not active. Install it (pip install "
+            "'pytest-pgsandbox[django]'), do not disable it with -p no:django, or turn the "
+            "setting off."
+        )
+    from pytest_pgsandbox._plugin import django as django_plugin
+
+    if not config.pluginmanager.has_plugin(django_plugin.PLUGIN):
+        config.pluginmanager.register(django_plugin, django_plugin.PLUGIN)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -407,10 +436,6 @@ def _postgresql_wishes(session: pytest.Session, sandbox: Sandbox) -> bool:
     return True
 
 
-FATAL = "pgsandbox_fatal"  # an xdist worker's reason to stop the session, for the controller
-FATAL_KEY = pytest.StashKey[str]()
-
-
 DISK_FULL = "53100"  # SQLSTATE disk_full
 
 
@@ -473,18 +498,6 @@ def _stop_if_server_died(item: pytest.Item) -> None:
             _stop_session(item.session, message)
 
 
-def _stop_session(session: pytest.Session, message: str) -> None:
-    """End the session with ``message`` and exit code 1 (the same under xdist)."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is None:
-        pytest.exit(message, 1)
-    # In an xdist worker, pytest.exit reaches the user as an INTERNALERROR of the controller
-    # that hides the message: the worker runs no test and hands the message on instead.
-    workeroutput[FATAL] = message
-    session.config.stash[FATAL_KEY] = message
-    session.shouldfail = message  # the worker's loop ends after the test it is given first
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item) -> bool | None:
     """An xdist worker whose session must stop runs no test (see ``_stop_session``)."""
@@ -533,4 +546,24 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         print("the template's hash covers (with the PostgreSQL major and pgsandbox's version):")
         for line in coverage(spec):
             print(f"  {line}")
+    if settings.django:
+        _django_info(spec)
     return 0
+
+
+def _django_info(spec: TemplateSpec) -> None:
+    """What each Django alias's template hash covers (read from files, no database)."""
+    try:
+        from django.apps import apps
+    except ImportError:
+        print("django=true, but Django is not installed")
+        return
+    if not apps.ready:
+        print("django=true, but Django is not set up (no DJANGO_SETTINGS_MODULE?)")
+        return
+    from pytest_pgsandbox._engine.templates import django_source
+    from pytest_pgsandbox._engine.templates.template import extra_inputs
+
+    print("each Django alias's template hash covers (with the PostgreSQL major):")
+    for line in django_source.coverage(extra_inputs(spec)):
+        print(f"  {line}")
