@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,7 +137,9 @@ def databases(pg_server: PgServer) -> Iterator[Factory]:
     counter = itertools.count()
 
     def make(schema: str = SCHEMA, data: str = "") -> psycopg.Connection[Any]:
-        name = f"pgsb_scenario_test_{next(counter)}"
+        # Under xdist the workers share the run's server: names of this worker's own.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        name = f"pgsb_scenario_test_{worker}_{next(counter)}"
         with connect(pg_server.admin) as admin:
             provision.drop_database(admin, name)
             provision.create_database(admin, name, {"kind": "test"})
