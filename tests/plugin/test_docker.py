@@ -71,6 +71,17 @@ def ours(dclient: Any, **labels: str) -> set[str]:
     return {c.name for c in dclient.containers.list(all=True, filters={"label": wanted})}
 
 
+def of_our_image(dclient: Any) -> set[str]:
+    """Our containers of IMAGE: a session elsewhere in the suite that falls back to Docker
+    (server=auto) runs the default image, and may be running while a test here counts."""
+    return ours(dclient, **{pgdocker.IMAGE_LABEL: IMAGE})
+
+
+def labels_of(dclient: Any, names: set[str]) -> dict[str, Any]:
+    """What a container left behind carries (who made it), for the failure's message."""
+    return {c.name: c.labels for c in dclient.containers.list(all=True) if c.name in names}
+
+
 @pytest.fixture
 def docker_env(monkeypatch: pytest.MonkeyPatch, runtime: Path) -> Path:
     """A clean environment with a runtime folder of its own (for the run and reuse locks)."""
@@ -156,7 +167,7 @@ def test_each_isolation_runs_in_one_container_that_goes_away(
 ) -> None:
     seen = pytester.path / "seen.txt"
     monkeypatch.setenv("SEEN", str(seen))
-    before = ours(dclient)
+    before = of_our_image(dclient)
     pytester.makepyfile(ISOLATIONS)
     result = pytester.runpytest_subprocess(
         "--pg-server=docker", f"--pg-image={IMAGE}", "--pg-start-timeout=120", *workers
@@ -166,7 +177,8 @@ def test_each_isolation_runs_in_one_container_that_goes_away(
         result.stdout.fnmatch_lines(["postgresql: PostgreSQL 16.* in Docker (postgres:16*"])
     # One container served every test (and every worker); it is gone afterwards.
     assert len(set(seen.read_text().split())) == 1
-    assert ours(dclient) - before == set()
+    left = of_our_image(dclient) - before
+    assert left == set(), labels_of(dclient, left)
     assert not list(docker_env.glob("run-*.docker"))
 
 
@@ -264,7 +276,7 @@ def test_without_the_reaper_image_it_says_so_once_and_cleans_up_itself(
     dclient: Any,
 ) -> None:
     monkeypatch.setenv("RYUK_CONTAINER_IMAGE", ABSENT_RYUK)
-    before = ours(dclient)
+    before = of_our_image(dclient)
     pytester.makepyfile("def test_a(pg):\n    pass\n\ndef test_b(pg):\n    pass\n")
     result = pytester.runpytest_subprocess(
         "--pg-server=docker", f"--pg-image={IMAGE}", "--pg-start-timeout=120", "-q"
@@ -275,7 +287,8 @@ def test_without_the_reaper_image_it_says_so_once_and_cleans_up_itself(
     assert out.count(note) == 1, out
     assert "removed by the next run or by pgsandbox gc" in out
     assert "Check the image name" not in out
-    assert ours(dclient) - before == set()
+    left = of_our_image(dclient) - before
+    assert left == set(), labels_of(dclient, left)
 
 
 @needs_daemon
@@ -403,7 +416,7 @@ def test_a_daemon_speaking_api_1_41_is_used_at_its_version(
     from docker_api import api_1_41_daemon
 
     monkeypatch.setenv("RYUK_CONTAINER_IMAGE", ABSENT_RYUK)
-    before = ours(dclient)
+    before = of_our_image(dclient)
     with api_1_41_daemon(pytester.path) as host:
         monkeypatch.setenv("DOCKER_HOST", host)
         pinned = docker.DockerClient(
@@ -428,4 +441,5 @@ def test_a_daemon_speaking_api_1_41_is_used_at_its_version(
             "--pg-server=docker", f"--pg-image={IMAGE}", "--pg-start-timeout=120"
         )
         result.assert_outcomes(passed=2)
-    assert ours(dclient) - before == set()
+    left = of_our_image(dclient) - before
+    assert left == set(), labels_of(dclient, left)

@@ -44,6 +44,9 @@ VALUES: dict[str, tuple[str, str]] = {
     "pytest_postgresql": ("true", "true"),
     "start_timeout": ("7", "7"),
     "url_env": ("DATABASE_URL", "DATABASE_URL"),
+    "env": ("DATABASE_URL={sync_url}", "DATABASE_URL={sync_url}"),
+    "attach": ("shared-dev", "shared-dev"),
+    "django": ("true", "true"),
     "runtime_dir": ("/tmp/pgsb-elsewhere", "/tmp/pgsb-elsewhere"),
     "cache_dir": ("/tmp/pgsb-cache-elsewhere", "/tmp/pgsb-cache-elsewhere"),
 }
