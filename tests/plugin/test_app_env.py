@@ -35,12 +35,21 @@ import os
 
 import sqlalchemy as sa
 
+from app.config import settings  # made when conftest.py imported the app
+
 
 def seed(_url):
-    # Seeds and env.py files read the same variables; while the template is built they name it.
-    engine = sa.create_engine(os.environ["DATABASE_URL"])
+    # The settings object names the session's database (the variables named it when it was
+    # made), as full-stack projects' env.py files and seeds use it: pgsandbox sends the
+    # connection to the template. The variables themselves name the template now.
+    assert settings.database_url != os.environ["DATABASE_URL"]
+    engine = sa.create_engine(settings.database_url)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO item (name) VALUES ('from the seed')"))
+    engine.dispose()
+    engine = sa.create_engine(os.environ["DATABASE_URL"])
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM item")).scalar() == 1
     engine.dispose()
 """
 

@@ -192,6 +192,10 @@ class Sandbox:
         info = self._early.admin.for_db(self.env_database)
         if not getattr(self._early, "may_create_databases", True):
             info = self._early.admin  # the tests will run in the URL's database, in place
+        else:
+            from pytest_pgsandbox._engine.templates.guard import stand_in_for_templates
+
+            stand_in_for_templates(info)  # settings made at import name it, and mean the template
         self.env = appenv.render(settings.env, info)
         self.env_shown = appenv.render(settings.env, info, masked=True)
         return self.env

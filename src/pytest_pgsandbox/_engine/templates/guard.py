@@ -12,6 +12,11 @@ building thread to another server or database:
 
 Connections made on other threads (our own background work) are left alone. The first
 refusal is remembered, so the build fails with it even if the user's code caught the error.
+
+One kind is redirected instead of refused: a connection to a database of our own that
+applications were pointed at (the ``env`` setting's), made while its template is built. An
+application whose settings object was created when ``conftest.py`` imported it names that
+database, and its ``env.py`` or seed means the template: the connection goes there.
 """
 
 from __future__ import annotations
@@ -39,6 +44,22 @@ class ForeignConnection(TemplateError):
     """A connection to another database while the template was being built."""
 
 
+# Our own databases that stand for the template while one is built (see the docstring).
+_STAND_INS: list[ConnInfo] = []
+
+
+def stand_in_for_templates(info: ConnInfo) -> None:
+    """Connections made to ``info`` during template builds go to the template instead.
+
+    Only for a database pgsandbox made for the session and pointed applications at."""
+    if not any(_same_place(_params(known), info) for known in _STAND_INS):
+        _STAND_INS.append(info)
+
+
+def _params(info: ConnInfo) -> dict[str, Any]:
+    return {"host": info.host, "port": info.port, "dbname": info.dbname}
+
+
 @dataclass
 class Guard:
     """What :func:`only_to` allows, and the first connection it refused."""
@@ -46,6 +67,7 @@ class Guard:
     allowed: ConnInfo
     thread: int = field(default_factory=threading.get_ident)
     refused: ForeignConnection | None = None
+    redirected: list[str] = field(default_factory=list)  # what went to the template instead
     fix: str = (
         "Fix: let env.py use the URL Alembic is given, e.g. "
         '`url = config.get_main_option("sqlalchemy.url")` (pgsandbox sets it), '
@@ -53,10 +75,18 @@ class Guard:
         "that it holds the template's URL while the template is built."
     )
 
-    def check(self, params: Mapping[str, Any], shown: str) -> None:
-        """Raise (and remember) a refusal unless ``params`` reach the template."""
-        if threading.get_ident() == self.thread and not _same_place(params, self.allowed):
-            self.refuse(shown)
+    def check(self, params: Mapping[str, Any], shown: str) -> str | None:
+        """Raise (and remember) a refusal unless ``params`` reach the template.
+
+        Returns the database to connect to instead (the template's) when ``params`` name one
+        of our stand-ins, else None: connect as asked."""
+        if threading.get_ident() != self.thread or _same_place(params, self.allowed):
+            return None
+        if any(_same_place(params, stand_in) for stand_in in _STAND_INS):
+            self.redirected.append(shown)
+            return self.allowed.dbname
+        self.refuse(shown)
+        return None  # not reached: refuse raises
 
     def refuse(self, shown: str) -> None:
         error = ForeignConnection(
@@ -145,7 +175,9 @@ def _guard_sqlalchemy(guard: Guard, undo: list[Callable[[], None]]) -> None:
 
             with contextlib.suppress(Exception):
                 params = {**conninfo_to_dict(cargs[0]), **params}
-        guard.check(params, mask(_shown(params)))
+        instead = guard.check(params, mask(_shown(params)))
+        if instead is not None:  # asyncpg's dialect says "database", the others "dbname"
+            cparams["database" if "database" in cparams else "dbname"] = instead
 
     event.listen(Engine, "do_connect", do_connect)
     undo.append(lambda: event.remove(Engine, "do_connect", do_connect))
@@ -162,7 +194,9 @@ def _guard_psycopg(guard: Guard, undo: list[Callable[[], None]]) -> None:
         def make(func: Any) -> Any:
             def connect(klass: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
                 params = conninfo_to_dict(conninfo, **kwargs)
-                guard.check(params, mask(_shown(params)))
+                instead = guard.check(params, mask(_shown(params)))
+                if instead is not None:
+                    kwargs = {**kwargs, "dbname": instead}
                 return func(klass, conninfo, **kwargs)
 
             return classmethod(connect)
@@ -185,7 +219,9 @@ def _guard_psycopg2(guard: Guard, undo: list[Callable[[], None]]) -> None:
         from psycopg.conninfo import conninfo_to_dict
 
         params = conninfo_to_dict(dsn or "", **{k: v for k, v in kwargs.items() if v})
-        guard.check(params, mask(_shown(params)))
+        instead = guard.check(params, mask(_shown(params)))
+        if instead is not None:
+            kwargs = {**{k: v for k, v in kwargs.items() if k != "database"}, "dbname": instead}
         return original(dsn, *args, **kwargs)
 
     module.connect = connect
@@ -207,7 +243,9 @@ def _guard_asyncpg(guard: Guard, undo: list[Callable[[], None]]) -> None:
         for key in ("host", "port", "user", "password", "database"):
             if kwargs.get(key):
                 params[key] = kwargs[key]
-        guard.check(params, mask(_shown(params)))
+        instead = guard.check(params, mask(_shown(params)))
+        if instead is not None:
+            kwargs = {**kwargs, "database": instead}
         return await original(dsn, **kwargs)
 
     module.connect = connect
