@@ -15,6 +15,10 @@ And the schema section: a 30-table schema built by 50 Alembic migrations, plus 2
 rows: launch to first test when the template is built, when a new server finds it in the
 cluster cache, when a reused server (``--pg-reuse``) has it, and the same under ``-n 2``.
 
+With ``--before DIR`` (a checkout of an earlier version, e.g. ``git worktree add --detach
+DIR <commit>``) every figure is measured for that version too, its sessions interleaved with
+this one's, and printed next to it: a before/after comparison under the same load.
+
 Timings on shared machines are noisy: compare the ratios within one run, not across runs.
 """
 
@@ -104,51 +108,64 @@ def project_with(files: dict[str, str]) -> Path:
     return project
 
 
-def startup(bin_dir: str, repeat: int, base_env: dict[str, str]) -> dict[str, list[float]]:
-    """Seconds from launching pytest to the first test's body."""
-    results: dict[str, list[float]] = {"no database": [], "cold": [], "cached": []}
+Variants = dict[str, dict[str, str]]  # label -> environment of its sessions
+
+
+def startup(bin_dir: str, repeat: int, variants: Variants) -> dict[str, dict[str, list[float]]]:
+    """Seconds from launching pytest to the first test's body, per variant."""
+    results = {label: {"no database": [], "cold": [], "cached": []} for label in variants}
     # Where the plugin would put them by default: RAM if there is some, else the temp folder.
     where = places.ram_dir() or tempfile.gettempdir()
-    warm = Path(tempfile.mkdtemp(prefix="pgsb-bench-warm-", dir=where))
-    warm.chmod(0o755)  # as root, the server user must get through
-    env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
     plain = project_with({"test_first.py": FIRST_PLAIN})
     with_pg = project_with({"test_first.py": FIRST_PG})
+    warm: dict[str, Path] = {}
     try:
-        session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(warm / "rt")})  # fills its cache
+        for label, base_env in variants.items():
+            warm[label] = Path(tempfile.mkdtemp(prefix="pgsb-bench-warm-", dir=where))
+            warm[label].chmod(0o755)  # as root, the server user must get through
+            env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
+            session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(warm[label] / "rt")})  # cache
         for _ in range(repeat):
-            m = session(plain, env)
-            results["no database"].append(m["first"] - m["launched"])
-            cold = Path(tempfile.mkdtemp(prefix="pgsb-bench-cold-", dir=where))
-            cold.chmod(0o755)
-            m = session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(cold / "rt")})
-            results["cold"].append(m["first"] - m["launched"])
-            shutil.rmtree(cold, ignore_errors=True)
-            m = session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(warm / "rt")})
-            results["cached"].append(m["first"] - m["launched"])
+            for label, base_env in variants.items():  # interleaved: same moment, same noise
+                env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
+                m = session(plain, env)
+                results[label]["no database"].append(m["first"] - m["launched"])
+                cold = Path(tempfile.mkdtemp(prefix="pgsb-bench-cold-", dir=where))
+                cold.chmod(0o755)
+                m = session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(cold / "rt")})
+                results[label]["cold"].append(m["first"] - m["launched"])
+                shutil.rmtree(cold, ignore_errors=True)
+                m = session(with_pg, {**env, "PGSANDBOX_RUNTIME_DIR": str(warm[label] / "rt")})
+                results[label]["cached"].append(m["first"] - m["launched"])
     finally:
-        for folder in (warm, plain, with_pg):
+        for folder in (*warm.values(), plain, with_pg):
             shutil.rmtree(folder, ignore_errors=True)
     return results
 
 
-def per_test(bin_dir: str, n: int, repeat: int, base_env: dict[str, str]) -> dict[str, float]:
+def per_test(bin_dir: str, n: int, repeat: int, variants: Variants) -> dict[str, dict[str, float]]:
     """Median milliseconds per test, from the first test's start to the last one's end."""
-    env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
-    spans: dict[str, list[float]] = {name: [] for name in MANY}
+    spans: dict[str, dict[str, list[float]]] = {
+        label: {name: [] for name in MANY} for label in variants
+    }
     projects = {
         name: project_with({"test_many.py": text.replace("{n}", str(n))})
         for name, text in MANY.items()
     }
     try:
         for _ in range(repeat):
-            for name, project in projects.items():  # interleaved: same moment, same noise
-                m = session(project, env)
-                spans[name].append((m["last"] - m["first"]) * 1000 / n)
+            for label, base_env in variants.items():
+                env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
+                for name, project in projects.items():  # interleaved: same moment, same noise
+                    m = session(project, env)
+                    spans[label][name].append((m["last"] - m["first"]) * 1000 / n)
     finally:
         for project in projects.values():
             shutil.rmtree(project, ignore_errors=True)
-    return {name: statistics.median(values) for name, values in spans.items()}
+    return {
+        label: {name: statistics.median(values) for name, values in figures.items()}
+        for label, figures in spans.items()
+    }
 
 
 ENV_WITH_MODELS = """\
@@ -267,57 +284,87 @@ def migrations_project(
     return project
 
 
-def schema_startup(bin_dir: str, repeat: int, base_env: dict[str, str]) -> dict[str, list[float]]:
+def schema_startup(
+    bin_dir: str, repeat: int, variants: Variants
+) -> dict[str, dict[str, list[float]]]:
     """Launch to first test (seconds) for a 50-migration schema, by how the template is found."""
     where = places.ram_dir() or tempfile.gettempdir()
-    results: dict[str, list[float]] = {
-        "template built": [],
-        "from the cluster cache": [],
-        "on a reused server": [],
-        "built, -n 2": [],
-        "from the cluster cache, -n 2": [],
-    }
-    env = {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}
+    names = (
+        "template built",
+        "from the cluster cache",
+        "on a reused server",
+        "built, -n 2",
+        "from the cluster cache, -n 2",
+    )
+    results = {label: {name: [] for name in names} for label in variants}
     project = migrations_project()
     try:
         for _ in range(repeat):
-            fresh = Path(tempfile.mkdtemp(prefix="pgsb-bench-schema-", dir=where))
-            fresh.chmod(0o755)
-            run_env = {**env, "PGSANDBOX_RUNTIME_DIR": str(fresh / "rt")}
-            m = session(project, run_env)
-            results["template built"].append(m["first"] - m["launched"])
-            m = session(project, run_env)
-            results["from the cluster cache"].append(m["first"] - m["launched"])
-            session(project, run_env, "--pg-reuse")
-            m = session(project, run_env, "--pg-reuse")
-            results["on a reused server"].append(m["first"] - m["launched"])
-            subprocess.run(
-                [sys.executable, "-m", "pytest_pgsandbox", "stop"],
-                env=run_env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            shutil.rmtree(fresh, ignore_errors=True)
-            fresh = Path(tempfile.mkdtemp(prefix="pgsb-bench-schema-", dir=where))
-            fresh.chmod(0o755)
-            run_env = {**env, "PGSANDBOX_RUNTIME_DIR": str(fresh / "rt")}
-            m = session(project, run_env, "-n", "2")
-            results["built, -n 2"].append(m["first"] - m["launched"])
-            m = session(project, run_env, "-n", "2")
-            results["from the cluster cache, -n 2"].append(m["first"] - m["launched"])
-            shutil.rmtree(fresh, ignore_errors=True)
+            for label, base_env in variants.items():
+                _schema_round(
+                    project, {**base_env, "PGSANDBOX_BIN_DIR": bin_dir}, where, results[label]
+                )
     finally:
         shutil.rmtree(project, ignore_errors=True)
     return results
+
+
+def _schema_round(
+    project: Path, env: dict[str, str], where: str, into: dict[str, list[float]]
+) -> None:
+    fresh = Path(tempfile.mkdtemp(prefix="pgsb-bench-schema-", dir=where))
+    fresh.chmod(0o755)
+    run_env = {**env, "PGSANDBOX_RUNTIME_DIR": str(fresh / "rt")}
+    m = session(project, run_env)
+    into["template built"].append(m["first"] - m["launched"])
+    m = session(project, run_env)
+    into["from the cluster cache"].append(m["first"] - m["launched"])
+    session(project, run_env, "--pg-reuse")
+    m = session(project, run_env, "--pg-reuse")
+    into["on a reused server"].append(m["first"] - m["launched"])
+    subprocess.run(
+        [sys.executable, "-m", "pytest_pgsandbox", "stop"],
+        env=run_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh = Path(tempfile.mkdtemp(prefix="pgsb-bench-schema-", dir=where))
+    fresh.chmod(0o755)
+    run_env = {**env, "PGSANDBOX_RUNTIME_DIR": str(fresh / "rt")}
+    m = session(project, run_env, "-n", "2")
+    into["built, -n 2"].append(m["first"] - m["launched"])
+    m = session(project, run_env, "-n", "2")
+    into["from the cluster cache, -n 2"].append(m["first"] - m["launched"])
+    shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _columns(labels: list[str], values: list[float], fmt: str) -> str:
+    return "  ".join(
+        f"{label} {format(value, fmt)}" for label, value in zip(labels, values, strict=True)
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="sessions per figure (median)")
     parser.add_argument("--tests", type=int, default=2000, help="tests per per-test session")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier version: measure it too, interleaved, and print both",
+    )
     args = parser.parse_args()
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
+    variants: Variants = {"now": base_env}
+    if args.before is not None:
+        src = args.before.resolve() / "src"
+        if not (src / "pytest_pgsandbox").is_dir():
+            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
+        path = os.pathsep.join(p for p in (str(src), base_env.get("PYTHONPATH", "")) if p)
+        variants = {"before": {**base_env, "PYTHONPATH": path}, "now": base_env}
+    labels = list(variants)
     kinds = ["embedded"]
     try:
         system = find_binaries(use_embedded=False)
@@ -325,25 +372,37 @@ def main() -> int:
     except BinariesNotFound:
         pass
 
-    print(f"pytest-pgsandbox benchmark: {args.repeat} sessions per figure, medians")
+    shown = " and ".join(labels)
+    print(f"pytest-pgsandbox benchmark: {args.repeat} sessions per figure, medians ({shown})")
     for kind in kinds:
         version = find_binaries(Path(kind)).describe()
         print(f"\n{version}")
-        starts = startup(kind, args.repeat, base_env)
-        base = statistics.median(starts["no database"])
-        for name, values in starts.items():
-            med = statistics.median(values)
-            extra = "" if name == "no database" else f"  (plugin and server: +{med - base:.2f} s)"
-            print(f"  launch to first test, {name:<11} {med:6.2f} s{extra}")
-        costs = per_test(kind, args.tests, args.repeat, base_env)
-        plain = costs.pop("plain")
-        print(f"  per test, no database            {plain:6.3f} ms")
-        for name, value in costs.items():
-            print(f"  per test, {name:<22} {value:6.3f} ms  (overhead {value - plain:+.3f} ms)")
-        schema = schema_startup(kind, args.repeat, base_env)
+        starts = startup(kind, args.repeat, variants)
+        for name in ("no database", "cold", "cached"):
+            meds = [statistics.median(starts[label][name]) for label in labels]
+            extra = ""
+            if name != "no database":
+                base = [statistics.median(starts[label]["no database"]) for label in labels]
+                plugin = [m - b for m, b in zip(meds, base, strict=True)]
+                extra = f"  (plugin and server: {_columns(labels, plugin, '+.2f')} s)"
+            print(f"  launch to first test, {name:<11} {_columns(labels, meds, '6.2f')} s{extra}")
+        costs = per_test(kind, args.tests, args.repeat, variants)
+        plain = [costs[label]["plain"] for label in labels]
+        print(f"  per test, no database            {_columns(labels, plain, '6.3f')} ms")
+        for name in MANY:
+            if name == "plain":
+                continue
+            values = [costs[label][name] for label in labels]
+            over = [v - p for v, p in zip(values, plain, strict=True)]
+            print(
+                f"  per test, {name:<22} {_columns(labels, values, '6.3f')} ms"
+                f"  (overhead {_columns(labels, over, '+.3f')} ms)"
+            )
+        schema = schema_startup(kind, args.repeat, variants)
         print("  30 tables from 50 migrations + 2,000 seeded rows, launch to first test:")
-        for name, values in schema.items():
-            print(f"    {name:<30} {statistics.median(values):6.2f} s")
+        for name in schema[labels[0]]:
+            meds = [statistics.median(schema[label][name]) for label in labels]
+            print(f"    {name:<30} {_columns(labels, meds, '6.2f')} s")
     return 0
 
 
