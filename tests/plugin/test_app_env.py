@@ -36,21 +36,21 @@ import os
 import sqlalchemy as sa
 
 from app.config import settings  # made when conftest.py imported the app
+from app.db import engine  # the app's pooled engine, on that database
 
 
-def seed(_url):
-    # The settings object names the session's database (the variables named it when it was
-    # made), as full-stack projects' env.py files and seeds use it: pgsandbox sends the
-    # connection to the template. The variables themselves name the template now.
-    assert settings.database_url != os.environ["DATABASE_URL"]
-    engine = sa.create_engine(settings.database_url)
+def seed():
+    # The application's own seed, as full-stack projects have it: no argument, its own
+    # engine, whose URL names the session's database (the variables named it when the
+    # settings were made). pgsandbox sends the connection to the template, and ends it
+    # after the build: the pool must not keep it for the tests.
+    assert settings.database_url != os.environ["DATABASE_URL"]  # they name the template now
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO item (name) VALUES ('from the seed')"))
-    engine.dispose()
-    engine = sa.create_engine(os.environ["DATABASE_URL"])
-    with engine.connect() as conn:
+    other = sa.create_engine(os.environ["DATABASE_URL"])
+    with other.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM item")).scalar() == 1
-    engine.dispose()
+    other.dispose()
 """
 
 CONFTEST = """

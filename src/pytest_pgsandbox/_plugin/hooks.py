@@ -270,7 +270,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines.append(f"pgsandbox: {name}={settings.shown(name)} (from {source})")
     if sandbox.env_shown:
         shown = " ".join(f"{name}={value}" for name, value in sandbox.env_shown.items())
-        lines.append(f"pgsandbox: environment set for the session: {shown}")
+        workers = ""
+        if config.getoption("numprocesses", None) and config.pluginmanager.has_plugin("xdist"):
+            workers = " (each xdist worker: the same for a database of its own)"
+        lines.append(f"pgsandbox: environment set for the session: {shown}{workers}")
     lines.extend(_postgresql_fixtures_lines(config, settings))
     if settings.check_migrations and not any(kind == "alembic" for kind, _ in settings.schema):
         lines.append(

@@ -68,6 +68,9 @@ class Guard:
     thread: int = field(default_factory=threading.get_ident)
     refused: ForeignConnection | None = None
     redirected: list[str] = field(default_factory=list)  # what went to the template instead
+    # Ends each redirected connection when the build is over: an application's pooled
+    # engine must not keep one to the template (nor hand it to a test later).
+    closers: list[Callable[[], None]] = field(default_factory=list)
     fix: str = (
         "Fix: let env.py use the URL Alembic is given, e.g. "
         '`url = config.get_main_option("sqlalchemy.url")` (pgsandbox sets it), '
@@ -153,6 +156,9 @@ def only_to(allowed: ConnInfo, fix: str | None = None) -> Iterator[Guard]:
     finally:
         for step in reversed(undo):
             step()
+        for close in guard.closers:
+            with contextlib.suppress(Exception):  # already closed, or its loop is gone
+                close()
 
 
 def _guard_sqlalchemy(guard: Guard, undo: list[Callable[[], None]]) -> None:
@@ -164,7 +170,7 @@ def _guard_sqlalchemy(guard: Guard, undo: list[Callable[[], None]]) -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    def do_connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
         if dialect.name != "postgresql":
             if threading.get_ident() == guard.thread:
                 guard.refuse(f"a {dialect.name} database ({mask(str(cargs[0]) if cargs else '')})")
@@ -178,6 +184,7 @@ def _guard_sqlalchemy(guard: Guard, undo: list[Callable[[], None]]) -> None:
         instead = guard.check(params, mask(_shown(params)))
         if instead is not None:  # asyncpg's dialect says "database", the others "dbname"
             cparams["database" if "database" in cparams else "dbname"] = instead
+            guard.closers.append(record.invalidate)  # the pool makes a new one next time
 
     event.listen(Engine, "do_connect", do_connect)
     undo.append(lambda: event.remove(Engine, "do_connect", do_connect))
@@ -195,9 +202,13 @@ def _guard_psycopg(guard: Guard, undo: list[Callable[[], None]]) -> None:
             def connect(klass: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
                 params = conninfo_to_dict(conninfo, **kwargs)
                 instead = guard.check(params, mask(_shown(params)))
-                if instead is not None:
-                    kwargs = {**kwargs, "dbname": instead}
-                return func(klass, conninfo, **kwargs)
+                if instead is None:
+                    return func(klass, conninfo, **kwargs)
+                made = func(klass, conninfo, **{**kwargs, "dbname": instead})
+                if not isinstance(made, psycopg.Connection):  # AsyncConnection.connect
+                    return _closing_when_made(made, guard)
+                guard.closers.append(made.close)
+                return made
 
             return classmethod(connect)
 
@@ -207,6 +218,12 @@ def _guard_psycopg(guard: Guard, undo: list[Callable[[], None]]) -> None:
     module_connect = psycopg.connect
     psycopg.connect = psycopg.Connection.connect
     undo.append(functools.partial(setattr, psycopg, "connect", module_connect))
+
+
+async def _closing_when_made(pending: Any, guard: Guard) -> Any:
+    made = await pending
+    guard.closers.append(lambda: made.pgconn.finish())  # no loop needed
+    return made
 
 
 def _guard_psycopg2(guard: Guard, undo: list[Callable[[], None]]) -> None:
@@ -220,9 +237,12 @@ def _guard_psycopg2(guard: Guard, undo: list[Callable[[], None]]) -> None:
 
         params = conninfo_to_dict(dsn or "", **{k: v for k, v in kwargs.items() if v})
         instead = guard.check(params, mask(_shown(params)))
-        if instead is not None:
-            kwargs = {**{k: v for k, v in kwargs.items() if k != "database"}, "dbname": instead}
-        return original(dsn, *args, **kwargs)
+        if instead is None:
+            return original(dsn, *args, **kwargs)
+        kwargs = {**{k: v for k, v in kwargs.items() if k != "database"}, "dbname": instead}
+        made = original(dsn, *args, **kwargs)
+        guard.closers.append(made.close)
+        return made
 
     module.connect = connect
     undo.append(lambda: setattr(module, "connect", original))
@@ -244,9 +264,11 @@ def _guard_asyncpg(guard: Guard, undo: list[Callable[[], None]]) -> None:
             if kwargs.get(key):
                 params[key] = kwargs[key]
         instead = guard.check(params, mask(_shown(params)))
-        if instead is not None:
-            kwargs = {**kwargs, "database": instead}
-        return await original(dsn, **kwargs)
+        if instead is None:
+            return await original(dsn, **kwargs)
+        made = await original(dsn, **{**kwargs, "database": instead})
+        guard.closers.append(made.terminate)  # close() needs the loop, which may be gone
+        return made
 
     module.connect = connect
     undo.append(lambda: setattr(module, "connect", original))

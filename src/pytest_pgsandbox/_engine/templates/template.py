@@ -483,6 +483,15 @@ def _build(
     except BaseException:
         provision.drop_database(admin_conn, building)
         raise
+    # A connection the build's code left open (an application's pooled engine) would keep
+    # the database from being renamed, and hand a later test the template: end it. The
+    # rename waits (5 s) for it to go.
+    with contextlib.suppress(psycopg.Error):  # not ours to end: the rename says so
+        admin_conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [building],
+        )
     admin_conn.execute(
         sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
             sql.Identifier(building), sql.Identifier(name)
@@ -644,19 +653,29 @@ def _run_callable(src: Source, info: ConnInfo, timeout: float) -> None:
     """Call ``FUNC(conn)``: a psycopg connection in a transaction, committed afterwards.
 
     A function with a ``url`` parameter gets the database's URL as ``url=`` too (alone, when
-    it has no other parameter), for code that makes its own connections.
+    it has no other parameter), for code that makes its own connections; one that takes no
+    argument is called as ``FUNC()`` (an application's own seed, on its own engine).
     """
     func = _import(src)
     if not callable(func):
         raise TemplateError(f"{src} is not callable.")
     try:
+        required = [
+            p.name
+            for p in inspect.signature(func).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         names = list(inspect.signature(func).parameters)
     except (TypeError, ValueError):
-        names = []
+        required, names = ["conn"], []
     with connect(info, autocommit=False, timeout=timeout) as conn:
         try:
             if names == ["url"]:
                 func(url=info.url())
+            elif not required and "url" not in names:
+                # The application's own seeding function (its settings name the database:
+                # the env setting's, which goes to the template while it is built).
+                func()
             elif "url" in names:
                 func(conn, url=info.url())
             else:
