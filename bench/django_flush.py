@@ -1,6 +1,6 @@
 """Django's flush against pytest-pgsandbox's reset, after each transactional test.
 
-    python bench/django_flush.py [--models 150] [--tests 40] [--rounds 2]
+    python bench/django_flush.py [--models 150] [--tests 40] [--rounds 2] [--serialized-tests 6]
 
 Makes a Django project whose one app has ``--models`` models (a foreign key to the model
 before every third one), next to ``django.contrib.auth`` and ``contenttypes``, and a data
@@ -12,7 +12,7 @@ two tables and reads one. The same tests run, one pytest session each, interleav
 - ``flush``: ``django_db(transaction=True)``: Django empties every table after each test
   (and emits ``post_migrate`` again), and the data migration's rows are gone after the first;
 - ``flush+serialized``: the same with ``serialized_rollback=True``, which puts those rows
-  back the way Django offers;
+  back the way Django offers (``--serialized-tests`` of them: each reloads the whole snapshot);
 - ``reset``: ``django_db(transaction=True)`` with ``--pg-django-reset``: only the tables the
   test wrote are put back, the data migration's rows included.
 
@@ -154,6 +154,12 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=150)
     parser.add_argument("--tests", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--serialized-tests",
+        type=int,
+        default=6,
+        help="tests of flush+serialized (each reloads the whole snapshot: far slower)",
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list")
     options = parser.parse_args()
     variants = [v for v in options.variants.split(",") if v]
@@ -170,12 +176,14 @@ def main() -> None:
         results: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(options.rounds):
             for name in variants:
-                results[name] += run_variant(root, name, options.tests, out)
+                count = options.serialized_tests if name == "flush+serialized" else options.tests
+                results[name] += run_variant(root, name, count, out)
         load = os.getloadavg()
         models = max(options.models, 101)
         print(
-            f"\n{models} models (+ auth, contenttypes), {options.tests} tests x "
-            f"{options.rounds} rounds, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            f"\n{models} models (+ auth, contenttypes), {options.tests} tests "
+            f"({options.serialized_tests} for flush+serialized) x {options.rounds} rounds, "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         )
         print(f"{'variant':<18} {'median ms/test':>15} {'mean':>8} {'p90':>8}")
         for name, values in results.items():

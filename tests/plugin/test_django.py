@@ -2,8 +2,8 @@
 
 Real pytest sessions (pytester) of small Django projects: examples/django_app serial and under
 xdist, fixture precedence (ours, pytest-django's, a conftest.py override), several aliases,
-one migration run for four xdist workers, branch switches with ``--reuse-db``, and a failing
-migration.
+one migration run for four xdist workers, branch switches with ``--reuse-db``, a failing
+migration, and transactional tests put back by reset instead of Django's flush.
 """
 
 from __future__ import annotations
@@ -307,6 +307,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
 RESET_TESTS = """
 import pytest
 from django.db import connection
+from django.test import TransactionTestCase
 
 from things.models import Thing
 
@@ -353,6 +354,16 @@ def test_d_after_a_flush_the_start_is_back():
 @pytest.mark.django_db(databases=ALIASES)
 def test_e_a_plain_db_test_after_reset():
     assert sorted(Thing.objects.values_list("name", flat=True)) == START
+
+
+class TestFAsDjangosOwnTransactionTestCase(TransactionTestCase):
+    databases = set(ALIASES)
+
+    def test_f_first(self):
+        _at_the_start()
+
+    def test_g_second(self):
+        _at_the_start()
 """
 
 
@@ -364,7 +375,7 @@ def test_reset_instead_of_flush_for_transactional_tests(
     pytester.makeconftest(RESET_CONFTEST)
     pytester.makepyfile(test_reset=RESET_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pg-django-reset")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=7)
     result.stdout.fnmatch_lines(
         [
             "pgsandbox: django alias default: template *, ready in *; its copy for reset made *",
