@@ -142,6 +142,9 @@ def run_variant(root: Path, name: str, tests: int, out: Path) -> list[float]:
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.exit(f"{name}: pytest failed ({done.returncode}):\n{done.stdout[-3000:]}")
+    for line in done.stdout.splitlines():
+        if "copy for reset made" in line:  # the instrumented template, once per server
+            print(line)
     per_test: dict[str, float] = {}
     for line in out.read_text().splitlines():
         nodeid, _when, duration = json.loads(line)
