@@ -542,6 +542,18 @@ SETTINGS: tuple[Setting, ...] = (
         is_flag=True,
     ),
     Setting(
+        "django_reset",
+        _bool,
+        False,
+        "true or false",
+        "With django: put Django's transactional tests (transaction=True, transactional_db, "
+        "live_server, TransactionTestCase) back by reset isolation, only the tables they "
+        "wrote and with the data migrations' rows, instead of Django's flush of every table; "
+        'a test marked @pytest.mark.pg(isolation="transaction") keeps the flush. Without '
+        'it, only tests marked @pytest.mark.pg(isolation="reset") are reset.',
+        is_flag=True,
+    ),
+    Setting(
         "start_timeout",
         _seconds,
         60.0,

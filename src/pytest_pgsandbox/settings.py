@@ -84,6 +84,7 @@ class Settings:
     tmpfs: bool = True
     pytest_postgresql: bool = False
     django: bool = False
+    django_reset: bool = False
     start_timeout: float = 60.0
     env: tuple[tuple[str, str], ...] = ()
     url_env: str | None = None

@@ -2,8 +2,8 @@
 
 Real pytest sessions (pytester) of small Django projects: examples/django_app serial and under
 xdist, fixture precedence (ours, pytest-django's, a conftest.py override), several aliases,
-one migration run for four xdist workers, branch switches with ``--reuse-db``, and a failing
-migration.
+one migration run for four xdist workers, branch switches with ``--reuse-db``, a failing
+migration, and transactional tests put back by reset instead of Django's flush.
 """
 
 from __future__ import annotations
@@ -27,17 +27,21 @@ def test_the_django_example_serial_then_under_xdist(
 ) -> None:
     shutil.copytree(EXAMPLE, pytester.path, dirs_exist_ok=True)
     serial = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    serial.assert_outcomes(passed=9)
+    serial.assert_outcomes(passed=12)
     serial.stdout.fnmatch_lines(
         [
             "pgsandbox: django: each PostgreSQL alias*",
             "pgsandbox: django: PostgreSQL *, local server *, ready in * s*",
             "pgsandbox: django alias default: template * (*), ready in *",
             "pgsandbox: django alias audit: template * (*), ready in *",
+            # tests/test_live.py has transactional tests marked for reset
+            "pgsandbox: django alias default: *put back by reset (starting point as copied*",
+            "pgsandbox: django alias audit: *put back by reset (starting point as copied*",
         ]
     )
     xdist = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
-    xdist.assert_outcomes(passed=9)
+    xdist.assert_outcomes(passed=12)
+    xdist.stdout.fnmatch_lines(["pgsandbox: django alias default: *put back by reset (*) ?gw?]"])
     assert leftovers(runtime) == []
 
 
@@ -284,3 +288,101 @@ def test_without_the_setting_nothing_of_it_is_loaded(pytester: pytest.Pytester) 
         )
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+RESET_CONFTEST = """
+import pytest
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    # pytest-django's "initial test data" recipe: part of every test's starting point.
+    from things.models import Thing
+
+    with django_db_blocker.unblock():
+        for alias in ("default", "other"):
+            Thing.objects.using(alias).create(name="from setup")
+"""
+
+RESET_TESTS = """
+import pytest
+from django.db import connection
+from django.test import TransactionTestCase
+
+from things.models import Thing
+
+ALIASES = ["default", "other"]
+START = ["from setup", "seed"]
+seen = {}
+
+
+def _at_the_start():
+    for alias in ALIASES:
+        assert sorted(Thing.objects.using(alias).values_list("name", flat=True)) == START
+        made = Thing.objects.using(alias).create(name="new")
+        assert seen.setdefault(alias, made.id) == made.id  # sequences went back too
+    with connection.cursor() as cur:
+        cur.execute("SELECT to_regclass('made_by_a_test') IS NULL")
+        assert cur.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True, databases=ALIASES)
+def test_a_writes_and_runs_ddl():
+    _at_the_start()
+    Thing.objects.using("other").filter(name="seed").update(name="changed")
+    with connection.cursor() as cur:
+        cur.execute("CREATE TABLE made_by_a_test (id int)")
+
+
+@pytest.mark.django_db(transaction=True, databases=ALIASES)
+def test_b_after_ddl_the_database_was_swapped():
+    _at_the_start()
+    Thing.objects.using("default").all().delete()
+
+
+@pytest.mark.pg(isolation="transaction")
+@pytest.mark.django_db(transaction=True, databases=ALIASES)
+def test_c_keeps_djangos_flush():
+    _at_the_start()
+
+
+@pytest.mark.django_db(transaction=True, reset_sequences=True, databases=ALIASES)
+def test_d_after_a_flush_the_start_is_back():
+    _at_the_start()
+
+
+@pytest.mark.django_db(databases=ALIASES)
+def test_e_a_plain_db_test_after_reset():
+    assert sorted(Thing.objects.values_list("name", flat=True)) == START
+
+
+class TestFAsDjangosOwnTransactionTestCase(TransactionTestCase):
+    databases = set(ALIASES)
+
+    def test_f_first(self):
+        _at_the_start()
+
+    def test_g_second(self):
+        _at_the_start()
+"""
+
+
+def test_reset_instead_of_flush_for_transactional_tests(
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIGRATED_LOG", str(pytester.path / "migrated.log"))
+    _project(pytester)
+    pytester.makeconftest(RESET_CONFTEST)
+    pytester.makepyfile(test_reset=RESET_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pg-django-reset")
+    result.assert_outcomes(passed=7)
+    result.stdout.fnmatch_lines(
+        [
+            "pgsandbox: django alias default: template *, ready in *; its copy for reset made *",
+            "pgsandbox: django alias default: transactional tests asking for it are put back "
+            "by reset (starting point taken again after django_db_setup wrote*",
+            "pgsandbox: django alias other: transactional tests *taken again*",
+        ]
+    )
+    assert "is overridden" not in result.stdout.str()
+    assert leftovers(runtime) == []

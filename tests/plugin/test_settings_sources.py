@@ -47,6 +47,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "env": ("DATABASE_URL={sync_url}", "DATABASE_URL={sync_url}"),
     "attach": ("shared-dev", "shared-dev"),
     "django": ("true", "true"),
+    "django_reset": ("true", "true"),
     "runtime_dir": ("/tmp/pgsb-elsewhere", "/tmp/pgsb-elsewhere"),
     "cache_dir": ("/tmp/pgsb-cache-elsewhere", "/tmp/pgsb-cache-elsewhere"),
 }

@@ -326,11 +326,17 @@ def ensure(
     )
 
 
-def keep_copy(admin: ConnInfo, name: str, template: PgTemplate, run_id: str) -> str:
+def keep_copy(
+    admin: ConnInfo,
+    name: str,
+    template: PgTemplate,
+    run_id: str,
+    usable: Callable[[str], bool] | None = None,
+) -> str:
     """For ``--reuse-db``: make sure the kept test database ``name`` is a copy of
-    ``template``; a kept copy of another template (another branch's migrations) is made
-    again. Returns what was done: "kept", "made", "remade" or "foreign" (a database we did
-    not make: left to Django as it is)."""
+    ``template``; a kept copy of another template (another branch's migrations), or one
+    ``usable`` refuses, is made again. Returns what was done: "kept", "made", "remade" or
+    "foreign" (a database we did not make: left to Django as it is)."""
     from pytest_pgsandbox._engine.servers import provision
 
     with connect(admin) as conn:
@@ -338,7 +344,7 @@ def keep_copy(admin: ConnInfo, name: str, template: PgTemplate, run_id: str) -> 
             label = provision.database_label(conn, name)
             if label is None:
                 return "foreign"
-            if label.get("template") == template.fingerprint:
+            if label.get("template") == template.fingerprint and (usable is None or usable(name)):
                 return "kept"
             provision.drop_database(conn, name)
             done = "remade"
