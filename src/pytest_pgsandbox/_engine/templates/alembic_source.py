@@ -85,6 +85,24 @@ def _config(files: AlembicFiles | None, ini: Path | None, toml: Path | None) -> 
     return Config(file_=str(ini) if ini is not None else None, toml_file=str(toml))
 
 
+def _script_folder(ini: Path) -> Path | None:
+    """The folder ``script_location`` names, read as Alembic reads it but without importing
+    Alembic (a second of every session's start, also when the template is found ready).
+
+    None when only Alembic can tell: a package resource (``myapp:migrations``), a folder
+    that is not there, a file it cannot read; Alembic then says why."""
+    parser = configparser.ConfigParser({"here": str(ini.parent.absolute())})
+    try:
+        parser.read(ini, encoding="utf-8")
+        location = parser.get("alembic", "script_location")
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    folder = Path(location)  # a relative one is relative to the working folder, as in Alembic
+    if ":" in location and not folder.is_absolute():
+        return None
+    return folder if folder.is_dir() else None
+
+
 def locate(target: Path, shown: str) -> AlembicFiles:
     """The files of the source ``shown`` whose file is ``target``."""
     if not target.is_file():
@@ -105,6 +123,8 @@ def locate(target: Path, shown: str) -> AlembicFiles:
         ini = None
     if toml is not None and _tool_alembic(toml) is None:
         toml = None
+    if toml is None and ini is not None and (scripts := _script_folder(ini)) is not None:
+        return AlembicFiles(ini, None, scripts)
     try:
         from alembic.script import ScriptDirectory
         from alembic.util import CommandError
