@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import time
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,10 @@ from pytest_pgsandbox._engine.naming import database_name
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.templates import alembic_source
 from pytest_pgsandbox._engine.templates import migrations
+from pytest_pgsandbox._engine.templates import template
 from pytest_pgsandbox._engine.templates.migrations import CHECKS
 from pytest_pgsandbox._engine.templates.migrations import Outcome
+from pytest_pgsandbox._engine.templates.revision_data import RevisionData
 from pytest_pgsandbox._engine.templates.template import Source
 from pytest_pgsandbox._engine.templates.template import TemplateSpec
 from pytest_pgsandbox._engine.templates.template import filler
@@ -75,12 +79,16 @@ def _write(path: Path, fingerprint: str, checks: dict[str, Any]) -> None:
 
 
 def _known(
-    checks: dict[str, Any], wanted: Sequence[str], fingerprint: str, run_id: str
+    checks: dict[str, Any],
+    wanted: Sequence[str],
+    fingerprint: str,
+    run_id: str,
+    keys: Mapping[str, str],
 ) -> dict[str, Result]:
     found = {}
     for name in wanted:
         item = checks.get(name)
-        if not isinstance(item, dict):
+        if not isinstance(item, dict) or item.get("key", "") != keys.get(name, ""):
             continue
         outcome = Outcome(
             name,
@@ -106,15 +114,22 @@ def run_checks(
     timeout: float,
     start_timeout: float,
     url_env: str | None = None,
+    data: RevisionData | None = None,
+    models: str | None = None,
 ) -> dict[str, Result]:
     """The ``wanted`` checks of the Alembic source ``src`` of ``spec``, whose template has
-    the hash ``fingerprint``: from the cache, or run now (once, under the cache's lock)."""
+    the hash ``fingerprint``: from the cache, or run now (once, under the cache's lock).
+
+    Besides the hash, a check's result holds for what else it read: the walk's checks for
+    the ``data`` spec, ``models_match`` for the files of the models (``models``, or the
+    project modules env.py imports)."""
     from filelock import FileLock
     from filelock import Timeout
 
     wanted = [c for c in CHECKS if c in wanted]
+    keys = _keys(spec, src, wanted, data, models)
     path = entry(cache, fingerprint)
-    found = _known(_read(path), wanted, fingerprint, run_id)  # written whole, by a rename
+    found = _known(_read(path), wanted, fingerprint, run_id, keys)  # written by a rename
     if len(found) == len(wanted):
         return found
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -128,13 +143,20 @@ def run_checks(
         ) from None
     try:
         checks = _read(path)
-        found = _known(checks, wanted, fingerprint, run_id)
+        found = _known(checks, wanted, fingerprint, run_id, keys)
         todo = [c for c in wanted if c not in found]
         if not todo:
             return found
-        fresh = _run(admin, spec, src, todo, run_id, worker, timeout, start_timeout, url_env)
+        fresh = _run(
+            admin, spec, src, todo, run_id, worker, timeout, start_timeout, url_env, data, models
+        )
         for name, outcome in fresh.items():
-            checks[name] = {**dataclasses.asdict(outcome), "run": run_id, "at": time.time()}
+            checks[name] = {
+                **dataclasses.asdict(outcome),
+                "run": run_id,
+                "at": time.time(),
+                "key": keys.get(name, ""),
+            }
             found[name] = Result(outcome, fingerprint)
         _write(path, fingerprint, checks)
         return found
@@ -152,6 +174,8 @@ def _run(
     timeout: float,
     start_timeout: float,
     url_env: str | None,
+    data: RevisionData | None,
+    models: str | None,
 ) -> dict[str, Outcome]:
     shown = str(src)
     files = alembic_source.locate(spec.path(src.target), shown)
@@ -166,11 +190,60 @@ def _run(
     info = base_database(admin, spec, src, name, run_id, worker, start_timeout, url_env)
     try:
         found.update(
-            migrations.walk(files, shown, info, sqlalchemy_url(info), walked, deadline, url_env)
+            migrations.walk(
+                files,
+                shown,
+                info,
+                sqlalchemy_url(info),
+                walked,
+                deadline,
+                url_env,
+                data,
+                models,
+                timeout,
+            )
         )
     finally:
         drop(admin, name, start_timeout)
     return found
+
+
+def _keys(
+    spec: TemplateSpec,
+    src: Source,
+    wanted: Sequence[str],
+    data: RevisionData | None,
+    models: str | None,
+) -> dict[str, str]:
+    """What each check read besides the template's inputs, as a hash ("" for nothing)."""
+    keys = {}
+    if data:
+        digest = data.digest()
+        keys.update(dict.fromkeys(("upgrade", "up_down", "downgrade_leaves_no_trace"), digest))
+    if "models_match" in wanted:
+        keys["models_match"] = _models_key(spec, src, models)
+    return keys
+
+
+def _models_key(spec: TemplateSpec, src: Source, models: str | None) -> str:
+    """A hash of the models' files: those of ``models`` (MODULE:ATTR) and the project modules
+    it imports, or, for env.py's target_metadata, the project modules env.py imports."""
+    h = hashlib.sha256(f"models {models or 'target_metadata'}\n".encode())
+    roots = template.project_roots(spec.base)
+    if models:
+        names = [models.removeprefix("metadata:").partition(":")[0]]
+    else:
+        files = alembic_source.locate(spec.path(src.target), str(src))
+        names = template.imported_names(files.scripts / "env.py")
+    seen: set[Path] = set()
+    for name in names:
+        for path in template.imported_project_files(name, roots):
+            if path in seen:
+                continue
+            seen.add(path)
+            data = path.read_bytes()
+            h.update(f"file {path} {len(data)}\n".encode() + data)
+    return h.hexdigest()
 
 
 def base_database(
