@@ -22,8 +22,9 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from app_models import Base
 
+url = context.config.get_main_option("sqlalchemy.url")
 with open(os.path.join(os.path.dirname(__file__), "..", "env_runs.txt"), "a") as f:
-    f.write("run in " + context.config.get_main_option("sqlalchemy.url").rsplit("/")[-1] + "\\n")
+    f.write("run in " + url.split("?")[0].rsplit("/")[-1] + "\\n")
 config = context.config
 engine = engine_from_config(config.get_section(config.config_ini_section, {{}}),
                             prefix="sqlalchemy.", poolclass=pool.NullPool)

@@ -90,6 +90,8 @@ def _known(
         item = checks.get(name)
         if not isinstance(item, dict) or item.get("key", "") != keys.get(name, ""):
             continue
+        if name == "models_match" and not _same_files(item):
+            continue
         outcome = Outcome(
             name,
             str(item.get("status")),
@@ -157,6 +159,9 @@ def run_checks(
                 "at": time.time(),
                 "key": keys.get(name, ""),
             }
+            if name == "models_match":
+                files = models_files(spec, src, models)
+                checks[name].update(files=files, files_hash=_hash_files(files))
             found[name] = Result(outcome, fingerprint)
         _write(path, fingerprint, checks)
         return found
@@ -215,35 +220,51 @@ def _keys(
     data: RevisionData | None,
     models: str | None,
 ) -> dict[str, str]:
-    """What each check read besides the template's inputs, as a hash ("" for nothing)."""
+    """What each check read besides the template's inputs ("" for nothing): cheap to
+    compute, so that a cached run stays a file read."""
     keys = {}
     if data:
         digest = data.digest()
         keys.update(dict.fromkeys(("upgrade", "up_down", "downgrade_leaves_no_trace"), digest))
-    if "models_match" in wanted:
-        keys["models_match"] = _models_key(spec, src, models)
+    if "models_match" in wanted:  # and the models' files: see _same_files
+        keys["models_match"] = f"models {models or 'target_metadata'}"
     return keys
 
 
-def _models_key(spec: TemplateSpec, src: Source, models: str | None) -> str:
-    """A hash of the models' files: those of ``models`` (MODULE:ATTR) and the project modules
-    it imports, or, for env.py's target_metadata, the project modules env.py imports."""
-    h = hashlib.sha256(f"models {models or 'target_metadata'}\n".encode())
+def models_files(spec: TemplateSpec, src: Source, models: str | None) -> list[str]:
+    """The models' files: those of ``models`` (MODULE:ATTR) and the project modules it
+    imports, or, for env.py's target_metadata, the project modules env.py imports."""
     roots = template.project_roots(spec.base)
     if models:
         names = [models.removeprefix("metadata:").partition(":")[0]]
     else:
         files = alembic_source.locate(spec.path(src.target), str(src))
         names = template.imported_names(files.scripts / "env.py")
-    seen: set[Path] = set()
+    found: dict[str, None] = {}
     for name in names:
-        for path in template.imported_project_files(name, roots):
-            if path in seen:
-                continue
-            seen.add(path)
-            data = path.read_bytes()
-            h.update(f"file {path} {len(data)}\n".encode() + data)
+        found.update((str(p), None) for p in template.imported_project_files(name, roots))
+    return list(found)
+
+
+def _hash_files(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for name in paths:
+        try:
+            data = Path(name).read_bytes()
+        except OSError:
+            h.update(f"missing {name}\n".encode())
+            continue
+        h.update(f"file {name} {len(data)}\n".encode() + data)
     return h.hexdigest()
+
+
+def _same_files(item: dict[str, Any]) -> bool:
+    """Whether the models' files a result was found with are unchanged (a new import can
+    only come with a change to one of them, or to env.py, which the hash covers)."""
+    files = item.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return False
+    return _hash_files(files) == item.get("files_hash")
 
 
 def base_database(

@@ -25,14 +25,18 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from typing import TYPE_CHECKING
 from typing import Any
 
 from pytest_pgsandbox.errors import TemplateError
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Item: TypeAlias = dict[str, Any] | Callable[[Any], object]
+
 KEYS = ("before_revision_data", "at_revision_data")
 WHEN = {"before_revision_data": "before the upgrade of", "at_revision_data": "after the upgrade of"}
-
-Item = dict[str, Any] | Callable[[Any], object]
 
 
 @dataclass(frozen=True)
