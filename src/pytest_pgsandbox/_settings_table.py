@@ -134,6 +134,17 @@ def _url(raw: str) -> str | None:
 SOURCE_KINDS = ("alembic", "sql", "metadata", "callable", "flask")
 
 
+def _models(raw: str) -> str | None:
+    value = raw.strip().removeprefix("metadata:")
+    if not value:
+        return None
+    module, sep, attr = value.partition(":")
+    parts = [*module.split("."), *attr.split(".")]
+    if not sep or not all(p.isidentifier() for p in parts):
+        raise Invalid
+    return value
+
+
 def _source(raw: str) -> tuple[str, str]:
     kind, sep, target = raw.strip().partition(":")
     if not sep or kind not in SOURCE_KINDS or not target.strip():
@@ -510,6 +521,16 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds, more than 0 and at most 3600",
         "How long the walk of check_migrations through the history may take.",
         metavar="SECONDS",
+    ),
+    Setting(
+        "migrations_models",
+        _models,
+        None,
+        "MODULE:ATTR of a SQLAlchemy MetaData or declarative base, e.g. "
+        "myapp.models:Base.metadata (a metadata: prefix is allowed)",
+        "The models check_migrations' models_match compares with the database the "
+        "migrations build, instead of the target_metadata env.py passes to Alembic.",
+        metavar="MODULE:ATTR",
     ),
     Setting(
         "tmpfs",

@@ -81,6 +81,7 @@ class Settings:
     verify_isolation: bool = False
     check_migrations: bool = False
     migrations_timeout: float = 300.0
+    migrations_models: str | None = None
     tmpfs: bool = True
     pytest_postgresql: bool = False
     django: bool = False

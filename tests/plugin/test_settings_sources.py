@@ -40,6 +40,7 @@ VALUES: dict[str, tuple[str, str]] = {
     "verify_isolation": ("true", "true"),
     "check_migrations": ("true", "true"),
     "migrations_timeout": ("90", "90"),
+    "migrations_models": ("app.models:Base.metadata", "app.models:Base.metadata"),
     "tmpfs": ("false", "false"),
     "pytest_postgresql": ("true", "true"),
     "start_timeout": ("7", "7"),

@@ -78,6 +78,7 @@ def test_types() -> None:
         ("conf", "no_equals_sign", "key=value"),
         ("url", "mysql://x@y/z", "libpq URL"),
         ("url_env", "1BAD-NAME", "environment variable name"),
+        ("migrations_models", "app.models", "MODULE:ATTR"),
     ],
 )
 def test_bad_values_name_setting_value_source_and_choices(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # these import psycopg: only once a database is needed
     from pytest_pgsandbox._engine.servers.roles import TestRole
     from pytest_pgsandbox._engine.templates.migration_cache import Result
     from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
+    from pytest_pgsandbox._engine.templates.revision_data import RevisionData
     from pytest_pgsandbox._engine.templates.template import PgTemplate
     from pytest_pgsandbox._engine.templates.template import TemplateSpec
 
@@ -452,9 +453,16 @@ class Sandbox:
             self._checks_cache = places.cache_dir(s.cache_dir, runtime)
         return self._checks_cache
 
-    def migration_check(self, source: str, check: str, wanted: tuple[str, ...]) -> Result:
+    def migration_check(
+        self,
+        source: str,
+        check: str,
+        wanted: tuple[str, ...],
+        data: RevisionData | None = None,
+    ) -> Result:
         """The result of migration check ``check`` of the Alembic source ``source``
-        (``alembic:PATH``): the first call runs (or reads from the cache) all ``wanted``."""
+        (``alembic:PATH``): the first call runs (or reads from the cache) all ``wanted``,
+        the walk putting in ``data`` on its way up."""
         key = (source, check)
         found = self._checks.get(key)
         if found is not None:
@@ -486,14 +494,17 @@ class Sandbox:
             s.migrations_timeout,
             s.start_timeout,
             s.url_env,
+            data,
+            s.migrations_models,
         )
         for name, result in results.items():
             self._checks[(source, name)] = result
         return results[check]
 
-    def migration_database(self) -> MigrationDatabase:
+    def migration_database(self, data: RevisionData | None = None) -> MigrationDatabase:
         """A new database at the base of the (first) Alembic history of the schema setting,
-        for a test to move through it; the caller closes it (which drops it)."""
+        for a test to move through it (its upgrades putting in ``data``); the caller closes
+        it (which drops it)."""
         from pytest_pgsandbox._engine.templates import alembic_source
         from pytest_pgsandbox._engine.templates.migration_cache import base_database
         from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
@@ -518,7 +529,9 @@ class Sandbox:
         info = base_database(
             server.admin, spec, src, name, self.run_id, self.worker, s.start_timeout, s.url_env
         )
-        return MigrationDatabase(server.admin, info, files, str(src), s.start_timeout, s.url_env)
+        return MigrationDatabase(
+            server.admin, info, files, str(src), s.start_timeout, s.url_env, data
+        )
 
     def _admin(self, server: PgServer) -> psycopg.Connection[TupleRow]:
         return connect(server.admin, timeout=self.settings.start_timeout)

@@ -338,10 +338,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, items: list[pytest.Item]) -> None:
-    """The migration checks (check_migrations), first: before -k and --deselect apply."""
-    migrations.add_items(session, items)
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_pgsandbox._plugin import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    """The migration checks (check_migrations) are the session's first collectors: counted
+    in "collected N items", selected by -k and --deselect, listed by --co."""
+    report = yield
+    if isinstance(collector, pytest.Session) and report.passed:
+        report.result[:0] = migrations.collectors(collector)
+    return report
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, Any] | None:

@@ -24,6 +24,7 @@ from pytest_pgsandbox.errors import PgSandboxError
 
 if TYPE_CHECKING:
     from pytest_pgsandbox._engine.templates.migration_data import MigrationDatabase
+    from pytest_pgsandbox._engine.templates.revision_data import RevisionData
 
 PROPERTY = "pgsandbox_migrations"  # the user property that carries "for <hash>, cached"
 
@@ -40,11 +41,38 @@ class MigrationCheckFailed(Exception):
     """A migration check found a problem; its message says which and where."""
 
 
-class MigrationChecks(pytest.Collector):
-    """The checks of one Alembic source (its items are made directly, not collected)."""
+DATA_KEY = pytest.StashKey["RevisionData | PgSandboxError"]()
 
-    def collect(self) -> list[pytest.Item]:  # pragma: no cover - never collected by pytest
-        return []
+
+def revision_data(config: pytest.Config) -> RevisionData:
+    """The project's ``pytest_pgsandbox_migration_data`` (asked once per session); a
+    spec of the wrong shape raises, naming what is wrong."""
+    from pytest_pgsandbox._engine.templates.revision_data import parse
+
+    found = config.stash.get(DATA_KEY, None)
+    if found is None:
+        try:
+            found = parse(config.hook.pytest_pgsandbox_migration_data(config=config))
+        except PgSandboxError as exc:
+            found = exc
+        config.stash[DATA_KEY] = found
+    if isinstance(found, PgSandboxError):
+        raise found
+    return found
+
+
+class MigrationChecks(pytest.Collector):
+    """The checks of one Alembic source, collected with the session's other items."""
+
+    def __init__(self, *, source: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+
+    def collect(self) -> list[pytest.Item]:
+        return [
+            MigrationCheck.from_parent(self, name=check, source=self.source, check=check)
+            for check in CHECKS
+        ]
 
 
 class MigrationCheck(pytest.Item):
@@ -59,7 +87,15 @@ class MigrationCheck(pytest.Item):
     def runtest(self) -> None:
         sandbox = self.config.stash[SANDBOX_KEY]
         try:
-            result = sandbox.migration_check(self.source, self.check, self.wanted)
+            try:
+                data = revision_data(self.config)
+            except PgSandboxError:
+                if self.check != "single_head":
+                    raise
+                # The history's heads need no data: that check still says what it found.
+                result = sandbox.migration_check(self.source, self.check, (self.check,))
+            else:
+                result = sandbox.migration_check(self.source, self.check, self.wanted, data)
         except PgSandboxError as exc:
             raise MigrationCheckFailed(str(exc)) from None
         outcome = result.outcome
@@ -80,24 +116,22 @@ class MigrationCheck(pytest.Item):
         return Path(target), None, f"{self.source}: {WHAT[self.check]}"
 
 
-def add_items(session: pytest.Session, items: list[pytest.Item]) -> None:
-    """Put the checks first in ``items`` when check_migrations is on."""
+def collectors(session: pytest.Session) -> list[MigrationChecks]:
+    """A collector per alembic: source when check_migrations is on, for the session's own
+    collection (so that "collected N items", -k, --co and xdist count the checks)."""
     settings = session.config.stash[SETTINGS_KEY]
     if not settings.check_migrations:
-        return
-    made: list[pytest.Item] = []
-    for kind, target in settings.schema:
-        if kind != "alembic":
-            continue
-        source = f"{kind}:{target}"
-        parent = MigrationChecks.from_parent(session, name=source, nodeid=source)
-        made.extend(
-            MigrationCheck.from_parent(parent, name=check, source=source, check=check)
-            for check in CHECKS
+        return []
+    made = [
+        MigrationChecks.from_parent(
+            session, name=f"{kind}:{target}", nodeid=f"{kind}:{target}", source=f"{kind}:{target}"
         )
+        for kind, target in settings.schema
+        if kind == "alembic"
+    ]
     if made:
         session.config.stash[SANDBOX_KEY].prepare_migration_checks()
-    items[:0] = made
+    return made
 
 
 def selected(items: list[pytest.Item]) -> None:
@@ -138,7 +172,7 @@ def pg_migrations(request: pytest.FixtureRequest) -> Iterator[MigrationDatabase]
     __tracebackhide__ = True
     sandbox = request.config.stash[SANDBOX_KEY]
     try:
-        database = sandbox.migration_database()
+        database = sandbox.migration_database(revision_data(request.config))
     except PgSandboxError as exc:
         pytest.fail(mask(str(exc)), pytrace=False)
     try:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import time
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +27,10 @@ from pytest_pgsandbox._engine.naming import database_name
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.templates import alembic_source
 from pytest_pgsandbox._engine.templates import migrations
+from pytest_pgsandbox._engine.templates import template
 from pytest_pgsandbox._engine.templates.migrations import CHECKS
 from pytest_pgsandbox._engine.templates.migrations import Outcome
+from pytest_pgsandbox._engine.templates.revision_data import RevisionData
 from pytest_pgsandbox._engine.templates.template import Source
 from pytest_pgsandbox._engine.templates.template import TemplateSpec
 from pytest_pgsandbox._engine.templates.template import filler
@@ -75,12 +79,18 @@ def _write(path: Path, fingerprint: str, checks: dict[str, Any]) -> None:
 
 
 def _known(
-    checks: dict[str, Any], wanted: Sequence[str], fingerprint: str, run_id: str
+    checks: dict[str, Any],
+    wanted: Sequence[str],
+    fingerprint: str,
+    run_id: str,
+    keys: Mapping[str, str],
 ) -> dict[str, Result]:
     found = {}
     for name in wanted:
         item = checks.get(name)
-        if not isinstance(item, dict):
+        if not isinstance(item, dict) or item.get("key", "") != keys.get(name, ""):
+            continue
+        if name == "models_match" and not _same_files(item):
             continue
         outcome = Outcome(
             name,
@@ -106,15 +116,22 @@ def run_checks(
     timeout: float,
     start_timeout: float,
     url_env: str | None = None,
+    data: RevisionData | None = None,
+    models: str | None = None,
 ) -> dict[str, Result]:
     """The ``wanted`` checks of the Alembic source ``src`` of ``spec``, whose template has
-    the hash ``fingerprint``: from the cache, or run now (once, under the cache's lock)."""
+    the hash ``fingerprint``: from the cache, or run now (once, under the cache's lock).
+
+    Besides the hash, a check's result holds for what else it read: the walk's checks for
+    the ``data`` spec, ``models_match`` for the files of the models (``models``, or the
+    project modules env.py imports)."""
     from filelock import FileLock
     from filelock import Timeout
 
     wanted = [c for c in CHECKS if c in wanted]
+    keys = _keys(spec, src, wanted, data, models)
     path = entry(cache, fingerprint)
-    found = _known(_read(path), wanted, fingerprint, run_id)  # written whole, by a rename
+    found = _known(_read(path), wanted, fingerprint, run_id, keys)  # written by a rename
     if len(found) == len(wanted):
         return found
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -128,13 +145,23 @@ def run_checks(
         ) from None
     try:
         checks = _read(path)
-        found = _known(checks, wanted, fingerprint, run_id)
+        found = _known(checks, wanted, fingerprint, run_id, keys)
         todo = [c for c in wanted if c not in found]
         if not todo:
             return found
-        fresh = _run(admin, spec, src, todo, run_id, worker, timeout, start_timeout, url_env)
+        fresh = _run(
+            admin, spec, src, todo, run_id, worker, timeout, start_timeout, url_env, data, models
+        )
         for name, outcome in fresh.items():
-            checks[name] = {**dataclasses.asdict(outcome), "run": run_id, "at": time.time()}
+            checks[name] = {
+                **dataclasses.asdict(outcome),
+                "run": run_id,
+                "at": time.time(),
+                "key": keys.get(name, ""),
+            }
+            if name == "models_match":
+                files = models_files(spec, src, models)
+                checks[name].update(files=files, files_hash=_hash_files(files))
             found[name] = Result(outcome, fingerprint)
         _write(path, fingerprint, checks)
         return found
@@ -152,6 +179,8 @@ def _run(
     timeout: float,
     start_timeout: float,
     url_env: str | None,
+    data: RevisionData | None,
+    models: str | None,
 ) -> dict[str, Outcome]:
     shown = str(src)
     files = alembic_source.locate(spec.path(src.target), shown)
@@ -166,11 +195,76 @@ def _run(
     info = base_database(admin, spec, src, name, run_id, worker, start_timeout, url_env)
     try:
         found.update(
-            migrations.walk(files, shown, info, sqlalchemy_url(info), walked, deadline, url_env)
+            migrations.walk(
+                files,
+                shown,
+                info,
+                sqlalchemy_url(info),
+                walked,
+                deadline,
+                url_env,
+                data,
+                models,
+                timeout,
+            )
         )
     finally:
         drop(admin, name, start_timeout)
     return found
+
+
+def _keys(
+    spec: TemplateSpec,
+    src: Source,
+    wanted: Sequence[str],
+    data: RevisionData | None,
+    models: str | None,
+) -> dict[str, str]:
+    """What each check read besides the template's inputs ("" for nothing): cheap to
+    compute, so that a cached run stays a file read."""
+    keys = {}
+    if data:
+        digest = data.digest()
+        keys.update(dict.fromkeys(("upgrade", "up_down", "downgrade_leaves_no_trace"), digest))
+    if "models_match" in wanted:  # and the models' files: see _same_files
+        keys["models_match"] = f"models {models or 'target_metadata'}"
+    return keys
+
+
+def models_files(spec: TemplateSpec, src: Source, models: str | None) -> list[str]:
+    """The models' files: those of ``models`` (MODULE:ATTR) and the project modules it
+    imports, or, for env.py's target_metadata, the project modules env.py imports."""
+    roots = template.project_roots(spec.base)
+    if models:
+        names = [models.removeprefix("metadata:").partition(":")[0]]
+    else:
+        files = alembic_source.locate(spec.path(src.target), str(src))
+        names = template.imported_names(files.scripts / "env.py")
+    found: dict[str, None] = {}
+    for name in names:
+        found.update((str(p), None) for p in template.imported_project_files(name, roots))
+    return list(found)
+
+
+def _hash_files(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for name in paths:
+        try:
+            data = Path(name).read_bytes()
+        except OSError:
+            h.update(f"missing {name}\n".encode())
+            continue
+        h.update(f"file {name} {len(data)}\n".encode() + data)
+    return h.hexdigest()
+
+
+def _same_files(item: dict[str, Any]) -> bool:
+    """Whether the models' files a result was found with are unchanged (a new import can
+    only come with a change to one of them, or to env.py, which the hash covers)."""
+    files = item.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return False
+    return _hash_files(files) == item.get("files_hash")
 
 
 def base_database(

@@ -40,7 +40,12 @@ from pytest_pgsandbox._engine.templates.alembic_source import logging_left_alone
 from pytest_pgsandbox._engine.templates.alembic_source import what
 from pytest_pgsandbox._engine.templates.catalog import objects
 from pytest_pgsandbox._engine.templates.guard import only_to
+from pytest_pgsandbox._engine.templates.revision_data import WHEN
+from pytest_pgsandbox._engine.templates.revision_data import RevisionData
+from pytest_pgsandbox._engine.templates.revision_data import apply
+from pytest_pgsandbox._engine.templates.revision_data import where
 from pytest_pgsandbox._engine.urls import ConnInfo
+from pytest_pgsandbox.errors import TemplateError
 
 CHECKS = ("single_head", "upgrade", "up_down", "downgrade_leaves_no_trace", "models_match")
 WALKED = frozenset(CHECKS[1:])  # the checks that need the walk (a database)
@@ -106,8 +111,12 @@ class _Walk:
     wanted: frozenset[str]
     deadline: float
     shown: str
+    data: RevisionData = field(default_factory=RevisionData)
+    models: Models | None = None
     results: dict[str, Outcome] = field(default_factory=dict)
     step: str = ""  # what runs now, e.g. "the downgrade of 0003 (add email)"
+    owner: str = "upgrade"  # the check that fails if it does
+    limit: float = 0.0  # migrations_timeout, for the deadline's message
     traces: list[str] = field(default_factory=list)
     failed_down: str | None = None
     began: float = field(default_factory=time.monotonic)
@@ -121,9 +130,21 @@ class _Walk:
         if check in self.wanted and check not in self.results:
             self.results[check] = Outcome(check, status, message, time.monotonic() - self.began)
 
-    def tick(self) -> None:
+    def tick(self, step: str) -> None:
+        """``step`` comes next, unless the deadline has passed."""
+        self.step = step
         if time.monotonic() > self.deadline:
             raise WalkDeadline
+
+    def put(self, context: Any, key: str, rev: Any) -> None:
+        """The data spec's items for ``rev`` (key ``before_revision_data`` or
+        ``at_revision_data``), on the walk's connection."""
+        items = (self.data.before if key == "before_revision_data" else self.data.at).get(
+            rev.revision, ()
+        )
+        for item in items:
+            self.step = f"{where(item)} of {self.data.origin} {WHEN[key]} {self.name(rev)}"
+            apply(context.connection, (item,))
 
     def plan(self, _heads: Any, context: Any) -> Iterator[Any]:
         """Alembic's work function: the steps of the whole walk, checks between them."""
@@ -137,26 +158,34 @@ class _Walk:
         pictures = "downgrade_leaves_no_trace" in self.wanted
         before: list[dict[str, str]] = []
         for rev in order:
-            self.tick()
+            self.tick(f"the upgrade of {self.name(rev)}")
+            self.put(context, "before_revision_data", rev)
             if pictures:
                 before.append(_catalog(cursor))
             self.step = f"the upgrade of {self.name(rev)}"
             yield MigrationStep.upgrade_from_script(revmap, rev)
+            self.put(context, "at_revision_data", rev)
         self.step = ""
-        self.done("upgrade", "passed", f"{len(order)} revisions, base to head")
-        if "models_match" in self.wanted:
-            self.step = "the comparison of the models with the database at the head"
+        rows = f", with the data of {self.data.origin}" if self.data else ""
+        self.done("upgrade", "passed", f"{len(order)} revisions, base to head{rows}")
+        if "models_match" in self.wanted and "models_match" not in self.results:
+            self.step, self.owner = (
+                "the comparison of the models with the database at the head",
+                "models_match",
+            )
             with _without_clock(cursor):
-                self.results["models_match"] = _compare_models(context, self.shown, self.began)
+                self.results["models_match"] = _compare_models(
+                    context, self.shown, self.began, self.models
+                )
             self.step = ""
+        self.owner = "up_down"
         if not self.wanted & {"up_down", "downgrade_leaves_no_trace"}:
             return
         after_previous: dict[str, str] = _catalog(cursor) if pictures else {}
         _new_command(context)
         for index in range(len(order) - 1, -1, -1):
             rev = order[index]
-            self.tick()
-            self.step = f"the downgrade of {self.name(rev)}"
+            self.tick(f"the downgrade of {self.name(rev)}")
             yield MigrationStep.downgrade_from_script(revmap, rev)
             if pictures:
                 now = _catalog(cursor)
@@ -190,8 +219,7 @@ class _Walk:
         self.done("downgrade_leaves_no_trace", "passed", f"{len(order)} downgrades compared")
         _new_command(context)
         for rev in order:
-            self.tick()
-            self.step = f"the upgrade of {self.name(rev)}, after the walk down to base"
+            self.tick(f"the upgrade of {self.name(rev)}, after the walk down to base")
             yield MigrationStep.upgrade_from_script(revmap, rev)
         self.step = ""
         self.done("up_down", "passed", f"{len(order)} revisions down to base and back up")
@@ -240,16 +268,58 @@ def _diff(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
     return lines
 
 
-def _compare_models(context: Any, shown: str, began: float) -> Outcome:
+@dataclass(frozen=True)
+class Models:
+    """The models ``models_match`` compares with, from the ``migrations_models`` setting."""
+
+    target: str  # MODULE:ATTR, ATTR possibly dotted (Base.metadata)
+    metadata: Any = None  # a MetaData or a list of them, once imported
+
+
+def load_models(target: str) -> Models:
+    """Import ``MODULE:ATTR`` (a ``MetaData``, a declarative base or anything with
+    ``.metadata``, or a list of MetaData); an error says what was found instead."""
+    import importlib
+
+    import sqlalchemy as sa
+
+    shown = f"migrations_models = {target}"
+    module_name, _, attr = target.removeprefix("metadata:").partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except Exception as exc:
+        raise ModelsError(
+            f"{shown}: importing it {what(exc)}. Give MODULE:ATTR of the models' MetaData, "
+            "e.g. myapp.models:Base.metadata, importable from where pytest runs."
+        ) from None
+    found = getattr(found, "metadata", found)
+    many = found if isinstance(found, (list, tuple)) else [found]
+    if not many or not all(isinstance(m, sa.MetaData) for m in many):
+        raise ModelsError(
+            f"{shown} is a {type(found).__name__}, not a SQLAlchemy MetaData (or a declarative "
+            "base with .metadata, or a list of MetaData)."
+        )
+    return Models(target, found)
+
+
+class ModelsError(Exception):
+    """The migrations_models setting names nothing usable."""
+
+
+def _compare_models(context: Any, shown: str, began: float, models: Models | None) -> Outcome:
     from alembic.autogenerate import compare_metadata
 
-    metadata = context.opts.get("target_metadata")
+    metadata = models.metadata if models is not None else context.opts.get("target_metadata")
+    origin = f"migrations_models = {models.target}" if models else "target_metadata of env.py"
     if metadata is None:
         return Outcome(
             "models_match",
             "skipped",
             f"{shown}: env.py passes no target_metadata to context.configure(), so there are "
-            "no models to compare with (set target_metadata = Base.metadata there).",
+            "no models to compare with (set target_metadata = Base.metadata there, or the "
+            "migrations_models setting to MODULE:ATTR of the models' MetaData).",
             time.monotonic() - began,
         )
     diffs = compare_metadata(context, metadata)
@@ -260,7 +330,7 @@ def _compare_models(context: Any, shown: str, began: float) -> Outcome:
     return Outcome(
         "models_match",
         "failed",
-        f"{shown}: the models (target_metadata of env.py) differ from the database the "
+        f"{shown}: the models ({origin}) differ from the database the "
         f"migrations build, at the head; alembic revision --autogenerate would write "
         f"{len(lines)} operation{'s' if len(lines) > 1 else ''}:\n"
         + "\n".join(f"  {line}" for line in lines),
@@ -319,9 +389,14 @@ def walk(
     wanted: Sequence[str],
     deadline: float,
     url_env: str | None = None,
+    data: RevisionData | None = None,
+    models: str | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Outcome]:
     """Run the walk's ``wanted`` checks on the (new, empty but for the base) database of
-    ``info``; ``url`` is its SQLAlchemy URL. Returns an Outcome per wanted check."""
+    ``info``; ``url`` is its SQLAlchemy URL. ``data`` is put in around its revisions on the
+    way up; ``models`` (MODULE:ATTR) replaces env.py's target_metadata. Returns an Outcome
+    per wanted check."""
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
@@ -329,47 +404,81 @@ def walk(
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     script = ScriptDirectory.from_config(config)
     state = _Walk(script, frozenset(wanted) & WALKED, deadline, shown)
+    state.limit = timeout or deadline - state.began
     if not state.wanted:
         return {}
     error: str | None = None
     with only_to(info) as guard, logging_left_alone(), _env_url(url_env, info):
         try:
+            state.data = data.resolved(script, shown) if data else RevisionData()
+        except TemplateError as exc:
+            return _stopped(state, "upgrade", str(exc))
+        if models and "models_match" in state.wanted:
+            try:
+                state.models = load_models(models)
+            except ModelsError as exc:
+                state.done("models_match", "failed", f"{shown}: {exc}")
+        try:
             with EnvironmentContext(config, script, fn=state.plan, destination_rev="heads"):
                 script.run_env()
         except WalkDeadline:
-            error = (
-                f"{shown}: the walk stopped at its deadline, "
-                f"{time.monotonic() - state.began:.0f} s after it began, before "
-                f"{state.step or 'its next step'}. Raise migrations_timeout if the history "
-                "is that slow, or look for a migration that waits on a lock."
-            )
+            error = _late(state, "before")
         except (Exception, SystemExit) as exc:
+            if _cancelled(exc) and time.monotonic() >= state.deadline - 0.5:
+                return _stopped(state, state.owner, _late(state, "in"))
             text = what(exc).removeprefix("raised ")
             if guard.refused is not None:
                 text = str(guard.refused)
             error = f"{shown}: {state.step or 'env.py'} failed: {text}"
-    took = time.monotonic() - state.began
     if error is not None:
-        # The check the failing step belongs to fails; those after it could not run.
-        if state.step.startswith("the comparison"):
-            owner = "models_match"
-        elif "downgrade" in state.step or "after the walk" in state.step:
-            owner = "up_down"
+        if state.data and state.owner != "models_match":
+            error += f"\n(The walk had put in the data of {state.data.origin} on its way up.)"
+        return _stopped(state, state.owner, error)
+    return _results(state)
+
+
+def _late(state: _Walk, when: str) -> str:
+    """The deadline's message: where the walk was, how long it may take, what to do."""
+    now = time.monotonic()
+    return (
+        f"{state.shown}: the walk through the history stopped at its deadline "
+        f"(migrations_timeout = {state.limit:g} s), "
+        f"{now - state.began:.1f} s after it began, {when} {state.step or 'its next step'}. "
+        "Raise migrations_timeout if the history is that slow, or look for a migration that "
+        "waits on a lock or on a long statement."
+    )
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or wraps) PostgreSQL's statement timeout (SQLSTATE 57014)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) == "57014":
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+def _stopped(state: _Walk, owner: str, error: str) -> dict[str, Outcome]:
+    """The check the failing step belongs to fails; those after it could not run."""
+    state.done(owner, "failed", error)
+    if "upgrade" not in state.results:
+        state.done("upgrade", "failed", error)
+    reason = {
+        "upgrade": "the upgrade failed (see upgrade)",
+        "up_down": "a downgrade failed (see up_down)",
+        "models_match": "the models comparison failed (see models_match)",
+    }[owner]
+    for check in sorted(state.wanted - state.results.keys()):
+        if check == "downgrade_leaves_no_trace" and state.traces:
+            state.done(check, "failed", "\n".join(state.traces))
         else:
-            owner = "upgrade"
-        state.done(owner, "failed", error)
-        if "upgrade" not in state.results:
-            state.done("upgrade", "failed", error)
-        reason = {
-            "upgrade": "the upgrade failed (see upgrade)",
-            "up_down": "a downgrade failed (see up_down)",
-            "models_match": "the models comparison failed (see models_match)",
-        }[owner]
-        for check in sorted(state.wanted - state.results.keys()):
-            if check == "downgrade_leaves_no_trace" and state.traces:
-                state.done(check, "failed", "\n".join(state.traces))
-            else:
-                state.done(check, "skipped", f"not checked: {reason}")
+            state.done(check, "skipped", f"not checked: {reason}")
+    return _results(state)
+
+
+def _results(state: _Walk) -> dict[str, Outcome]:
+    took = time.monotonic() - state.began
     return {
         k: Outcome(v.check, v.status, v.message, v.seconds or took)
         for k, v in state.results.items()

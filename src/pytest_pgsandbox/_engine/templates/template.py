@@ -198,6 +198,11 @@ def imported_project_files(module: str, roots: Sequence[Path], limit: int = 5000
     return sorted(seen)
 
 
+def imported_names(path: Path) -> list[str]:
+    """The absolute module names a script (not on ``sys.path``: env.py) imports."""
+    return _imports_of(path, "")
+
+
 def _imports_of(path: Path, package: str) -> list[str]:
     """Absolute names of what ``path`` imports (relative imports resolved from ``package``)."""
     try:
