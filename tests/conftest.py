@@ -7,6 +7,7 @@ test can see exactly what a session leaves behind, and share one initdb cache.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,15 @@ def _terminal_as_on_a_desk(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("BUILD_NUMBER", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _without_pytest_alembic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner sessions do not load pytest-alembic (the ``bench`` extra installs it, for the
+    comparison): its collection fails on this pytest, as our own ``addopts`` already says
+    for the outer session, which inner sessions (in their own folders) do not read."""
+    extra = os.environ.get("PYTEST_ADDOPTS", "")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{extra} -p no:pytest_alembic".strip())
 
 
 @pytest.fixture(scope="session")
