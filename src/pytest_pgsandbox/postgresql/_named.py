@@ -90,7 +90,11 @@ class Names:
         steps: list[sql.Composable] = []
         done = self._done.pop(wanted, None) if wanted != real else None
         if done is not None:
-            self._quiesce(wanted)
+            try:
+                self._quiesce(wanted)
+            except BaseException:
+                self._done[wanted] = done  # still carries the name: put back at the end
+                raise
             steps += self._back(wanted, done)
         steps += self._rename(real, wanted, owner)
         try:
@@ -263,6 +267,7 @@ class NamedCopy:
     ) -> None:
         self.names = names
         self.pool = pool
+        self.conn: Conn | None = None
         self.real = pool.take().dbname
         self.owned = identity.owner is not None
         try:
@@ -279,12 +284,12 @@ class NamedCopy:
             connect_timeout=max(1, round(self.names.timeout)),
             options=options or None,
         )
-        self.conn: Conn | None = conn
+        self.conn = conn
         return conn
 
     def end(self) -> None:
         """The test is over: the copy goes back (handed on as it is if nothing changed it)."""
-        conn = getattr(self, "conn", None)
+        conn = self.conn
         unchanged = conn is not None and _Unchanged(self.pool, conn).unchanged()
         if conn is not None:
             with contextlib.suppress(psycopg.Error):

@@ -183,7 +183,7 @@ def test_noproc_logs_in_as_its_user_and_names_leave_others_alone(
     """On an existing server (its superuser's URL as pg_url): the tests log in with the
     noproc's credentials; a database of the wanted name left by a run that ended is dropped,
     one pgsandbox did not make is left alone (the tests get generated names, and a warning
-    says why)."""
+    says why), one of a run still going only with --postgresql-drop-test-database."""
     admin = existing.admin
     with connect(admin) as conn:
         conn.execute("CREATE ROLE clerk LOGIN PASSWORD 'clerk-pw'")  # no CREATEDB
@@ -205,6 +205,13 @@ def test_noproc_logs_in_as_its_user_and_names_leave_others_alone(
         result.assert_outcomes(passed=2, warnings=1)
         result.stdout.fnmatch_lines(
             ["*a database named 'mine' exists on the server and pgsandbox did not create*"]
+        )
+        # labelled by a process that is still going (this one): only the flag drops it
+        with connect(admin) as conn:
+            provision.create_database(conn, "ledger", {"kind": "clone", "run": "going"})
+        pytester.makepyfile(NOPROC.format(**where, wanted="ledger", check=named))
+        pytester.runpytest_subprocess(url, "--postgresql-drop-test-database").assert_outcomes(
+            passed=2
         )
         with connect(admin) as conn:
             names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
