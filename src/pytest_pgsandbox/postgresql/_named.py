@@ -74,7 +74,7 @@ class Names:
         self._conn: Conn | None = None
         self._held: set[str] = set()
         self._done: dict[str, _Done] = {}
-        self._warned: set[str] = set()
+        self._blocked: set[str] = set()  # names taken by what is not ours to drop
 
     def _admin(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -85,7 +85,7 @@ class Names:
         """Give the pool's copy ``real`` the name ``wanted`` (if it can have it) and the
         ``owner``; the name the test's database has now."""
         conn = self._admin()
-        if wanted in self._held:  # another client fixture of this test has it
+        if wanted in self._held or wanted in self._blocked:  # another client fixture has it
             wanted = real
         steps: list[sql.Composable] = []
         done = self._done.pop(wanted, None) if wanted != real else None
@@ -220,8 +220,8 @@ class Names:
         if label is not None and (drop_first or label.get("run") == self.run or _ended(label)):
             provision.drop_database(conn, name)
             return True
-        if name not in self._warned:
-            self._warned.add(name)
+        if name not in self._blocked:
+            self._blocked.add(name)
             if label is None:
                 why = "pgsandbox did not create it (it has no pgsandbox label)"
                 fix = "drop or rename it if it is a leftover, or"
