@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -48,6 +49,48 @@ def test_as_root_the_server_runs_as_nobody(settings: Settings) -> None:
         status = Path(f"/proc/{cluster.process.pid}/status").read_text()
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
         assert int(uid_line.split()[1]) == places.server_user().uid  # type: ignore[union-attr]
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.skipif(not places.is_root(), reason="only root has a server user")
+def test_as_root_only_root_is_the_superuser_on_the_socket(
+    settings: Settings, bin_dir: Path
+) -> None:
+    """peer for the superuser: root's processes get in without a password; the server's
+    system user reaches the socket but not as the superuser, even with its password; every
+    other role logs in with its password; other users cannot reach the socket at all."""
+    cluster = local_cluster(settings.with_values(bin_dir=bin_dir))
+    cluster.start()
+    try:
+        no_password = dataclasses.replace(cluster.admin, password=None)
+        with connect(no_password) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+            conn.execute("CREATE ROLE probe LOGIN PASSWORD 'probe-pw'")
+        psql = str(cluster.binaries.exe("psql"))
+
+        def psql_as(user: str, role: str, password: str) -> subprocess.CompletedProcess[str]:
+            argv = [psql, "-h", str(cluster.folder), "-U", role, "-d", "postgres"]
+            return subprocess.run(
+                [*argv, "-Atc", "SELECT current_user"],
+                env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},
+                user=user,
+                group=user if user != "nobody" else "nogroup",
+                extra_groups=[],
+                cwd="/",
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        assert psql_as("nobody", "probe", "probe-pw").stdout.strip() == "probe"
+        refused = psql_as("nobody", "postgres", cluster.admin.password or "")
+        assert refused.returncode != 0
+        assert 'Peer authentication failed for user "postgres"' in refused.stderr
+        other = psql_as("daemon", "probe", "probe-pw")
+        assert other.returncode != 0
+        assert "Permission denied" in other.stderr
     finally:
         cluster.stop()
 

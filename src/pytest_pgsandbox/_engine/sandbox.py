@@ -657,12 +657,15 @@ class Sandbox:
         """A database of the test's own, copied from ``template`` (prepared ahead of time)."""
         from pytest_pgsandbox._engine.isolation.clone import CloneDatabase
 
+        return CloneDatabase(self.clone_pool(template), self.settings.start_timeout)
+
+    def clone_pool(self, template: PgTemplate | None) -> ClonePool:
+        """The copies of ``template`` that clone isolation hands to tests."""
         server = self.ensure_server()
         if self.place is not None:
             raise ServerError(self._no_clone(server))
         source = template.name if template else "template1"
-        pool = self._pool("clone", server, source, self.settings.clone_pool)
-        return CloneDatabase(pool, self.settings.start_timeout)
+        return self._pool("clone", server, source, self.settings.clone_pool)
 
     def reset(self, template: PgTemplate | None) -> ResetDatabase:
         """This worker's database for reset isolation (made on first use)."""

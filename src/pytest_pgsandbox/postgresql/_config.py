@@ -28,8 +28,12 @@ OPTIONS: Mapping[str, tuple[str, str, object]] = {
     "host": ("host of an existing server (noproc)", "string", "127.0.0.1"),
     "port": ("TCP port of the server", "string", None),
     "port_search_count": ("accepted and ignored: the server picks a free port", "string", 5),
-    "user": ("user of an existing server (noproc)", "string", "postgres"),
-    "password": ("password of an existing server (noproc)", "string", None),
+    "user": (
+        "the role the tests log in as (made on the server; noproc: one it has)",
+        "string",
+        "postgres",
+    ),
+    "password": ("that role's password", "string", None),
     "options": ("libpq options of the test connections", "string", ""),
     "startparams": ("accepted and ignored: pg_ctl's parameters", "string", "-w"),
     "unixsocketdir": (
@@ -37,13 +41,17 @@ OPTIONS: Mapping[str, tuple[str, str, object]] = {
         "string",
         tempfile.gettempdir(),
     ),
-    "dbname": ("name the proc fixture reports as dbname", "string", "tests"),
+    "dbname": (
+        "the name of each test's database (xdist: the worker's id appended)",
+        "string",
+        "tests",
+    ),
     "maintenance_dbname": ("database to connect to on an existing server", "string", "postgres"),
     "load": ("SQL file or import path loaded into the template", "pathlist", None),
     "postgres_options": ("postgres options, e.g. '-N 16' or '-c key=value'", "string", ""),
     "load_autocommit": ("run loaders with autocommit on", "bool", False),
 }
-FLAG_ONLY = {"drop_test_database": "drop a labelled leftover test database first"}
+FLAG_ONLY = {"drop_test_database": "drop a labelled database of a test's name first"}
 
 
 def upstream_installed() -> bool:

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from pytest_pgsandbox._engine.servers.base import PgServer
+from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._version import __version__
 from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.postgresql import _load
+from pytest_pgsandbox.postgresql._user import Identity
 
 if TYPE_CHECKING:
     from pytest_pgsandbox._engine.sandbox import Sandbox
@@ -59,6 +61,7 @@ class PostgreSQLProc:
         options: str,
         maintenance_dbname: str,
         name: str,
+        identity: Identity,
     ) -> None:
         from packaging.version import parse
 
@@ -67,11 +70,12 @@ class PostgreSQLProc:
         self._server = server
         self.template = template  # what client fixtures copy (None: template1)
         self.fixture_name = name
+        self.identity = identity  # who client fixtures log in as
         self.host = info.host
         self.port = info.port
-        self.user = info.user
-        self.password = info.password
-        self.dbname = dbname
+        self.user = identity.user
+        self.password = identity.password
+        self.dbname = dbname  # what client fixtures name the test's database
         self.options = options
         self.maintenance_dbname = maintenance_dbname
         self.unixsocketdir = info.host if info.is_socket else None
@@ -113,19 +117,38 @@ def build_template(
     autocommit: bool,
     rootpath: Path,
     family: str,
+    identity: Identity,
 ) -> PgTemplate | None:
-    """``base`` with ``load`` applied on top: found on the server, or built now, once."""
+    """``base`` with ``load`` applied on top: found on the server, or built now, once.
+
+    For a user of its own (``identity.owner``) the template is that role's and the loaders
+    log in as it, so that it owns what they create, as the user of pytest-postgresql's own
+    server would.
+    """
     if not load:
         return base
+    from psycopg import sql
+
     from pytest_pgsandbox._engine.templates.template import ensure_built
+    from pytest_pgsandbox._engine.urls import connect
 
     loaders = [_load.resolve(item, rootpath) for item in load]
     major = server.version.split(".")[0]
     origin = f"pgsandbox {__version__} postgresql {major} {base.fingerprint if base else ''}"
+    if identity.owner is not None:
+        origin += f" owner {identity.owner}"
     digest = _load.digest(loaders, origin, autocommit)
     timeout = sandbox.settings.start_timeout
 
-    def fill(info: Any) -> None:
+    def fill(info: ConnInfo) -> None:
+        if identity.owner is not None:
+            with connect(server.admin, timeout=timeout) as conn:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(info.dbname), sql.Identifier(identity.owner)
+                    )
+                )
+            info = identity.info(info, info.dbname)
         for loader in loaders:
             loader.run(info, autocommit, timeout)
 

@@ -130,6 +130,7 @@ def collect(
     """The wishes of the proc fixtures ``used`` (name, arguments) and of the options."""
     wishes = Wishes()
     used = list(used)
+    _one_password_per_user(used, config)
     noprocs = [(n, a) for n, a in used if a.kind == "noproc" and not a.depends_on]
     for name, args in used:
         where = f"{name} = postgresql_{args.kind}(...)"
@@ -169,6 +170,23 @@ def collect(
         conf = postgres_options(text, where)
         wishes.want(settings, "conf", (*settings.conf, *conf), where)
     return wishes
+
+
+def _one_password_per_user(used: list[tuple[str, ProcArgs]], config: CompatConfig) -> None:
+    """A role has one password: two proc fixtures may not give one user two."""
+    seen: dict[str, tuple[str | None, str]] = {}
+    for name, args in used:
+        user = args.user or config.get("user")
+        if not user or (args.kind == "noproc" and not args.depends_on):
+            continue  # a noproc's user is how it logs in to its server, not a role to make
+        password = args.password or config.get("password")
+        first = seen.setdefault(str(user), (password, name))
+        if first[0] != password:
+            raise pytest.UsageError(
+                f"{first[1]} and {name} both make the role {user!r} with different passwords; "
+                "the tests of a run share one server, where a role has one password. Give "
+                "them the same password (or none: a fresh one is made for the run)."
+            )
 
 
 def used_proc_fixtures(items: Iterable[Any]) -> list[tuple[str, ProcArgs]]:

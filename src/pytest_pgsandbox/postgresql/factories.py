@@ -20,6 +20,7 @@ Which arguments are honoured, and why some are not, is in ``docs/migrating.md``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -36,15 +37,24 @@ from pytest_pgsandbox._plugin.fixtures import mark_options
 from pytest_pgsandbox._plugin.fixtures import sandbox_of
 from pytest_pgsandbox.postgresql import _config
 from pytest_pgsandbox.postgresql._load import LoadItem
+from pytest_pgsandbox.postgresql._named import NamedCopy
+from pytest_pgsandbox.postgresql._named import Names
+from pytest_pgsandbox.postgresql._named import xdistify
 from pytest_pgsandbox.postgresql._proc import PostgreSQLProc
 from pytest_pgsandbox.postgresql._proc import ProcArgs
 from pytest_pgsandbox.postgresql._proc import build_template
+from pytest_pgsandbox.postgresql._user import Identity
+from pytest_pgsandbox.postgresql._user import admin_identity
+from pytest_pgsandbox.postgresql._user import failure as user_failure
+from pytest_pgsandbox.postgresql._user import prepare as prepare_user
 from pytest_pgsandbox.postgresql._wishes import ARGS_ATTRIBUTE
 from pytest_pgsandbox.postgresql._wishes import PROC_NAME_ATTRIBUTE
 
 if TYPE_CHECKING:
     import psycopg
 
+    from pytest_pgsandbox._engine.sandbox import Sandbox
+    from pytest_pgsandbox._engine.servers.base import PgServer
     from pytest_pgsandbox._engine.templates.template import PgTemplate
 
 PortType = Any  # pytest-postgresql's port forms: a number, None, -1, ranges, sets
@@ -133,20 +143,31 @@ def _serve_proc(request: pytest.FixtureRequest, args: ProcArgs) -> PostgreSQLPro
     config = _config.read(request.config)
     name = request.fixturename or "postgresql_proc"
     base: PgTemplate | None
-    dbname = args.dbname or config.get("dbname") or "tests"
+    worker = sandbox.worker if sandbox.xdist is not None else None
+    dbname = xdistify(args.dbname or config.get("dbname") or "tests", worker)
+    user = args.user or config.get("user")
+    password = args.password or config.get("password")
+    parent: PostgreSQLProc | None = None
     if args.depends_on:
-        parent = request.getfixturevalue(args.depends_on)
-        if not isinstance(parent, PostgreSQLProc):
+        found = request.getfixturevalue(args.depends_on)
+        if not isinstance(found, PostgreSQLProc):
             _fail(
-                f"{name}: depends_on={args.depends_on!r} is a {type(parent).__name__}, not a "
+                f"{name}: depends_on={args.depends_on!r} is a {type(found).__name__}, not a "
                 "fixture made by pytest_pgsandbox.postgresql.factories (postgresql_proc or "
                 "postgresql_noproc); make that fixture with these factories too."
             )
+        parent = found
         base = parent.template
         if not args.dbname:
             dbname = f"{dbname}_{args.depends_on}"
     else:
         base = request.getfixturevalue("pg_template")
+    if not user:
+        identity = parent.identity if parent is not None else admin_identity(server.admin)
+    elif args.kind == "noproc":  # a role of the existing server: log in as it
+        identity = _existing(server, str(user), password)
+    else:
+        identity = _identity(sandbox, server, str(user), password)
     load = args.load or tuple(
         Path(p) if p.endswith(".sql") else p for p in config.get("load") or ()
     )
@@ -166,8 +187,10 @@ def _serve_proc(request: pytest.FixtureRequest, args: ProcArgs) -> PostgreSQLPro
         autocommit,
         request.config.rootpath,
         name,
+        identity,
     )
     maintenance = args.maintenance_dbname or config.get("maintenance_dbname") or "postgres"
+    request.addfinalizer(_names(request).close)  # the finished tests' copies back to the pool
     return PostgreSQLProc(
         sandbox,
         server,
@@ -176,7 +199,60 @@ def _serve_proc(request: pytest.FixtureRequest, args: ProcArgs) -> PostgreSQLPro
         args.options or config.get("options") or "",
         maintenance,
         name,
+        identity,
     )
+
+
+def _existing(server: PgServer, user: str, password: str | None) -> Identity:
+    """A noproc fixture's ``user``: a role the server has, logged in to with ``password``."""
+    admin = server.admin
+    if user == admin.user:
+        return Identity(user, password if password is not None else admin.password)
+    return Identity(user, password, owner=user)
+
+
+def _identity(sandbox: Sandbox, server: PgServer, user: str, password: str | None) -> Identity:
+    """Who the client fixtures of a proc fixture with ``user`` log in as."""
+    __tracebackhide__ = True
+    import psycopg
+
+    from pytest_pgsandbox._engine.urls import connect
+
+    admin = server.admin
+    if user == admin.user:  # the server's own superuser: its password is the server's
+        return admin_identity(admin)
+    key = (user, password)
+    known = _IDENTITIES.get(sandbox)
+    if known is None:
+        known = _IDENTITIES.setdefault(sandbox, {})
+    if key in known:
+        return known[key]
+    try:
+        with connect(admin, timeout=sandbox.settings.start_timeout) as conn:
+            found = prepare_user(conn, user, password, secret=sandbox.secret, run=sandbox.run_id)
+    except psycopg.Error as exc:
+        _fail(user_failure(user, exc, admin))
+    known[key] = found
+    return found
+
+
+# Per session: the roles made ready, by (user, password).
+_IDENTITIES: weakref.WeakKeyDictionary[Sandbox, dict[tuple[str, str | None], Identity]] = (
+    weakref.WeakKeyDictionary()
+)
+_NAMES_KEY = pytest.StashKey[Names]()
+
+
+def _names(request: pytest.FixtureRequest) -> Names:
+    """The session's named copies (see ``_named``)."""
+    found = request.config.stash.get(_NAMES_KEY, None)
+    if found is None:
+        sandbox = sandbox_of(request)
+        if sandbox.server is None:  # pragma: no cover - sandbox_of starts it or fails
+            _fail("the server did not start")
+        found = Names(sandbox.server.admin, sandbox.run_id, sandbox.settings.start_timeout)
+        request.config.stash[_NAMES_KEY] = found
+    return found
 
 
 def postgresql(
@@ -195,7 +271,7 @@ def postgresql(
     _check_isolation(isolation)
 
     def postgresql_factory(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
-        yield from _client(request, process_fixture_name, isolation_level, isolation)
+        yield from _client(request, process_fixture_name, dbname, isolation_level, isolation)
 
     setattr(postgresql_factory, PROC_NAME_ATTRIBUTE, process_fixture_name)
     return pytest.fixture(postgresql_factory)
@@ -229,12 +305,11 @@ def _proc_of(request: pytest.FixtureRequest, name: str) -> PostgreSQLProc:
 def _client(
     request: pytest.FixtureRequest,
     proc_name: str,
+    dbname: str | None,
     isolation_level: psycopg.IsolationLevel | None,
     isolation: str | None,
 ) -> Iterator[psycopg.Connection[Any]]:
     __tracebackhide__ = True
-    import psycopg
-
     proc = _proc_of(request, proc_name)
     mode = _mode(request, isolation)
     if mode != "clone":
@@ -245,20 +320,28 @@ def _client(
         return
     sandbox, server = proc.sandbox, proc.server
     what = "could not give the test a database of its own"
-    copy = _attempt(server, what, sandbox.clone, proc.template)
+    copy = _attempt(server, what, _named_copy, request, proc, dbname)
     try:
-        if proc.options:
-            copy.conn.close()
-            info, options = copy.info, proc.options
-            copy.conn = _attempt(
-                server, what, lambda: psycopg.connect(info.conninfo(), options=options)
-            )
-        _attempt(server, what, sandbox.become, copy.conn)
+        conn = _attempt(server, what, copy.connect, proc.options)
+        if proc.identity.owner is None:
+            _attempt(server, what, sandbox.become, conn)
         if isolation_level is not None:
-            copy.conn.isolation_level = isolation_level
-        yield copy.conn
+            conn.isolation_level = isolation_level
+        yield conn
     finally:
         copy.end()
+
+
+def _named_copy(
+    request: pytest.FixtureRequest, proc: PostgreSQLProc, dbname: str | None
+) -> NamedCopy:
+    """A copy of ``proc``'s template under the name the test's client fixture wants."""
+    sandbox = proc.sandbox
+    worker = sandbox.worker if sandbox.xdist is not None else None
+    wanted = xdistify(dbname, worker) if dbname else proc.dbname
+    drop_first = bool(_config.read(request.config).get("drop_test_database"))
+    pool = sandbox.clone_pool(proc.template)
+    return NamedCopy(_names(request), pool, proc.identity, wanted, drop_first)
 
 
 def postgresql_async(
@@ -286,8 +369,7 @@ def postgresql_async(
         proc = _proc_of(request, process_fixture_name)
         sandbox, server = proc.sandbox, proc.server
         what = "could not give the test a database of its own"
-        copy = _attempt(server, what, sandbox.clone, proc.template)
-        copy.conn.close()  # the test's connection is an async one
+        copy = _attempt(server, what, _named_copy, request, proc, dbname)
         try:
             conn = await psycopg.AsyncConnection.connect(
                 copy.info.conninfo(), options=proc.options or None
@@ -296,7 +378,7 @@ def postgresql_async(
             copy.end()
             _fail(f"{what}: {str(exc).strip()}")
         try:
-            if sandbox.role is not None:
+            if sandbox.role is not None and proc.identity.owner is None:
                 await conn.execute(sandbox.role.set_role())
                 await conn.commit()
             if isolation_level is not None:

@@ -48,6 +48,13 @@ def load_database(**kwargs):
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n{extra}"
 
 
+@pytest.fixture(autouse=True)
+def _not_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sessions these tests start are xdist workers only when they run xdist themselves
+    (an inherited PYTEST_XDIST_WORKER would change the database names they expect)."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+
+
 @pytest.fixture
 def ppg(pytester: pytest.Pytester, runtime: Path) -> pytest.Pytester:
     """A project with pytest-postgresql's test conftest (import changed) and its loader."""

@@ -1,5 +1,7 @@
 """The tests of pytest-postgresql's README, unchanged but for the import line."""
 
+import os
+
 import psycopg
 import pytest
 
@@ -66,27 +68,21 @@ def test_chaining(client):
     assert rows == [("data_layer",), ("more_data_layer",)]
 
 
-# The README's password is a placeholder (pytest-postgresql's own server trusts every local
-# connection); as root pgsandbox's server wants its own password, so it is given here.
-SECRET_PASSWORD = None
-
-
 def test_manual_janitor(postgresql_proc):
-    password = SECRET_PASSWORD or postgresql_proc.password
     with DatabaseJanitor(
         user=postgresql_proc.user,
         host=postgresql_proc.host,
         port=postgresql_proc.port,
         dbname="my_custom_db",
         version=postgresql_proc.version,
-        password=password,
+        password="secret_password",
     ):
         with psycopg.connect(
             dbname="my_custom_db",
             user=postgresql_proc.user,
             host=postgresql_proc.host,
             port=postgresql_proc.port,
-            password=password,
+            password="secret_password",
         ) as conn:
             conn.execute("SELECT 1")
 
@@ -94,21 +90,20 @@ def test_manual_janitor(postgresql_proc):
 # Named apart from the sync example's: xdist workers share one server here.
 @pytest.mark.asyncio
 async def test_manual_async_janitor(postgresql_proc):
-    password = SECRET_PASSWORD or postgresql_proc.password
     async with AsyncDatabaseJanitor(
         user=postgresql_proc.user,
         host=postgresql_proc.host,
         port=postgresql_proc.port,
         dbname="my_custom_async_db",
         version=postgresql_proc.version,
-        password=password,
+        password="secret_password",
     ):
         async with await psycopg.AsyncConnection.connect(
             dbname="my_custom_async_db",
             user=postgresql_proc.user,
             host=postgresql_proc.host,
             port=postgresql_proc.port,
-            password=password,
+            password="secret_password",
         ) as conn:
             # use async connection
             await conn.execute("SELECT 1")
@@ -116,7 +111,8 @@ async def test_manual_async_janitor(postgresql_proc):
 
 def test_proc_attributes(postgresql_proc):
     assert postgresql_proc.running() is True
-    assert postgresql_proc.dbname == "tests"
+    # the tests' databases are named so; xdist workers share the server: "testsgw0", ...
+    assert postgresql_proc.dbname == "tests" + os.environ.get("PYTEST_XDIST_WORKER", "")
     assert postgresql_proc.version.major >= 13
     with psycopg.connect(
         host=postgresql_proc.host,

@@ -44,16 +44,34 @@ from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import ServerStartError
 
+IDENT_MAP = "pgsandbox"  # pg_ident.conf's map: who may be the superuser on the socket
+
 
 def _hba(run_as: RunAs | None) -> str:
-    # Not root: the socket folder is 0700 and ours, so only we (and root) can reach it.
-    # As root the server runs as a shared system user, so the socket wants a password too.
-    local = "trust" if run_as is None else "scram-sha-256"
-    return (
-        "# written by pytest-pgsandbox\n"
-        f"local all all {local}\n"
-        "host all all 127.0.0.1/32 scram-sha-256\n"
-    )
+    """Who gets in, and how.
+
+    Not root: the socket folder is 0700 and ours, so only we (and root) can reach it: trust.
+    As root the server runs as a shared system user, whose other processes reach the socket
+    too. The superuser then comes in on the socket only from root's own processes (``peer``:
+    the kernel says who is calling, and the map admits root alone), with no password to check
+    (``bench/socket_auth.py``: as cheap as trust, SCRAM 10-30 % dearer per connection); every
+    other role needs its password. TCP always wants a password.
+    """
+    if run_as is None:
+        local = "local all all trust\n"
+    else:
+        local = f"local all {SUPERUSER} peer map={IDENT_MAP}\nlocal all all scram-sha-256\n"
+    return "# written by pytest-pgsandbox\n" + local + "host all all 127.0.0.1/32 scram-sha-256\n"
+
+
+def _ident(run_as: RunAs | None) -> str:
+    """The map ``peer`` uses: this process's own OS user (root) as the superuser, no one else."""
+    lines = "# written by pytest-pgsandbox\n"
+    if run_as is not None:
+        import pwd
+
+        lines += f"{IDENT_MAP} {pwd.getpwuid(os.geteuid()).pw_name} {SUPERUSER}\n"
+    return lines
 
 
 # Lines of a server log that say nothing about why it stopped.
@@ -169,6 +187,7 @@ class LocalCluster:
 
     def start_in(self, folder: Path, data: Path, password: str) -> None:
         (data / "pg_hba.conf").write_text(_hba(self.run_as))
+        (data / "pg_ident.conf").write_text(_ident(self.run_as))
         user_port = self.options.port
         tcp = self.options.tcp or user_port != 0
         if tcp and user_port and not _port_free(user_port):
