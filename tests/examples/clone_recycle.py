@@ -104,6 +104,13 @@ def test_an_insert_rolled_back_and_analyze(pg):
     pg.execute("ANALYZE customers")
 
 
+def test_rows_added_then_frozen(pg):
+    pg.execute("INSERT INTO notes VALUES ('frozen', 2)")
+    pg.conn.commit()
+    pg.conn.autocommit = True
+    pg.execute("VACUUM FREEZE notes")
+
+
 def test_reads_after(pg):
     assert pg.fetchval("SELECT count(*) FROM invoices") == 2
 

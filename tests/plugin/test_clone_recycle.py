@@ -59,6 +59,7 @@ RECYCLED = [
     "test_a_foreign_key_broken_with_triggers_off",
     "test_another_process_wrote_and_left",
     "test_an_insert_rolled_back_and_analyze",
+    "test_rows_added_then_frozen",
     "test_reads_after",
 ]
 DROPPED = [

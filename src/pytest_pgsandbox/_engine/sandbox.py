@@ -632,7 +632,9 @@ class Sandbox:
                 timeout=self.settings.start_timeout,
                 strategy=self.copy_strategy(server),
                 only_role=self.only_role,
-                recycling=kind == "clone",  # a reset database's spares are never handed back
+                # A reset database's spares are never handed back, nor used by a test as they are.
+                recycling=kind == "clone",
+                connect_ahead=kind == "clone",
             )
             self._pools[key] = pool
         return pool

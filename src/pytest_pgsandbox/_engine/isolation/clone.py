@@ -20,7 +20,6 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine.isolation import recycle
-from pytest_pgsandbox._engine.isolation.transaction import _batch
 from pytest_pgsandbox._engine.isolation.transaction import sequence_values
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -46,9 +45,11 @@ class ClonePool:
         strategy: str | None = None,
         only_role: str | None = None,
         recycling: bool = False,
+        connect_ahead: bool = False,
     ) -> None:
         """``recycling``: copies tests wrote rows to come back too, once the rows are put back
-        (PostgreSQL 15+; see :mod:`.recycle`)."""
+        (PostgreSQL 15+; see :mod:`.recycle`). ``connect_ahead``: a third thread opens a
+        connection to each ready copy, for ``take_connected()``."""
         self.admin = admin
         self.only_role = only_role
         self.template = template
@@ -73,9 +74,22 @@ class ClonePool:
         self.recycling = recycling
         self.rows: recycle.TemplateRows | None = None
         self._states: dict[str, recycle.CopyState] = {}
+        # Connections to ready copies, opened ahead of the tests that take them.
+        self.connect_ahead = connect_ahead
+        self._to_connect: deque[str] = deque()
+        self._connecting: set[str] = set()
+        self._conns: dict[str, psycopg.Connection[Any]] = {}
 
     def take(self) -> ConnInfo:
         """A fresh copy of the template; waits for one (up to the timeout) if none is ready."""
+        info, conn = self.take_connected()
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+        return info
+
+    def take_connected(self) -> tuple[ConnInfo, psycopg.Connection[Any] | None]:
+        """``take()``, and a connection to the copy if one was opened ahead (else None)."""
         deadline = time.monotonic() + self.timeout
         with self._cond:
             self._start()
@@ -94,7 +108,12 @@ class ClonePool:
                 self._cond.wait(left)
             name = self._ready.popleft()
             self._cond.notify_all()  # room for the next copy
-        return self.admin.for_db(name)
+            # A connection being opened to it is nearly there: cheaper to wait than to open
+            # another one (and then the copy has no session on it that is not the test's).
+            while name in self._connecting and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+            conn = self._conns.pop(name, None)
+        return self.admin.for_db(name), conn
 
     def state(self, name: str) -> recycle.CopyState | None:
         """What the pool knows of copy ``name`` (None: it cannot be recycled)."""
@@ -111,6 +130,8 @@ class ClonePool:
             if unchanged and not self._closing:
                 self._ready.appendleft(name)
                 self.reused += 1
+                if self.connect_ahead:
+                    self._to_connect.append(name)
             else:
                 self._to_drop.append(name)
                 self._states.pop(name, None)
@@ -120,9 +141,11 @@ class ClonePool:
         # Two workers, each on a connection of its own: copies are made while used ones are
         # dropped, so a test rarely waits for either.
         if not self._threads:
-            for job in ("create", "drop"):
+            jobs = ("create", "drop", "connect") if self.connect_ahead else ("create", "drop")
+            for job in jobs:
+                work = self._connect_ahead if job == "connect" else self._work
                 thread = threading.Thread(
-                    target=self._work, args=(job,), name=f"pgsandbox-clone-{job}", daemon=True
+                    target=work, args=(job,), name=f"pgsandbox-clone-{job}", daemon=True
                 )
                 thread.start()
                 self._threads.append(thread)
@@ -137,7 +160,31 @@ class ClonePool:
                     return self._name_for(self._made)
                 if job == "drop" and self._to_drop:
                     return self._to_drop.popleft()
+                while job == "connect" and self._to_connect:
+                    name = self._to_connect.popleft()
+                    if name in self._ready and name not in self._conns:
+                        self._connecting.add(name)
+                        return name
                 self._cond.wait()
+
+    def _connect_ahead(self, job: str) -> None:
+        """Open the connection a test will use to each copy that is ready (one try each:
+        a test whose copy has none opens its own)."""
+        while (name := self._next(job)) is not None:
+            conn = None
+            with contextlib.suppress(psycopg.Error):
+                conn = psycopg.connect(
+                    self.admin.for_db(name).conninfo(), connect_timeout=max(1, round(self.timeout))
+                )
+            with self._cond:
+                self._connecting.discard(name)
+                if conn is not None and not self._closing and name in self._ready:
+                    self._conns[name] = conn
+                    conn = None
+                self._cond.notify_all()
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
 
     def _work(self, job: str) -> None:
         keep = False
@@ -175,6 +222,8 @@ class ClonePool:
                         if state is not None:
                             self._states[name] = state
                         self._ready.append(name)
+                        if self.connect_ahead:
+                            self._to_connect.append(name)
                         self._cond.notify_all()
         except (psycopg.Error, PgSandboxError) as exc:
             with self._cond:
@@ -188,6 +237,10 @@ class ClonePool:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(self.timeout)
+        for conn in self._conns.values():
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+        self._conns.clear()
         if not drop:
             return
         leftovers = list(self._ready) + list(self._to_drop)
@@ -204,19 +257,22 @@ class ClonePool:
 class CloneDatabase:
     """The test's own copy and the connection ``pg`` gives it."""
 
-    # How long a session of ours that was closed may take to leave the copy.
+    # How long a session of ours that was closed may take to leave the copy; and one of the
+    # test's own (an engine disposed of just before, or left open: then the copy is dropped).
     LEAVING = 2.0
+    OTHERS_LEAVING = 0.02
 
     def __init__(self, pool: ClonePool, timeout: float) -> None:
         self.pool = pool
         self.timeout = timeout
-        self.info = pool.take()
+        self.info, ahead = pool.take_connected()
         state = pool.state(self.info.dbname)
         # Never used by a test before (then the picture of a fresh copy may be taken).
         self.fresh = state is None or state.pid is None
-        self.conn: psycopg.Connection[Any] = psycopg.connect(
+        self.conn: psycopg.Connection[Any] = ahead or psycopg.connect(
             self.info.conninfo(), connect_timeout=max(1, round(timeout))
         )
+        self._ours = {self.conn.info.backend_pid}  # the test may close it, or replace it
 
     def restore(self, check: Check | None = None) -> tuple[bool, list[str]]:
         """Whether the copy is as the template has it now: it was not changed, or only rows
@@ -235,15 +291,13 @@ class CloneDatabase:
             if conn.closed or conn.broken:  # the test closed it: one of our own to look
                 conn = self.conn = connect(pool.admin.for_db(name), timeout=self.timeout)
             idle = conn.info.transaction_status == TransactionStatus.IDLE
-            # Our own counts reach the shared statistics when the session next goes idle.
-            _batch(
+            query = recycle.state_query(conn, pool.template, sequences)
+            row = recycle.row_of(
                 conn,
                 ("" if idle else "ROLLBACK; ")
                 + "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE; "
-                "SELECT pg_stat_force_next_flush()",
+                + query,
             )
-            query = recycle.state_query(conn, pool.template, sequences)
-            row = recycle.row_of(conn, query)
             if len(row) == 7 and row[2] and self._wait_for(state, row[2]):
                 row = recycle.row_of(conn, query)  # the sessions' counts have arrived
             if len(row) != 7:
@@ -271,9 +325,11 @@ class CloneDatabase:
                 )
                 if still:
                     return False, []
-                delta = recycle.parse_counts(own)
-                state.counts = recycle.add(now, delta)
-                state.rows += sum(ins + dele for ins, _, dele in delta.values())
+                after = recycle.parse_counts(own)
+                for oid, (ins, _, dele) in after.items():
+                    was = now.get(oid, (0, 0, 0))
+                    state.rows += ins - was[0] + dele - was[2]
+                state.counts = {**now, **after}
                 if mark:
                     state.mark = mark
                 pool.recycled += 1
@@ -286,13 +342,14 @@ class CloneDatabase:
             return False, []
 
     def _wait_for(self, state: recycle.CopyState, pids: str) -> bool:
-        """Wait for our own last session on the copy to leave, if it is the only other one
-        there (True when it has left)."""
-        if {int(p) for p in pids.split()} != {state.pid}:
-            return False
-        deadline = time.monotonic() + self.LEAVING
+        """Wait for the other sessions on the copy to leave: ours that were closed (the last
+        test's, the first connection of this one) up to ``LEAVING``, any other briefly (True
+        when all have left)."""
+        ours = {*self._ours, state.pid}
+        wait = self.LEAVING if {int(p) for p in pids.split()} <= ours else self.OTHERS_LEAVING
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            time.sleep(0.002)
+            time.sleep(0.001)
             if not recycle.others(self.conn):
                 return True
         return False

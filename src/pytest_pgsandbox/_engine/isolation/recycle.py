@@ -3,9 +3,9 @@
 Making a copy (``CREATE DATABASE``) and dropping it cost about 9 ms of serial kernel work on a
 quiet machine, far more under load; putting back the few rows a test wrote costs a fraction of
 a millisecond. After a test, the server's own per-table statistics say what it wrote
-(PostgreSQL 15+: ``pg_stat_force_next_flush()`` makes the test's own counts reach them, and a
-session that has ended flushed its counts before it left). The copy is recycled when rows of
-the template's tables are all it changed:
+(PostgreSQL 15+: a session that has ended flushed its counts before it left, and the test's
+own session adds those it has not flushed yet, see ``COUNTS``). The copy is recycled when rows
+of the template's tables are all it changed:
 
 - a table that only had rows added loses just those (rows newer than the copy's *mark*, a
   transaction id no older than any row the template holds);
@@ -84,8 +84,18 @@ md5(concat_ws(' ', d.datdba, d.datallowconn, d.datconnlimit, d.datistemplate, d.
                WHERE l.objoid = d.oid AND l.classoid = 'pg_database'::regclass)))
 """
 
-# Read in the copy once the test's counts are flushed: whether it may be recycled at all, and
-# every relation of its own with rows written since it was made.
+# A relation's counts: those in the shared statistics, and this session's that have not
+# reached them yet (all of its transactions' but the current one's, and the current one's):
+# what the shared statistics will hold once the session has ended, read in one query.
+# (VACUUM FREEZE keeps a row's raw xmin, the one the mark is compared with.)
+COUNTS = """
+pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_xact_tuples_inserted(c.oid) AS ins,
+pg_stat_get_tuples_updated(c.oid) + pg_stat_get_xact_tuples_updated(c.oid) AS upd,
+pg_stat_get_tuples_deleted(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid) AS del
+"""
+
+# Read in the copy after the test: whether it may be recycled at all, and every relation of
+# its own with rows written since it was made.
 _STATE = """
 SELECT current_setting('track_counts')::bool, current_setting('is_superuser')::bool,
        (SELECT string_agg(a.pid::text, ' ') FROM pg_stat_get_activity(NULL) a
@@ -101,9 +111,7 @@ SELECT current_setting('track_counts')::bool, current_setting('is_superuser')::b
            ON t.oid = s.setdatabase WHERE t.datname = {template} AND s.setrole = 0),
        {fingerprint},
        (SELECT string_agg(concat_ws(' ', c.oid, c.ins, c.upd, c.del), ',') FROM (
-            SELECT c.oid, pg_stat_get_tuples_inserted(c.oid) AS ins,
-                   pg_stat_get_tuples_updated(c.oid) AS upd,
-                   pg_stat_get_tuples_deleted(c.oid) AS del
+            SELECT c.oid, {counts}
             FROM pg_class c WHERE c.relkind IN ('r', 'm') AND NOT c.relisshared) c
         WHERE c.ins + c.upd + c.del > 0),
        {moved}
@@ -209,6 +217,7 @@ def state_query(conn: psycopg.Connection[Any], template: str, sequences: str) ->
     return (
         _STATE.replace("{template}", sql.Literal(template).as_string(conn))
         .replace("{fingerprint}", FINGERPRINT)
+        .replace("{counts}", COUNTS)
         .replace("{moved}", moved)
     )
 
@@ -265,7 +274,8 @@ def restore_plan(rows: TemplateRows, copy: CopyState, wrote: Counts) -> tuple[st
 
 def restore_sql_for(plan: str, sequences: str, oids: Iterable[int], rewritten: bool) -> str:
     """One implicit transaction: the restore, the sequences, then (last result) the new mark
-    if a table was rewritten, the restore's own counts, and the other sessions on the copy."""
+    if a table was rewritten, the counts of the tables put back (``COUNTS``: the restore's
+    own included), and the other sessions on the copy."""
     listed = ",".join(str(int(o)) for o in oids)
     seqs = restore_sql(sequences)
     mark = "(txid_current() % 4294967296)::text" if rewritten else "NULL"
@@ -274,10 +284,9 @@ def restore_sql_for(plan: str, sequences: str, oids: Iterable[int], rewritten: b
         "set_config('DateStyle', 'ISO', true), set_config('IntervalStyle', 'postgres', true), "
         "set_config('lock_timeout', '5s', true); "
         f"{plan} {seqs + ';' if seqs else ''} "
-        f"SELECT {mark}, (SELECT string_agg(concat_ws(' ', c.oid, "
-        "pg_stat_get_xact_tuples_inserted(c.oid), pg_stat_get_xact_tuples_updated(c.oid), "
-        f"pg_stat_get_xact_tuples_deleted(c.oid)), ',') FROM pg_class c "
-        f"WHERE c.oid = ANY('{{{listed}}}'::oid[])), ({_OTHERS})"
+        f"SELECT {mark}, (SELECT string_agg(concat_ws(' ', c.oid, c.ins, c.upd, c.del), ',') "
+        f"FROM (SELECT c.oid, {COUNTS} FROM pg_class c "
+        f"WHERE c.oid = ANY('{{{listed}}}'::oid[])) c), ({_OTHERS})"
     )
 
 
@@ -304,11 +313,3 @@ def row_of(conn: psycopg.Connection[Any], statements: str) -> tuple[str | None, 
         return ()
     values = (result.get_value(0, i) for i in range(result.nfields))
     return tuple(None if v is None else v.decode() for v in values)
-
-
-def add(a: Counts, b: Counts) -> Counts:
-    out = dict(a)
-    for oid, (i, u, d) in b.items():
-        x = out.get(oid, (0, 0, 0))
-        out[oid] = (x[0] + i, x[1] + u, x[2] + d)
-    return out
