@@ -20,12 +20,21 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine.isolation import recycle
+from pytest_pgsandbox._engine.isolation.transaction import _batch
 from pytest_pgsandbox._engine.isolation.transaction import sequence_values
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox.errors import PgSandboxError
 from pytest_pgsandbox.errors import ServerError
+
+
+def _text(value: object) -> str:
+    """A value as the server's text output has it (for the booleans of the state query)."""
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return str(value)
+
 
 # Called on a connection to a recycled copy: its differences from a fresh one ([] if none).
 Check = Callable[[psycopg.Connection[Any]], list[str]]
@@ -106,12 +115,21 @@ class ClonePool:
                         "very slow."
                     )
                 self._cond.wait(left)
-            name = self._ready.popleft()
+            # A copy whose connection is open first (one just handed back is not yet); one
+            # being opened is nearly there: cheaper to wait than to open another one.
+            name: str | None = None
+            while True:
+                name = next((n for n in self._ready if n in self._conns), None)
+                if name is None and any(n in self._connecting for n in self._ready):
+                    left = deadline - time.monotonic()
+                    if left > 0:
+                        self._cond.wait(left)
+                        continue
+                break
+            if name is None:
+                name = self._ready[0]
+            self._ready.remove(name)
             self._cond.notify_all()  # room for the next copy
-            # A connection being opened to it is nearly there: cheaper to wait than to open
-            # another one (and then the copy has no session on it that is not the test's).
-            while name in self._connecting and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
             conn = self._conns.pop(name, None)
         return self.admin.for_db(name), conn
 
@@ -169,13 +187,29 @@ class ClonePool:
 
     def _connect_ahead(self, job: str) -> None:
         """Open the connection a test will use to each copy that is ready (one try each:
-        a test whose copy has none opens its own)."""
+        a test whose copy has none opens its own).
+
+        A new session reads the catalog for each relation it first uses: here it reads what
+        the end of the test reads too (every sequence, the catalogs), so that the test's end
+        does not pay for that.
+        """
         while (name := self._next(job)) is not None:
             conn = None
-            with contextlib.suppress(psycopg.Error):
+            try:
                 conn = psycopg.connect(
                     self.admin.for_db(name).conninfo(), connect_timeout=max(1, round(self.timeout))
                 )
+                if self.sequences is not None and self.state(name) is not None:
+                    # Prepared, too: its planning costs more than running it.
+                    conn.execute(
+                        recycle.state_query(conn, self.template, self.sequences), prepare=True
+                    )
+                    conn.rollback()
+            except psycopg.Error:
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                conn = None
             with self._cond:
                 self._connecting.discard(name)
                 if conn is not None and not self._closing and name in self._ready:
@@ -291,15 +325,16 @@ class CloneDatabase:
             if conn.closed or conn.broken:  # the test closed it: one of our own to look
                 conn = self.conn = connect(pool.admin.for_db(name), timeout=self.timeout)
             idle = conn.info.transaction_status == TransactionStatus.IDLE
-            query = recycle.state_query(conn, pool.template, sequences)
-            row = recycle.row_of(
+            _batch(
                 conn,
                 ("" if idle else "ROLLBACK; ")
-                + "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE; "
-                + query,
+                + "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE",
             )
+            conn.autocommit = True
+            query = recycle.state_query(conn, pool.template, sequences)
+            row = self._state_row(query)
             if len(row) == 7 and row[2] and self._wait_for(state, row[2]):
-                row = recycle.row_of(conn, query)  # the sessions' counts have arrived
+                row = self._state_row(query)  # the sessions' counts have arrived
             if len(row) != 7:
                 return False, []
             counts, superuser, others, blocked, fingerprint, written, moved = row
@@ -309,6 +344,8 @@ class CloneDatabase:
             wrote = recycle.written(state.counts, now)
             if wrote is None:
                 return False, []
+            wrote = {o: n for o, n in wrote.items() if o not in recycle.STATISTICS}
+            state.counts = now
             if wrote or moved == "t":
                 if superuser != "t" or pool.rows is None or state.rows > recycle.ROWS_LIMIT:
                     return False, []
@@ -340,6 +377,13 @@ class CloneDatabase:
             return True, []
         except psycopg.Error:
             return False, []
+
+    def _state_row(self, query: str) -> tuple[str | None, ...]:
+        """The state query's row, as text (prepared: the connection opened ahead has it)."""
+        found = self.conn.execute(query, prepare=True).fetchone()
+        if found is None:
+            return ()
+        return tuple(None if v is None else _text(v) for v in found)
 
     def _wait_for(self, state: recycle.CopyState, pids: str) -> bool:
         """Wait for the other sessions on the copy to leave: ours that were closed (the last

@@ -252,9 +252,7 @@ def restore_plan(rows: TemplateRows, copy: CopyState, wrote: Counts) -> tuple[st
     rewritten = False
     for oid, (_ins, upd, dele) in sorted(wrote.items()):
         if oid < FIRST_USER_OID:
-            if oid in STATISTICS:
-                continue
-            return None  # a catalog: DDL, TRUNCATE, large objects, ...
+            return None  # a catalog (but the statistics, left out): DDL, TRUNCATE, ...
         name = rows.tables.get(oid)
         if name is None:
             return None  # not a table of the template's that a restore may write
