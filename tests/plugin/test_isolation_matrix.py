@@ -118,6 +118,7 @@ def test_clone_hands_an_unchanged_copy_to_the_next_test(
     for i, (test, name) in enumerate(used):
         if test in changed:
             assert name not in [later for _, later in used[i + 1 :]], test
-    if order == "forward":  # the tests before the first that changes more share one copy
-        assert len({name for _, name in used[:8]}) == 1
+    if order == "forward":  # the 8 tests before the first that changes more make no copy:
+        # they share the pool's two and the one made when the first was taken
+        assert len({name for _, name in used[:8]}) <= 3
     assert leftovers(runtime) == []

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from pytest_pgsandbox._engine.isolation import recycle
 from pytest_pgsandbox._engine.isolation.transaction import _batch
@@ -380,7 +381,8 @@ class CloneDatabase:
 
     def _state_row(self, query: str) -> tuple[str | None, ...]:
         """The state query's row, as text (prepared: the connection opened ahead has it)."""
-        found = self.conn.execute(query, prepare=True).fetchone()
+        cursor = self.conn.cursor(row_factory=tuple_row)  # whatever the test's factory is
+        found = cursor.execute(query, prepare=True).fetchone()
         if found is None:
             return ()
         return tuple(None if v is None else _text(v) for v in found)
