@@ -1,4 +1,5 @@
-"""Clone isolation hands a copy nothing changed to the next test; any change means a new one."""
+"""Clone isolation hands a copy to the next test when nothing changed it, or only rows and
+sequences (put back first); any other change means a new one."""
 
 import os
 import subprocess

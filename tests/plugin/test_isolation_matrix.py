@@ -109,10 +109,16 @@ def test_clone_hands_an_unchanged_copy_to_the_next_test(
     project.runpytest_subprocess("clone_reuse.py").assert_outcomes(passed=12)
     used = [line.split() for line in names.read_text().splitlines()]
     assert len(used) == 12
+    changed = (  # more than rows and sequences: no later test may get that copy
+        "test_a_temporary_table",
+        "test_truncate_of_an_empty_table",
+        "test_a_database_setting",
+        "test_another_connection_left_open",
+    )
     for i, (test, name) in enumerate(used):
-        if not test.startswith(("test_reads_only", "test_update_of_no_row")):
-            # It changed its copy: no later test may get that copy.
+        if test in changed:
             assert name not in [later for _, later in used[i + 1 :]], test
-    if order == "forward":  # the read-only tests come first: one copy serves them all
-        assert len({name for _, name in used[:4]}) == 1
+    if order == "forward":  # the 8 tests before the first that changes more make no copy:
+        # they share the pool's two and the one made when the first was taken
+        assert len({name for _, name in used[:8]}) <= 3
     assert leftovers(runtime) == []

@@ -649,6 +649,9 @@ class Sandbox:
                 timeout=self.settings.start_timeout,
                 strategy=self.copy_strategy(server),
                 only_role=self.only_role,
+                # A reset database's spares are never handed back, nor used by a test as they are.
+                recycling=kind == "clone",
+                connect_ahead=kind == "clone",
             )
             self._pools[key] = pool
         return pool
@@ -728,10 +731,13 @@ class Sandbox:
     def has_picture(self, dbname: str) -> bool:
         return dbname in self._pictures
 
-    def verify(self, info: ConnInfo, conn: psycopg.Connection[TupleRow] | None) -> list[str]:
+    def verify(
+        self, info: ConnInfo, conn: psycopg.Connection[TupleRow] | None, key: str | None = None
+    ) -> list[str]:
         """How the database ``info`` differs from when it was new ([] if it does not).
 
-        The first call for a database only takes its picture.
+        The first call for a database only takes its picture. ``key``: what the picture is
+        of, when not of ``info``'s database alone (clone's copies of one template share one).
         """
         from pytest_pgsandbox._engine.isolation.verify import differences
         from pytest_pgsandbox._engine.isolation.verify import picture
@@ -747,7 +753,7 @@ class Sandbox:
             # database is the template from here on.
             self._place_rebuilds = self.place.rebuilds
             self._pictures.pop(info.dbname, None)
-        before = self._pictures.setdefault(info.dbname, now)
+        before = self._pictures.setdefault(key or info.dbname, now)
         return differences(before, now)
 
     def repair(self, dbname: str, template: PgTemplate | None) -> None:

@@ -311,15 +311,29 @@ def _clone(
     info = sandbox.tester(copy.info)
     baseline = _baseline(sandbox, pg_template)
     handle = PgDatabase(copy.conn, info, "clone", None, baseline, copy.info, sandbox.local_role)
+    check = None
+    if sandbox.settings.verify_isolation:
+        # A copy handed on after a test (recycled) must not differ from a fresh one.
+        key = f"clone {copy.pool.template}"
+        if copy.fresh and not sandbox.has_picture(key):
+            sandbox.verify(copy.info, copy.conn, key)
+        if sandbox.has_picture(key):
+
+            def check(conn: psycopg.Connection[Any]) -> list[str]:
+                return sandbox.verify(copy.info, conn, key)
+
     with _serving(request, sandbox, handle, handle.url):
         yield handle
     kept: list[ConnInfo | None] = [None]
+    leaks: list[str] = []
     try:
         kept[0] = _attempt(
             pg_server, "could not keep the test's database", _keep, request, sandbox, handle, None
         )
     finally:
-        copy.end(give_back=kept[0] is None)
+        leaks = copy.end(give_back=kept[0] is None, check=check)
+    if leaks:
+        _leaked(request, leaks, "put back for the next test")
 
 
 def _baseline(sandbox: Sandbox, template: PgTemplate | None) -> Callable[[], str]:
