@@ -246,12 +246,21 @@ def _ended(label: dict[str, Any]) -> bool:
 
 
 class _Unchanged(CloneDatabase):
-    """Clone isolation's own test of whether a copy may be handed on as it is, asked of a
-    copy that this module connected to."""
+    """Clone isolation's own test of whether a copy may be handed on (nothing changed, or
+    only rows, put back), asked of a copy that this module connected to under its wanted
+    name. A copy handed to another owner is never handed on: its row is not the pool's."""
 
-    def __init__(self, pool: ClonePool, conn: Conn) -> None:  # no copy taken here
+    def __init__(self, pool: ClonePool, conn: Conn, real: str) -> None:  # no copy taken here
         self.pool = pool
+        self.timeout = pool.timeout
+        self.info = pool.admin.for_db(real)  # what the pool knows it by
+        self.fresh = False
         self.conn = conn
+        self._ours = {conn.info.backend_pid}
+
+    def unchanged(self) -> bool:
+        """Whether the copy is as the template has it now (see ``CloneDatabase.restore``)."""
+        return self.restore()[0]
 
 
 class NamedCopy:
@@ -290,7 +299,7 @@ class NamedCopy:
     def end(self) -> None:
         """The test is over: the copy goes back (handed on as it is if nothing changed it)."""
         conn = self.conn
-        unchanged = conn is not None and _Unchanged(self.pool, conn).unchanged()
+        unchanged = conn is not None and _Unchanged(self.pool, conn, self.real).unchanged()
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
