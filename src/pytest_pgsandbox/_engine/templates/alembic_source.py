@@ -48,6 +48,8 @@ class AlembicFiles:
     ini: Path | None
     toml: Path | None
     scripts: Path
+    # version_locations outside the script folder (inside it, they are hashed with it).
+    versions: tuple[Path, ...] = ()
 
     def inputs(self) -> list[tuple[str, bytes]]:
         """What the template's hash covers: the ini file, ``[tool.alembic]`` (not the rest of
@@ -63,6 +65,12 @@ class AlembicFiles:
             for p in sorted(self.scripts.rglob("*"))
             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
         )
+        for n, folder in enumerate(self.versions):
+            found.extend(
+                (f"version_locations[{n}]/{p.relative_to(folder)}", p.read_bytes())
+                for p in sorted(folder.rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+            )
         return found
 
 
@@ -95,6 +103,8 @@ def _script_folder(ini: Path) -> Path | None:
     try:
         parser.read(ini, encoding="utf-8")
         location = parser.get("alembic", "script_location")
+        if parser.has_option("alembic", "version_locations"):
+            return None  # Alembic's own rules split it (they differ between its versions)
     except (configparser.Error, UnicodeDecodeError):
         return None
     folder = Path(location)  # a relative one is relative to the working folder, as in Alembic
@@ -133,7 +143,14 @@ def locate(target: Path, shown: str) -> AlembicFiles:
             f"{shown} needs Alembic: pip install 'pytest-pgsandbox[alembic]'"
         ) from None
     try:
-        scripts = Path(ScriptDirectory.from_config(_config(None, ini, toml)).dir)
+        script = ScriptDirectory.from_config(_config(None, ini, toml))
+        scripts = Path(script.dir)
+        inside = scripts.resolve()
+        versions = tuple(
+            folder
+            for folder in (Path(v) for v in script.version_locations or ())
+            if folder.is_dir() and not folder.resolve().is_relative_to(inside)
+        )
     except (CommandError, configparser.Error) as exc:
         read = " and ".join(
             f"{p} ({'[alembic]' if p.suffix != '.toml' else '[tool.alembic]'})"
@@ -141,7 +158,7 @@ def locate(target: Path, shown: str) -> AlembicFiles:
             if p is not None
         )
         raise TemplateError(f"{shown}: Alembic could not use {read}: {exc}") from None
-    return AlembicFiles(ini, toml, scripts)
+    return AlembicFiles(ini, toml, scripts, versions)
 
 
 @contextlib.contextmanager
