@@ -288,7 +288,7 @@ def test_without_the_reaper_image_it_says_so_once_and_cleans_up_itself(
     assert "removed by the next run or by pgsandbox gc" in out
     assert "Check the image name" not in out
     left = of_our_image(dclient) - before
-    assert left == set(), labels_of(dclient, left)
+    assert left == set(), (labels_of(dclient, left), out, result.stderr.str())
 
 
 @needs_daemon

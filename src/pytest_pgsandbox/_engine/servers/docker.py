@@ -24,6 +24,7 @@ later) works. The docker SDK is imported only here: ``pip install "pytest-pgsand
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -53,6 +54,7 @@ USER = "postgres"
 NETWORK = "pgsandbox"
 LABEL = "pgsandbox"  # "1" on every container (and the network) we create
 IMAGE_LABEL = "pgsandbox.image"
+REMOVE_TIMEOUT = 20.0  # seconds to ask the daemon to remove a container of ours
 OWNER_LABEL = "pgsandbox.owner"  # "HOST PID": the process whose end makes it garbage
 PIDNS_LABEL = "pgsandbox.pidns"  # the pid namespace that PID belongs to
 RUN_LABEL = "pgsandbox.run"  # the xdist run whose workers share it
@@ -179,6 +181,32 @@ def stop_run(runtime: Path, run: str) -> list[str]:
         docker_client.close()
     marker.unlink(missing_ok=True)
     return removed
+
+
+def _remove(container: Any, deadline: float = REMOVE_TIMEOUT) -> None:
+    """Remove ``container``, asking again (a daemon under load may answer late or refuse
+    while it is still busy with it) until it is gone or ``deadline`` seconds have passed;
+    then it is left to ``reap`` (the next run, ``pgsandbox gc``), and the log says so."""
+    import docker
+
+    until = time.monotonic() + deadline
+    while True:
+        try:
+            container.remove(force=True, v=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:  # the SDK's API and transport errors alike
+            if time.monotonic() >= until:
+                logging.getLogger("pytest_pgsandbox").warning(
+                    "could not remove container %s within %.0f s (%s); the next run or "
+                    "`pgsandbox gc` removes it",
+                    getattr(container, "name", "?"),
+                    deadline,
+                    mask(str(exc)),
+                )
+                return
+            time.sleep(0.5)
 
 
 _reaper_note: list[str] = []  # why testcontainers' reaper does not run (said once)
@@ -485,8 +513,7 @@ class DockerServer:
         # to come up here.
         keep = self.outlives_session and not (force and not self.attached)
         if self._raw is not None and not keep:
-            with contextlib.suppress(Exception):
-                self._raw.remove(force=True, v=True)
+            _remove(self._raw)
         self._raw = None
         if self._client is not None:
             with contextlib.suppress(Exception):
