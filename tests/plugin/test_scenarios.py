@@ -7,6 +7,7 @@ the command's test exports its own from a server of its own.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +123,9 @@ def make_dev_database(admin: ConnInfo, name: str) -> ConnInfo:
 def scenarios(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """billing/pro, billing/pro/refund (extends it) and empty, exported once per session."""
     folder = tmp_path_factory.mktemp("scenarios")
-    dev = make_dev_database(pg_server.admin, "pgsb_scenarios_dev")
+    # One per xdist worker: the workers share the run's server.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    dev = make_dev_database(pg_server.admin, f"pgsb_scenarios_dev_{worker}")
     with connect(dev, autocommit=False) as conn:
         scenario.export(conn, folder, "billing/pro")
         conn.execute("INSERT INTO orders (user_id, total) VALUES (3, -7.25)")
