@@ -147,8 +147,7 @@ def reap(docker_client: Any) -> list[str]:
         labels = found.labels or {}
         if REUSE_LABEL in labels or not _owner_gone(labels):
             continue
-        with contextlib.suppress(Exception):  # removed meanwhile by someone else
-            found.remove(force=True, v=True)
+        if _remove(found):
             owner = labels.get(OWNER_LABEL, "?").rpartition(" ")[2]
             reaped.append(f"container {found.name} (its test run, pid {owner}, has ended)")
     return reaped
@@ -183,19 +182,20 @@ def stop_run(runtime: Path, run: str) -> list[str]:
     return removed
 
 
-def _remove(container: Any, deadline: float = REMOVE_TIMEOUT) -> None:
+def _remove(container: Any, deadline: float = REMOVE_TIMEOUT) -> bool:
     """Remove ``container``, asking again (a daemon under load may answer late or refuse
     while it is still busy with it) until it is gone or ``deadline`` seconds have passed;
-    then it is left to ``reap`` (the next run, ``pgsandbox gc``), and the log says so."""
+    then it is left to ``reap`` (the next run, ``pgsandbox gc``), and the log says so.
+    True when this call removed it."""
     import docker
 
     until = time.monotonic() + deadline
     while True:
         try:
             container.remove(force=True, v=True)
-            return
-        except docker.errors.NotFound:
-            return
+            return True
+        except docker.errors.NotFound:  # removed meanwhile by someone else
+            return False
         except Exception as exc:  # the SDK's API and transport errors alike
             if time.monotonic() >= until:
                 logging.getLogger("pytest_pgsandbox").warning(
@@ -205,7 +205,7 @@ def _remove(container: Any, deadline: float = REMOVE_TIMEOUT) -> None:
                     deadline,
                     mask(str(exc)),
                 )
-                return
+                return False
             time.sleep(0.5)
 
 
