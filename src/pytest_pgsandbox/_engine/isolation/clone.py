@@ -22,6 +22,7 @@ from psycopg.rows import tuple_row
 
 from pytest_pgsandbox._engine.isolation import recycle
 from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.isolation.transaction import row_of
 from pytest_pgsandbox._engine.isolation.transaction import sequence_values
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -355,7 +356,7 @@ class CloneDatabase:
                     return False, []
                 statements, rewritten = plan
                 restored = [o for o in wrote if o >= recycle.FIRST_USER_OID]
-                mark, own, still = recycle.row_of(
+                mark, own, still = row_of(
                     conn,
                     recycle.restore_sql_for(
                         statements, sequences if moved == "t" else "", restored, rewritten

@@ -36,12 +36,10 @@ from dataclasses import field
 from typing import Any
 
 import psycopg
-from psycopg import errors
 from psycopg import sql
-from psycopg.pq import ConnStatus
-from psycopg.pq import ExecStatus
 
 from pytest_pgsandbox._engine.isolation.transaction import restore_sql
+from pytest_pgsandbox._engine.isolation.transaction import row_of
 
 FIRST_USER_OID = 16384  # PostgreSQL's FirstNormalObjectId: below it, the catalogs
 # Written by ANALYZE (a test's, autovacuum's): statistics, not contents.
@@ -291,23 +289,3 @@ def restore_sql_for(plan: str, sequences: str, oids: Iterable[int], rewritten: b
 def others(conn: psycopg.Connection[Any]) -> set[int]:
     """The sessions on ``conn``'s database but its own (autovacuum's left out)."""
     return {int(p) for p in (row_of(conn, _OTHERS)[0] or "").split()}
-
-
-def row_of(conn: psycopg.Connection[Any], statements: str) -> tuple[str | None, ...]:
-    """Run ``statements`` in one round trip; the first row of the last result, as text.
-
-    Only for our own fixed statements: they go to libpq as they are.
-    """
-    with conn.lock:
-        result = conn.pgconn.exec_(statements.encode())
-    if result.status not in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
-        if conn.pgconn.status != ConnStatus.OK:
-            raise psycopg.OperationalError(
-                conn.pgconn.error_message.decode(errors="replace").strip()
-                or "the connection to the server was lost"
-            )
-        raise errors.error_from_result(result, encoding=conn.info.encoding)
-    if result.ntuples == 0:
-        return ()
-    values = (result.get_value(0, i) for i in range(result.nfields))
-    return tuple(None if v is None else v.decode() for v in values)

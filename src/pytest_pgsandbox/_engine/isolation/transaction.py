@@ -269,8 +269,8 @@ END $pgsb$
 """
 
 
-def _batch(conn: psycopg.Connection[Any], statements: str) -> str | None:
-    """Run ``statements`` in one round trip; the first value of the last result.
+def row_of(conn: psycopg.Connection[Any], statements: str) -> tuple[str | None, ...]:
+    """Run ``statements`` in one round trip; the first row of the last result, as text.
 
     Only for our own fixed statements: they go to libpq as they are.
     """
@@ -284,9 +284,15 @@ def _batch(conn: psycopg.Connection[Any], statements: str) -> str | None:
             )
         raise errors.error_from_result(result, encoding=conn.info.encoding)
     if result.ntuples == 0:
-        return None
-    value = result.get_value(0, 0)
-    return None if value is None else value.decode()
+        return ()
+    values = (result.get_value(0, i) for i in range(result.nfields))
+    return tuple(None if v is None else v.decode() for v in values)
+
+
+def _batch(conn: psycopg.Connection[Any], statements: str) -> str | None:
+    """``row_of``'s first value (None when there is no row)."""
+    row = row_of(conn, statements)
+    return row[0] if row else None
 
 
 def _first(cur: psycopg.Cursor[Any]) -> str | None:
