@@ -1,6 +1,6 @@
 """Per-test cost of each isolation strategy, next to pytest-postgresql and a hand-made fixture.
 
-    python bench/isolation.py [--tests 300] [--repeat 3] [--docker postgres:18]
+    python bench/isolation.py [--tests 300] [--repeat 3] [--docker postgres:18] [--before DIR]
 
 One workload: 30 tables (each but the first referencing the first) with 2,010 baseline rows.
 Each test either reads (two counts) or writes (a row into each of 2 of the 30 tables, then
@@ -18,6 +18,10 @@ With ``--docker IMAGE``, also ``server=docker`` (pip install "pytest-pgsandbox[d
 under each isolation, in a container kept for reuse (an alias of IMAGE made for the run, so
 no other reusable container is used, removed at the end), and its start-up with a new
 container each session ("docker, new container", transaction isolation).
+
+With ``--before DIR`` (a checkout of an earlier version, e.g. ``git worktree add --detach
+DIR COMMIT``), each pgsandbox variant runs a second time with that version's plugin, in the
+same sessions' order: a before/after comparison under the same load.
 
 Per-test overhead is the time per test from the first test's start to the last one's end,
 minus that of the same number of tests that use no database. Start-up is launch to first test.
@@ -73,6 +77,9 @@ READ = (
     '    {conn}.execute("SELECT count(*) FROM t17").fetchone()\n'
 )
 TEST = "import pytest\n\n@pytest.mark.parametrize('n', range({n}))\ndef test_t({fixture}n):\n"
+
+# Variants run with ``--before``'s source first on the path (that version's plugin).
+BEFORE: set[str] = set()
 
 # name: (fixture argument, connection expression, commit statement, extra pytest args)
 VARIANTS: dict[str, tuple[str, str, str, list[str]]] = {
@@ -156,7 +163,20 @@ def main() -> int:
         help="also measure server=docker with this image (e.g. postgres:18, same major)",
     )
     parser.add_argument("--out", help="also write the figures to OUT/isolation.json (summary.py)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of an earlier version: measure its pgsandbox variants too, interleaved",
+    )
     args = parser.parse_args()
+    if args.before is not None:
+        src = args.before.resolve() / "src"
+        if not (src / "pytest_pgsandbox").is_dir():
+            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
+        for name in [n for n in VARIANTS if n.startswith("pgsandbox")]:
+            VARIANTS[f"{name} (before)"] = VARIANTS[name]
+            BEFORE.add(f"{name} (before)")
     alias = None
     if args.docker:
         alias = _docker_alias(args.docker)
@@ -278,6 +298,10 @@ def _measure(
         "BENCH_DISK_PORT": str(disk.port or 5432),
         "BENCH_DISK_PASSWORD": disk.password or "",
     }
+    before_env = dict(run_env)
+    if args.before is not None:
+        path = [str(args.before.resolve() / "src"), run_env.get("PYTHONPATH", "")]
+        before_env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     projects = {}
     for workload, body in (("read", READ), ("write", WRITE)):
         for name, (fixture, conn, commit, _) in VARIANTS.items():
@@ -297,7 +321,7 @@ def _measure(
                     "--pg-reuse",
                     *(a.format(app_url=app_url, image=image) for a in VARIANTS[name][3]),
                 ]
-                m = session(project, run_env, *extra)
+                m = session(project, before_env if name in BEFORE else run_env, *extra)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":
                     starts[name].append(m["first"] - m["launched"])

@@ -60,6 +60,8 @@ RECYCLED = [
     "test_an_insert_rolled_back_and_analyze",
     "test_rows_added_then_frozen",
     "test_reads_after",
+    "test_session_state_left_behind",
+    "test_the_next_test_gets_the_session_as_a_new_one",
 ]
 DROPPED = [
     "test_ddl",

@@ -26,10 +26,16 @@ def load(**kwargs):
         conn.execute("INSERT INTO stories (name) VALUES ('Silmarillion'), ('The Expanse')")
 
 
+def load_plain(**kwargs):
+    with psycopg.connect(**kwargs) as conn:
+        conn.execute("CREATE TABLE stories (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO stories (name) VALUES ('Silmarillion'), ('The Expanse')")
+
+
 app_proc = factories.postgresql_proc(user="app", password="s3cret-pw", load=[load])
 postgresql = factories.postgresql("app_proc", dbname="shop")
 second = factories.postgresql("app_proc", dbname="shop")
-plain_proc = factories.postgresql_proc()
+plain_proc = factories.postgresql_proc(load=[load_plain])
 plain = factories.postgresql("plain_proc")
 """
 
@@ -67,6 +73,23 @@ def test_the_user_and_the_name(postgresql, app_proc, n):
         assert other.execute("SELECT count(*) FROM stories").fetchone() == (3,)
 
 
+def test_rows_written_and_the_session_changed(plain):
+    plain.execute("INSERT INTO stories (name) VALUES ('Dune')")
+    plain.execute("SET application_name = 'left behind'")
+    plain.commit()
+    plain.autocommit = True
+    os.environ["LAST_PID"] = str(plain.info.backend_pid)
+
+
+def test_the_next_test_gets_the_name_fresh(plain):
+    assert plain.info.dbname == "tests" + WORKER
+    assert plain.execute("SELECT count(*) FROM stories").fetchone() == (2,)
+    assert plain.execute("SHOW application_name").fetchone() != ("left behind",)
+    assert plain.autocommit is False
+    if not WORKER:  # the same copy and session, handed on (in file order)
+        assert str(plain.info.backend_pid) == os.environ["LAST_PID"]
+
+
 def test_two_fixtures_that_want_one_name(postgresql, second):
     names = {postgresql.info.dbname, second.info.dbname}
     assert len(names) == 2 and "shop" + WORKER in names
@@ -100,7 +123,7 @@ def project(pytester: pytest.Pytester, runtime: Path) -> pytest.Pytester:
 def test_user_password_and_dbname(project: pytest.Pytester, workers: int) -> None:
     args = ["-n", str(workers)] if workers else []
     result = project.runpytest_subprocess("-W", "error", *args)
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=9)
     assert "s3cret-pw" not in result.stdout.str() + result.stderr.str()
 
 

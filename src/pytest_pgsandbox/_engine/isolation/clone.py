@@ -21,7 +21,9 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from pytest_pgsandbox._engine.isolation import recycle
+from pytest_pgsandbox._engine.isolation.transaction import SESSION_RESET
 from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.isolation.transaction import as_new
 from pytest_pgsandbox._engine.isolation.transaction import row_of
 from pytest_pgsandbox._engine.isolation.transaction import sequence_values
 from pytest_pgsandbox._engine.servers import provision
@@ -140,22 +142,32 @@ class ClonePool:
         with self._cond:
             return self._states.get(name)
 
-    def give_back(self, name: str, unchanged: bool = False) -> None:
+    def give_back(
+        self, name: str, unchanged: bool = False, conn: psycopg.Connection[Any] | None = None
+    ) -> None:
         """The test is done with ``name``: drop it in the background.
 
         ``unchanged``: it is as the template has it (nothing was written, or what was is put
-        back), so the next test may have it as it is.
+        back), so the next test may have it as it is. ``conn``: with ``unchanged``, a
+        connection to it, cleaned as a new one would be, that the next test gets (the pool
+        closes it otherwise).
         """
         with self._cond:
             if unchanged and not self._closing:
                 self._ready.appendleft(name)
                 self.reused += 1
-                if self.connect_ahead:
+                if conn is not None:
+                    self._conns[name] = conn
+                    conn = None
+                elif self.connect_ahead:
                     self._to_connect.append(name)
             else:
                 self._to_drop.append(name)
                 self._states.pop(name, None)
             self._cond.notify_all()
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
     def _start(self) -> None:
         # Two workers, each on a connection of its own: copies are made while used ones are
@@ -327,11 +339,8 @@ class CloneDatabase:
             if conn.closed or conn.broken:  # the test closed it: one of our own to look
                 conn = self.conn = connect(pool.admin.for_db(name), timeout=self.timeout)
             idle = conn.info.transaction_status == TransactionStatus.IDLE
-            _batch(
-                conn,
-                ("" if idle else "ROLLBACK; ")
-                + "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE",
-            )
+            _batch(conn, ("" if idle else "ROLLBACK; ") + SESSION_RESET)
+            as_new(conn)  # our queries and the check must not get the test's row factory
             conn.autocommit = True
             query = recycle.state_query(conn, pool.template, sequences)
             row = self._state_row(query)
@@ -402,15 +411,19 @@ class CloneDatabase:
         return False
 
     def end(self, give_back: bool = True, check: Check | None = None) -> list[str]:
-        """Close our connection; the copy is dropped (other sessions ended) in the background,
-        or handed to the next test once it is as the template has it (see ``restore``).
+        """The copy is dropped (other sessions ended) in the background, or handed to the
+        next test once it is as the template has it (see ``restore``), with our connection:
+        a new session would pay for its start and its first catalog reads again. Otherwise
+        our connection is closed.
 
         ``give_back=False``: the copy is kept; it is no longer the pool's to drop.
         ``check``: see ``restore``; what it found is returned (the copy is then dropped).
         """
         recycled, leaks = self.restore(check) if give_back else (False, [])
-        with contextlib.suppress(psycopg.Error):
-            self.conn.close()
+        conn = self.conn if recycled and as_new(self.conn) else None
+        if conn is None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
         if give_back:
-            self.pool.give_back(self.info.dbname, recycled)
+            self.pool.give_back(self.info.dbname, recycled, conn)
         return leaks

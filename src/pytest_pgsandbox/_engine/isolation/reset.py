@@ -49,7 +49,9 @@ from pytest_pgsandbox._engine.isolation.reset_plain import LEAVES
 from pytest_pgsandbox._engine.isolation.reset_plain import RESET_PLAIN
 from pytest_pgsandbox._engine.isolation.reset_plain import fk_order
 from pytest_pgsandbox._engine.isolation.reset_plain import plain_restore
+from pytest_pgsandbox._engine.isolation.transaction import SESSION_RESET
 from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.isolation.transaction import as_new
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.templates import catalog
@@ -356,8 +358,7 @@ class ResetDatabase:
         try:
             result = _batch(
                 conn,
-                f"{rollback}RESET ALL; RESET ROLE; SELECT pg_advisory_unlock_all(); "
-                f"SELECT {SCHEMA}.reset({self.WAIT_MS:d})",
+                f"{rollback}{SESSION_RESET}; SELECT {SCHEMA}.reset({self.WAIT_MS:d})",
             )
         except psycopg.Error as exc:
             self.swap()  # whatever went wrong, the next test gets a clean copy
@@ -366,6 +367,7 @@ class ResetDatabase:
                 "database was replaced by a fresh copy of the template."
             ) from None
         if result != "ddl":
+            as_new(conn)  # the next test gets it as a new connection would be
             return "reset"
         self.swap()
         return "swapped"
