@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from pgsb_helpers import leftovers
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.urls import connect
 
 SCHEMA = r"""
 CREATE TABLE customers (
@@ -94,3 +96,42 @@ def test_a_copy_only_rows_were_written_to_is_handed_on_as_fresh(
         else:  # never handed on
             assert name not in later, test
     assert leftovers(runtime) == []
+
+
+@pytest.mark.parametrize("isolation", ["clone", "reset"])
+def test_a_test_that_replaces_the_database_comment_does_not_stop_the_others(
+    pytester: pytest.Pytester, existing: LocalCluster, isolation: str
+) -> None:
+    """Our label is the database's comment; a test that comments its own database replaces
+    it. The copy is still ours to drop (known by its object id), and later tests go on: under
+    clone on a copy without the comment. (Reset keeps the database, and with it the comment:
+    database-level changes are not put back; docs/how-it-works.md.)"""
+    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
+    (pytester.path / "schema.sql").write_text("CREATE TABLE t (id int);\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.pg(isolation=ISOLATION)
+
+        def test_comment(pg):
+            pg.execute(f"COMMENT ON DATABASE {pg.dbname} IS 'the shop'")
+            pg.conn.commit()
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_later(pg, n):
+            row = pg.fetchval("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                              "WHERE datname = current_database()")
+            assert (row == "the shop") is (ISOLATION == "reset")
+            assert pg.fetchval("SELECT count(*) FROM t") == 0
+        """.replace("ISOLATION", repr(isolation))
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", f"--pg-url={existing.admin.url()}")
+    result.assert_outcomes(passed=4)
+    assert "refusing to drop" not in result.stdout.str() + result.stderr.str()
+    with connect(existing.admin) as conn:  # the tests' databases are all gone
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'pgsandbox_%' "
+            "AND datname NOT LIKE 'pgsandbox_tpl_%' ORDER BY 1"
+        ).fetchall()
+    assert left == []

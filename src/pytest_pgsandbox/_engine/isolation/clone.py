@@ -92,6 +92,8 @@ class ClonePool:
         self._to_connect: deque[str] = deque()
         self._connecting: set[str] = set()
         self._conns: dict[str, psycopg.Connection[Any]] = {}
+        # Each copy's object id: it is ours to drop even if a test replaced its label.
+        self._oids: dict[str, int] = {}
 
     def take(self) -> ConnInfo:
         """A fresh copy of the template; waits for one (up to the timeout) if none is ready."""
@@ -136,6 +138,11 @@ class ClonePool:
             self._cond.notify_all()  # room for the next copy
             conn = self._conns.pop(name, None)
         return self.admin.for_db(name), conn
+
+    def oid(self, name: str) -> int | None:
+        """The object id of copy ``name`` when it was made (it keeps it through renames)."""
+        with self._cond:
+            return self._oids.get(name)
 
     def state(self, name: str) -> recycle.CopyState | None:
         """What the pool knows of copy ``name`` (None: it cannot be recycled)."""
@@ -258,15 +265,20 @@ class ClonePool:
                             self.rows = recycle.read_template(t, mark)
                 while (name := self._next(job)) is not None:
                     if job == "drop":
-                        provision.drop_database(conn, name)
+                        with self._cond:
+                            oid = self._oids.pop(name, None)
+                        provision.drop_database(conn, name, oid)
                         continue
                     provision.create_database(
                         conn, name, self._label, self.template, self.strategy, self.only_role
                     )
+                    oid = provision.database_oid(conn, name)
                     state = None
                     if keep:
                         state = recycle.CopyState(recycle.fingerprint(conn, name), mark)
                     with self._cond:
+                        if oid is not None:
+                            self._oids[name] = oid
                         if state is not None:
                             self._states[name] = state
                         self._ready.append(name)
@@ -296,7 +308,7 @@ class ClonePool:
             return
         with contextlib.suppress(psycopg.Error), connect(self.admin, timeout=self.timeout) as c:
             for name in leftovers:
-                provision.drop_database(c, name)
+                provision.drop_database(c, name, self._oids.pop(name, None))
         self._ready.clear()
         self._to_drop.clear()
         self._states.clear()

@@ -338,6 +338,7 @@ class ResetDatabase:
         self.info = admin.for_db(name)
         self.conn: psycopg.Connection[Any] | None = None
         self.swaps = 0
+        self.oid: int | None = None  # of the copy swapped in: ours even if relabelled
         self._swap_in()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -380,7 +381,7 @@ class ResetDatabase:
         self._disconnect()
         with connect(self.admin, timeout=self.timeout) as admin:
             if keep_as is None:
-                provision.drop_database(admin, self.name)
+                provision.drop_database(admin, self.name, self.oid)
             else:
                 provision.end_sessions(admin, self.name)
                 admin.execute(
@@ -401,6 +402,7 @@ class ResetDatabase:
         if self.pool is None:
             return
         fresh = self.pool.take()
+        self.oid = self.pool.oid(fresh.dbname)
         with connect(self.admin, timeout=self.timeout) as admin:
             admin.execute(
                 sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
@@ -412,4 +414,4 @@ class ResetDatabase:
         self._disconnect()
         if drop:
             with connect(self.admin, timeout=self.timeout) as admin:
-                provision.drop_database(admin, self.name)
+                provision.drop_database(admin, self.name, self.oid)
