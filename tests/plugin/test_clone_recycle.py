@@ -76,16 +76,22 @@ DROPPED = [
 ]
 
 
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "in-the-background"])
 def test_a_copy_only_rows_were_written_to_is_handed_on_as_fresh(
-    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch, verify: bool
 ) -> None:
+    """With the verifier, each copy is compared and put back before the next test; without
+    it, the pool's own thread puts copies back while the next test runs."""
     names = pytester.path / "names.txt"
     monkeypatch.setenv("NAMES_FILE", str(names))
     monkeypatch.setenv("FRESH_FILE", str(pytester.path / "fresh.json"))
+    if verify:
+        monkeypatch.setenv("VERIFYING", "1")
     (pytester.path / "schema.sql").write_text(SCHEMA)
     pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
     pytester.copy_example("clone_recycle.py")
-    result = pytester.runpytest_subprocess("clone_recycle.py", "--pg-verify-isolation")
+    args = ["--pg-verify-isolation"] if verify else []
+    result = pytester.runpytest_subprocess("clone_recycle.py", *args)
     result.assert_outcomes(passed=len(RECYCLED) + len(DROPPED) + 1)
     used = [line.split() for line in names.read_text().splitlines()]
     assert [test for test, _ in used] == [*RECYCLED, *DROPPED, "test_last"]

@@ -94,6 +94,10 @@ class ClonePool:
         self._conns: dict[str, psycopg.Connection[Any]] = {}
         # Each copy's object id: it is ours to drop even if a test replaced its label.
         self._oids: dict[str, int] = {}
+        # Copies whose tests are over, to be put back by a fourth thread (with recycling),
+        # so that a test's teardown does not wait for that; and how many it is on.
+        self._to_restore: deque[CloneDatabase] = deque()
+        self._restoring = 0
 
     def take(self) -> ConnInfo:
         """A fresh copy of the template; waits for one (up to the timeout) if none is ready."""
@@ -176,13 +180,29 @@ class ClonePool:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
 
+    def restore_later(self, copy: CloneDatabase) -> bool:
+        """Put ``copy`` back (see ``CloneDatabase.restore``) and hand it on or drop it, in
+        the background; False if the pool does not (then the caller does it)."""
+        with self._cond:
+            if self._closing or not self.recycling or not self._threads:
+                return False
+            self._to_restore.append(copy)
+            self._cond.notify_all()
+        return True
+
     def _start(self) -> None:
         # Two workers, each on a connection of its own: copies are made while used ones are
         # dropped, so a test rarely waits for either.
         if not self._threads:
-            jobs = ("create", "drop", "connect") if self.connect_ahead else ("create", "drop")
+            jobs = ["create", "drop"]
+            if self.connect_ahead:
+                jobs.append("connect")
+            if self.recycling:
+                jobs.append("restore")
             for job in jobs:
-                work = self._connect_ahead if job == "connect" else self._work
+                work = {"connect": self._connect_ahead, "restore": self._restore_behind}.get(
+                    job, self._work
+                )
                 thread = threading.Thread(
                     target=work, args=(job,), name=f"pgsandbox-clone-{job}", daemon=True
                 )
@@ -194,7 +214,8 @@ class ClonePool:
             while True:
                 if self._closing:
                     return None
-                if job == "create" and len(self._ready) < self.size:
+                coming = len(self._ready) + len(self._to_restore) + self._restoring
+                if job == "create" and coming < self.size:
                     self._made += 1
                     return self._name_for(self._made)
                 if job == "drop" and self._to_drop:
@@ -205,6 +226,31 @@ class ClonePool:
                         self._connecting.add(name)
                         return name
                 self._cond.wait()
+
+    def _restore_behind(self, job: str) -> None:
+        """Finish each copy whose test is over (``restore_later``); when the pool closes,
+        those still waiting are dropped."""
+        while True:
+            with self._cond:
+                while not self._to_restore and not self._closing:
+                    self._cond.wait()
+                if not self._to_restore:
+                    return
+                copy = self._to_restore.popleft()
+                closing = self._closing
+                self._restoring += 1
+            try:
+                if closing:
+                    copy.finish(give_back=True, drop=True)
+                else:
+                    copy.finish()
+            except Exception:  # whatever it was, the copy is not handed on
+                with contextlib.suppress(Exception):
+                    copy.finish(give_back=True, drop=True)
+            finally:
+                with self._cond:
+                    self._restoring -= 1
+                    self._cond.notify_all()
 
     def _connect_ahead(self, job: str) -> None:
         """Open the connection a test will use to each copy that is ready (one try each:
@@ -426,12 +472,22 @@ class CloneDatabase:
         """The copy is dropped (other sessions ended) in the background, or handed to the
         next test once it is as the template has it (see ``restore``), with our connection:
         a new session would pay for its start and its first catalog reads again. Otherwise
-        our connection is closed.
+        our connection is closed. Where the pool recycles copies, that is done by its own
+        thread, so the test does not wait for it, unless there is a ``check``.
 
         ``give_back=False``: the copy is kept; it is no longer the pool's to drop.
         ``check``: see ``restore``; what it found is returned (the copy is then dropped).
         """
-        recycled, leaks = self.restore(check) if give_back else (False, [])
+        if give_back and check is None and self.pool.restore_later(self):
+            return []
+        return self.finish(give_back, check)
+
+    def finish(
+        self, give_back: bool = True, check: Check | None = None, drop: bool = False
+    ) -> list[str]:
+        """``end``'s work, done here (``drop``: do not try to hand the copy on)."""
+        restored = self.restore(check) if give_back and not drop else (False, [])
+        recycled, leaks = restored
         conn = self.conn if recycled and as_new(self.conn) else None
         if conn is None:
             with contextlib.suppress(psycopg.Error):
