@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pgsb_helpers import pgsandbox
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
@@ -250,3 +251,29 @@ def test_noproc_logs_in_as_its_user_and_names_leave_others_alone(
             conn.execute("DROP DATABASE IF EXISTS mine")
             conn.execute("DROP OWNED BY clerk")
             conn.execute("DROP ROLE IF EXISTS clerk")
+
+
+def test_gc_drops_the_user_role_of_a_run_that_ended(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    """The role made for ``user=`` stays on a server that outlives the run (it is reused by
+    the next run); ``pgsandbox gc`` drops it once its run has ended."""
+    pytester.makepyfile(
+        """
+        from pytest_pgsandbox.postgresql import factories
+
+        reporter_proc = factories.postgresql_proc(user="reporter")
+        postgresql = factories.postgresql("reporter_proc")
+
+        def test_it(postgresql):
+            assert postgresql.info.user == "reporter"
+        """
+    )
+    pytester.runpytest_subprocess(f"--pg-url={existing.admin.url()}").assert_outcomes(passed=1)
+    query = "SELECT count(*) FROM pg_roles WHERE rolname = 'reporter'"
+    with connect(existing.admin) as conn:
+        assert conn.execute(query).fetchone() == (1,)
+    gc = pgsandbox(pytester, "gc", "--url", existing.admin.url())
+    gc.stdout.fnmatch_lines(["*role reporter (a pytest-postgresql user's role; its run has ended)"])
+    with connect(existing.admin) as conn:
+        assert conn.execute(query).fetchone() == (0,)
