@@ -1,6 +1,7 @@
 """Per-test cost of each isolation strategy, next to pytest-postgresql and a hand-made fixture.
 
-    python bench/isolation.py [--tests 300] [--repeat 3] [--docker postgres:18]
+    python bench/isolation.py [--tests 300] [--repeat 3] [--docker postgres:18] [--before DIR]
+                              [--only clone,reset]
 
 One workload: 30 tables (each but the first referencing the first) with 2,010 baseline rows.
 Each test either reads (two counts) or writes (a row into each of 2 of the 30 tables, then
@@ -18,6 +19,10 @@ With ``--docker IMAGE``, also ``server=docker`` (pip install "pytest-pgsandbox[d
 under each isolation, in a container kept for reuse (an alias of IMAGE made for the run, so
 no other reusable container is used, removed at the end), and its start-up with a new
 container each session ("docker, new container", transaction isolation).
+
+With ``--before DIR`` (a checkout of an earlier version, e.g. ``git worktree add --detach
+DIR COMMIT``), each pgsandbox variant runs a second time with that version's plugin, in the
+same sessions' order: a before/after comparison under the same load.
 
 Per-test overhead is the time per test from the first test's start to the last one's end,
 minus that of the same number of tests that use no database. Start-up is launch to first test.
@@ -73,6 +78,9 @@ READ = (
     '    {conn}.execute("SELECT count(*) FROM t17").fetchone()\n'
 )
 TEST = "import pytest\n\n@pytest.mark.parametrize('n', range({n}))\ndef test_t({fixture}n):\n"
+
+# Variants run with ``--before``'s source first on the path (that version's plugin).
+BEFORE: set[str] = set()
 
 # name: (fixture argument, connection expression, commit statement, extra pytest args)
 VARIANTS: dict[str, tuple[str, str, str, list[str]]] = {
@@ -156,7 +164,31 @@ def main() -> int:
         help="also measure server=docker with this image (e.g. postgres:18, same major)",
     )
     parser.add_argument("--out", help="also write the figures to OUT/isolation.json (summary.py)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of an earlier version: measure its pgsandbox variants too, interleaved",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="WORDS",
+        help="only the variants whose names contain one of these comma-separated words "
+        '(e.g. "clone,reset"; the empty test is always measured)',
+    )
     args = parser.parse_args()
+    if args.only:
+        words = [w.strip() for w in args.only.split(",") if w.strip()]
+        for name in list(VARIANTS):
+            if name != "no database" and not any(w in name for w in words):
+                del VARIANTS[name]
+    if args.before is not None:
+        src = args.before.resolve() / "src"
+        if not (src / "pytest_pgsandbox").is_dir():
+            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
+        for name in [n for n in VARIANTS if n.startswith("pgsandbox")]:
+            VARIANTS[f"{name} (before)"] = VARIANTS[name]
+            BEFORE.add(f"{name} (before)")
     alias = None
     if args.docker:
         alias = _docker_alias(args.docker)
@@ -278,6 +310,10 @@ def _measure(
         "BENCH_DISK_PORT": str(disk.port or 5432),
         "BENCH_DISK_PASSWORD": disk.password or "",
     }
+    before_env = dict(run_env)
+    if args.before is not None:
+        path = [str(args.before.resolve() / "src"), run_env.get("PYTHONPATH", "")]
+        before_env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     projects = {}
     for workload, body in (("read", READ), ("write", WRITE)):
         for name, (fixture, conn, commit, _) in VARIANTS.items():
@@ -297,7 +333,7 @@ def _measure(
                     "--pg-reuse",
                     *(a.format(app_url=app_url, image=image) for a in VARIANTS[name][3]),
                 ]
-                m = session(project, run_env, *extra)
+                m = session(project, before_env if name in BEFORE else run_env, *extra)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":
                     starts[name].append(m["first"] - m["launched"])
@@ -309,7 +345,7 @@ def _measure(
 
     per = {key: statistics.median(values) for key, values in spans.items()}
     print(f"\n{'':<25}{'start-up':>10}{'read':>11}{'write':>11}   overhead per test (ms)")
-    clone = per["write", "pgsandbox clone"] - per["write", "no database"]
+    clone = per.get(("write", "pgsandbox clone"), 0.0) - per["write", "no database"]
     for name in VARIANTS:
         cells = []
         for workload in ("read", "write"):
@@ -331,14 +367,15 @@ def _measure(
         for name in VARIANTS
         if name != "no database"
     ]
-    rows.append(
-        {
-            "variant": "start-up, pgsandbox transaction",
-            "read": statistics.median(starts["pgsandbox transaction"]),
-            "write": None,
-            "unit": "s",
-        }
-    )
+    if "pgsandbox transaction" in starts:
+        rows.append(
+            {
+                "variant": "start-up, pgsandbox transaction",
+                "read": statistics.median(starts["pgsandbox transaction"]),
+                "write": None,
+                "unit": "s",
+            }
+        )
     title = f"isolation, {args.tests} tests, {TABLES} tables"
     report.save(args.out, "isolation", title, server, rows)
     print()

@@ -1,6 +1,6 @@
 """A suite written for pytest-postgresql, run with it and with only its import changed.
 
-    python bench/postgresql_compat.py [--tests 300] [--repeat 3]
+    python bench/postgresql_compat.py [--tests 300] [--repeat 3] [--before DIR]
 
 Needs pytest-postgresql installed (the ``bench`` extra). The suite is the one pytest-postgresql's
 README describes: ``postgresql_noproc(host=..., port=..., load=[schema.sql])`` and
@@ -17,6 +17,9 @@ Variants, interleaved in the same run (same noise):
 - ``import changed, reset``: also ``factories.postgresql(..., isolation="reset")``;
 - ``postgresql_proc``: the same suite written with ``postgresql_proc`` (as pytest-postgresql's
   README starts), which pytest-postgresql cannot run as root: here the local server.
+
+With ``--before DIR`` (a checkout of an earlier version), the changed-import variants run a
+second time with that version's plugin, interleaved with the rest.
 
 Per-test overhead: time per test from the first test's start to the last one's end, minus that
 of the same number of tests that use no database.
@@ -87,7 +90,18 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=300, help="tests per session")
     parser.add_argument("--repeat", type=int, default=3, help="sessions per figure (median)")
     parser.add_argument("--bin-dir", default="embedded", help="PostgreSQL binaries to use")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of an earlier version: measure its changed-import variants too",
+    )
     args = parser.parse_args()
+    if args.before is not None:
+        if not (args.before.resolve() / "src" / "pytest_pgsandbox").is_dir():
+            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
+        for name in [n for n in VARIANTS if n.startswith("import changed")]:
+            VARIANTS[f"{name} (before)"] = VARIANTS[name]
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
     where = places.ram_dir() or tempfile.gettempdir()
@@ -121,6 +135,10 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str) -> int:
         "BENCH_USER": admin.user,
         "BENCH_PASSWORD": admin.password or "",
     }
+    before_env = dict(run_env)
+    if args.before is not None:
+        path = [str(args.before.resolve() / "src"), run_env.get("PYTHONPATH", "")]
+        before_env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     projects = {}
     for workload, body in (("read", READ), ("write", WRITE)):
         for name, (module, extra) in VARIANTS.items():
@@ -148,7 +166,8 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str) -> int:
         for _ in range(args.repeat):
             for (workload, name), project in projects.items():  # interleaved: same noise
                 extra_args = ["--pg-reuse"] if VARIANTS[name][0] == "proc" else []
-                m = session(project, run_env, *extra_args)
+                chosen = before_env if name.endswith("(before)") else run_env
+                m = session(project, chosen, *extra_args)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":
                     starts[name].append(m["first"] - m["launched"])
@@ -157,10 +176,10 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str) -> int:
             shutil.rmtree(project, ignore_errors=True)
 
     per = {key: statistics.median(values) for key, values in spans.items()}
-    print(f"\n{'':<24}{'start-up':>10}{'read':>11}{'write':>11}   overhead per test (ms)")
+    print(f"\n{'':<34}{'start-up':>10}{'read':>11}{'write':>11}   overhead per test (ms)")
     upstream = {w: per[w, "pytest-postgresql"] - per[w, "no database"] for w in ("read", "write")}
     for name in VARIANTS:
-        line = f"{name:<24}{statistics.median(starts[name]):>9.2f}s"
+        line = f"{name:<34}{statistics.median(starts[name]):>9.2f}s"
         if name == "no database":
             line += f"{per['read', name]:>10.2f}  {per['write', name]:>9.2f}   (absolute)"
         else:

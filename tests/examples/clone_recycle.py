@@ -17,6 +17,8 @@ import sys
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.rows import tuple_row
 
 from pytest_pgsandbox._engine.isolation.verify import catalog_digest
 from pytest_pgsandbox._engine.isolation.verify import picture
@@ -113,6 +115,35 @@ def test_rows_added_then_frozen(pg):
 
 def test_reads_after(pg):
     assert pg.fetchval("SELECT count(*) FROM invoices") == 2
+
+
+def test_session_state_left_behind(pg):
+    pg.execute("SET work_mem = '1MB'")
+    pg.execute("SELECT pg_advisory_lock(42), nextval('ticket_seq')")
+    pg.execute("LISTEN news")
+    pg.execute("DECLARE kept CURSOR WITH HOLD FOR SELECT 1")
+    pg.conn.commit()
+    pg.conn.autocommit = True
+    pg.conn.row_factory = dict_row
+    pg.conn.prepare_threshold = 0
+    with open(os.environ["NAMES_FILE"] + ".pid", "w") as f:
+        f.write(str(pg.conn.info.backend_pid))
+
+
+def test_the_next_test_gets_the_session_as_a_new_one(pg):
+    if os.environ.get("VERIFYING"):  # copies are then put back before the next test
+        with open(os.environ["NAMES_FILE"] + ".pid") as f:
+            assert pg.conn.info.backend_pid == int(f.read())  # handed on, not opened again
+    conn = pg.conn
+    assert (conn.autocommit, conn.row_factory, conn.prepare_threshold) == (False, tuple_row, 5)
+    settings = "SELECT setting = reset_val FROM pg_settings WHERE name = 'work_mem'"
+    assert pg.fetchval(settings)
+    mine = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    assert pg.fetchval(mine) == 0
+    assert pg.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+    assert pg.fetchval("SELECT count(*) FROM pg_cursors WHERE name = 'kept'") == 0
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        pg.execute("SELECT currval('ticket_seq')")
 
 
 # From here on, each test changes something rows cannot say: its copy must not be handed on.

@@ -140,4 +140,11 @@ def test_an_app_configured_by_environment(
     assert len(workers_urls) == len(seen)
     assert "environment set for the session: DATABASE_URL=postgresql+psycopg://" in output
     assert "POSTGRES_PASSWORD=***" in output
+    if workers is None:  # the seed's connection to the session's database was redirected
+        result.stdout.fnmatch_lines(
+            [
+                "*template built: * the build's connections to postgresql://*:***@* (the "
+                "application's settings name the session's database) went to the template*"
+            ]
+        )
     assert janitor.records(runtime) == []  # the server started early is stopped too

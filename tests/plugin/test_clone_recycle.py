@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from pgsb_helpers import leftovers
+from pytest_pgsandbox._engine.servers.cluster import LocalCluster
+from pytest_pgsandbox._engine.urls import connect
 
 SCHEMA = r"""
 CREATE TABLE customers (
@@ -60,6 +62,8 @@ RECYCLED = [
     "test_an_insert_rolled_back_and_analyze",
     "test_rows_added_then_frozen",
     "test_reads_after",
+    "test_session_state_left_behind",
+    "test_the_next_test_gets_the_session_as_a_new_one",
 ]
 DROPPED = [
     "test_ddl",
@@ -72,16 +76,22 @@ DROPPED = [
 ]
 
 
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "in-the-background"])
 def test_a_copy_only_rows_were_written_to_is_handed_on_as_fresh(
-    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch, verify: bool
 ) -> None:
+    """With the verifier, each copy is compared and put back before the next test; without
+    it, the pool's own thread puts copies back while the next test runs."""
     names = pytester.path / "names.txt"
     monkeypatch.setenv("NAMES_FILE", str(names))
     monkeypatch.setenv("FRESH_FILE", str(pytester.path / "fresh.json"))
+    if verify:
+        monkeypatch.setenv("VERIFYING", "1")
     (pytester.path / "schema.sql").write_text(SCHEMA)
     pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
     pytester.copy_example("clone_recycle.py")
-    result = pytester.runpytest_subprocess("clone_recycle.py", "--pg-verify-isolation")
+    args = ["--pg-verify-isolation"] if verify else []
+    result = pytester.runpytest_subprocess("clone_recycle.py", *args)
     result.assert_outcomes(passed=len(RECYCLED) + len(DROPPED) + 1)
     used = [line.split() for line in names.read_text().splitlines()]
     assert [test for test, _ in used] == [*RECYCLED, *DROPPED, "test_last"]
@@ -92,3 +102,42 @@ def test_a_copy_only_rows_were_written_to_is_handed_on_as_fresh(
         else:  # never handed on
             assert name not in later, test
     assert leftovers(runtime) == []
+
+
+@pytest.mark.parametrize("isolation", ["clone", "reset"])
+def test_a_test_that_replaces_the_database_comment_does_not_stop_the_others(
+    pytester: pytest.Pytester, existing: LocalCluster, isolation: str
+) -> None:
+    """Our label is the database's comment; a test that comments its own database replaces
+    it. The copy is still ours to drop (known by its object id), and later tests go on: under
+    clone on a copy without the comment. (Reset keeps the database, and with it the comment:
+    database-level changes are not put back; docs/how-it-works.md.)"""
+    pytester.makeini("[pytest]\npg_schema = sql:schema.sql\n")
+    (pytester.path / "schema.sql").write_text("CREATE TABLE t (id int);\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.pg(isolation=ISOLATION)
+
+        def test_comment(pg):
+            pg.execute(f"COMMENT ON DATABASE {pg.dbname} IS 'the shop'")
+            pg.conn.commit()
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_later(pg, n):
+            row = pg.fetchval("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                              "WHERE datname = current_database()")
+            assert (row == "the shop") is (ISOLATION == "reset")
+            assert pg.fetchval("SELECT count(*) FROM t") == 0
+        """.replace("ISOLATION", repr(isolation))
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", f"--pg-url={existing.admin.url()}")
+    result.assert_outcomes(passed=4)
+    assert "refusing to drop" not in result.stdout.str() + result.stderr.str()
+    with connect(existing.admin) as conn:  # the tests' databases are all gone
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'pgsandbox_%' "
+            "AND datname NOT LIKE 'pgsandbox_tpl_%' ORDER BY 1"
+        ).fetchall()
+    assert left == []

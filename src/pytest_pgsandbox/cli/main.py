@@ -346,6 +346,11 @@ def _gc_on(info: ConnInfo, older_than_hours: float, timeout: float) -> list[str]
             why = _stale(label, now, older_than_hours)
             if why and not _in_use(conn, "usename", name) and roles.drop_worker_role(conn, name):
                 out.append(f"role {name} (a worker's role; {why})")
+        # Roles made for pytest-postgresql's user= (not while a kept template is theirs).
+        for name, label in roles.worker_roles(conn, roles.COMPAT_ROLE):
+            why = _stale(label, now, older_than_hours)
+            if why and not _in_use(conn, "usename", name) and roles.drop_worker_role(conn, name):
+                out.append(f"role {name} (a pytest-postgresql user's role; {why})")
     return out
 
 

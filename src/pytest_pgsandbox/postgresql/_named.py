@@ -38,6 +38,7 @@ from psycopg import sql
 from pytest_pgsandbox._engine.isolation.clone import CloneDatabase
 from pytest_pgsandbox._engine.isolation.clone import ClonePool
 from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.isolation.transaction import as_new
 from pytest_pgsandbox._engine.servers import janitor
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -61,6 +62,17 @@ class _Done:
     pool: ClonePool
     unchanged: bool
     owned: bool  # handed to another role: it goes back to the admin's
+    # With ``unchanged``: the test's connection, cleaned for the next test that wants this
+    # name (made with these options), which then gets both as they are.
+    conn: Conn | None = None
+    options: str = ""
+    user: str | None = None  # whom ``conn`` logged in as
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = None
 
 
 class Names:
@@ -81,6 +93,19 @@ class Names:
             self._conn = connect(self.admin, timeout=self.timeout)
         return self._conn
 
+    def reuse(self, wanted: str, pool: ClonePool, owner: str | None, user: str) -> _Done | None:
+        """The finished copy that carries ``wanted`` if the test may have it as it is (it
+        is as the template has it, from ``pool``, owned by ``owner``; its connection, if
+        any, logged in as ``user``); the name is then held."""
+        done = self._done.get(wanted)
+        if done is None or not done.unchanged or done.pool is not pool or wanted in self._held:
+            return None
+        if done.owned != (owner is not None) or (done.conn is not None and done.user != user):
+            return None
+        del self._done[wanted]
+        self._held.add(wanted)
+        return done
+
     def claim(self, real: str, wanted: str, owner: str | None, drop_first: bool) -> str:
         """Give the pool's copy ``real`` the name ``wanted`` (if it can have it) and the
         ``owner``; the name the test's database has now."""
@@ -90,6 +115,7 @@ class Names:
         steps: list[sql.Composable] = []
         done = self._done.pop(wanted, None) if wanted != real else None
         if done is not None:
+            done.close()
             try:
                 self._quiesce(wanted)
             except BaseException:
@@ -113,12 +139,24 @@ class Names:
             self._held.add(wanted)
         return wanted
 
-    def release(self, name: str, real: str, pool: ClonePool, unchanged: bool, owned: bool) -> None:
+    def release(
+        self,
+        name: str,
+        real: str,
+        pool: ClonePool,
+        unchanged: bool,
+        owned: bool,
+        conn: Conn | None = None,
+        options: str = "",
+    ) -> None:
         """The test is done with ``name`` (the pool's ``real``): back to the pool, when the
-        name is next wanted or the session ends."""
+        name is next wanted or the session ends. ``conn``: the test's connection, cleaned,
+        for the next test that wants ``name`` (closed here otherwise)."""
         self._held.discard(name)
-        done = _Done(real, pool, unchanged, owned)
+        user = conn.info.user if conn is not None else None
+        done = _Done(real, pool, unchanged, owned, conn, options, user)
         if name == real:  # never renamed: only its owner to put back
+            done.close()
             if owned:
                 try:
                     self._quiesce(name)
@@ -135,6 +173,7 @@ class Names:
         try:
             for name, done in list(self._done.items()):
                 del self._done[name]
+                done.close()
                 with contextlib.suppress(psycopg.Error, ServerError):
                     self._quiesce(name)
                     self._run(self._admin(), self._back(name, done))
@@ -277,30 +316,52 @@ class NamedCopy:
         self.names = names
         self.pool = pool
         self.conn: Conn | None = None
-        self.real = pool.take().dbname
+        self.options = ""
         self.owned = identity.owner is not None
-        try:
-            self.name = names.claim(self.real, wanted, identity.owner, drop_first)
-        except BaseException:
-            pool.give_back(self.real)
-            raise
+        # The last test's copy under this name, if it is as the template has it: no rename,
+        # and its connection too (see ``connect``).
+        user = identity.info(names.admin, wanted).user
+        self._kept = names.reuse(wanted, pool, identity.owner, user)
+        if self._kept is not None:
+            self.real, self.name = self._kept.real, wanted
+        else:
+            self.real = pool.take().dbname
+            try:
+                self.name = names.claim(self.real, wanted, identity.owner, drop_first)
+            except BaseException:
+                pool.give_back(self.real)
+                raise
         self.info = identity.info(names.admin, self.name)
 
     def connect(self, options: str) -> Conn:
-        """The test's connection (closed by ``end``)."""
-        conn = psycopg.connect(
-            self.info.conninfo(),
-            connect_timeout=max(1, round(self.names.timeout)),
-            options=options or None,
-        )
-        self.conn = conn
+        """The test's connection (closed by ``end``, or handed to the next test with the
+        copy): the last test's, if it was made with the same ``options``."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept.conn is not None and kept.options == options:
+            conn = kept.conn
+            kept.conn = None
+        else:
+            if kept is not None:
+                kept.close()
+            conn = psycopg.connect(
+                self.info.conninfo(),
+                connect_timeout=max(1, round(self.names.timeout)),
+                options=options or None,
+            )
+        self.conn, self.options = conn, options
         return conn
 
     def end(self) -> None:
         """The test is over: the copy goes back (handed on as it is if nothing changed it)."""
+        if self._kept is not None:  # never connected to: the last test's connection is spare
+            self._kept.close()
+            self._kept = None
         conn = self.conn
         unchanged = conn is not None and _Unchanged(self.pool, conn, self.real).unchanged()
-        if conn is not None:
+        keep = conn if unchanged and conn is not None and as_new(conn) else None
+        if conn is not None and keep is None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
-        self.names.release(self.name, self.real, self.pool, unchanged, self.owned)
+        self.names.release(
+            self.name, self.real, self.pool, unchanged, self.owned, keep, self.options
+        )

@@ -28,7 +28,7 @@ from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.urls import ConnInfo
 
-KIND = "postgresql-user"  # the label's kind
+KIND = roles.COMPAT_ROLE  # the label's kind
 _LOCK = int.from_bytes(
     hashlib.sha256(b"pgsandbox postgresql users").digest()[:8], "big", signed=True
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pgsb_helpers import pgsandbox
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.urls import connect
@@ -26,10 +27,16 @@ def load(**kwargs):
         conn.execute("INSERT INTO stories (name) VALUES ('Silmarillion'), ('The Expanse')")
 
 
+def load_plain(**kwargs):
+    with psycopg.connect(**kwargs) as conn:
+        conn.execute("CREATE TABLE stories (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO stories (name) VALUES ('Silmarillion'), ('The Expanse')")
+
+
 app_proc = factories.postgresql_proc(user="app", password="s3cret-pw", load=[load])
 postgresql = factories.postgresql("app_proc", dbname="shop")
 second = factories.postgresql("app_proc", dbname="shop")
-plain_proc = factories.postgresql_proc()
+plain_proc = factories.postgresql_proc(load=[load_plain])
 plain = factories.postgresql("plain_proc")
 """
 
@@ -67,6 +74,23 @@ def test_the_user_and_the_name(postgresql, app_proc, n):
         assert other.execute("SELECT count(*) FROM stories").fetchone() == (3,)
 
 
+def test_rows_written_and_the_session_changed(plain):
+    plain.execute("INSERT INTO stories (name) VALUES ('Dune')")
+    plain.execute("SET application_name = 'left behind'")
+    plain.commit()
+    plain.autocommit = True
+    os.environ["LAST_PID"] = str(plain.info.backend_pid)
+
+
+def test_the_next_test_gets_the_name_fresh(plain):
+    assert plain.info.dbname == "tests" + WORKER
+    assert plain.execute("SELECT count(*) FROM stories").fetchone() == (2,)
+    assert plain.execute("SHOW application_name").fetchone() != ("left behind",)
+    assert plain.autocommit is False
+    if not WORKER:  # the same copy and session, handed on (in file order)
+        assert str(plain.info.backend_pid) == os.environ["LAST_PID"]
+
+
 def test_two_fixtures_that_want_one_name(postgresql, second):
     names = {postgresql.info.dbname, second.info.dbname}
     assert len(names) == 2 and "shop" + WORKER in names
@@ -100,7 +124,7 @@ def project(pytester: pytest.Pytester, runtime: Path) -> pytest.Pytester:
 def test_user_password_and_dbname(project: pytest.Pytester, workers: int) -> None:
     args = ["-n", str(workers)] if workers else []
     result = project.runpytest_subprocess("-W", "error", *args)
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=9)
     assert "s3cret-pw" not in result.stdout.str() + result.stderr.str()
 
 
@@ -227,3 +251,29 @@ def test_noproc_logs_in_as_its_user_and_names_leave_others_alone(
             conn.execute("DROP DATABASE IF EXISTS mine")
             conn.execute("DROP OWNED BY clerk")
             conn.execute("DROP ROLE IF EXISTS clerk")
+
+
+def test_gc_drops_the_user_role_of_a_run_that_ended(
+    pytester: pytest.Pytester, existing: LocalCluster
+) -> None:
+    """The role made for ``user=`` stays on a server that outlives the run (it is reused by
+    the next run); ``pgsandbox gc`` drops it once its run has ended."""
+    pytester.makepyfile(
+        """
+        from pytest_pgsandbox.postgresql import factories
+
+        reporter_proc = factories.postgresql_proc(user="reporter")
+        postgresql = factories.postgresql("reporter_proc")
+
+        def test_it(postgresql):
+            assert postgresql.info.user == "reporter"
+        """
+    )
+    pytester.runpytest_subprocess(f"--pg-url={existing.admin.url()}").assert_outcomes(passed=1)
+    query = "SELECT count(*) FROM pg_roles WHERE rolname = 'reporter'"
+    with connect(existing.admin) as conn:
+        assert conn.execute(query).fetchone() == (1,)
+    gc = pgsandbox(pytester, "gc", "--url", existing.admin.url())
+    gc.stdout.fnmatch_lines(["*role reporter (a pytest-postgresql user's role; its run has ended)"])
+    with connect(existing.admin) as conn:
+        assert conn.execute(query).fetchone() == (0,)

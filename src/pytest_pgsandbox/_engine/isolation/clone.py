@@ -21,7 +21,9 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from pytest_pgsandbox._engine.isolation import recycle
+from pytest_pgsandbox._engine.isolation.transaction import SESSION_RESET
 from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.isolation.transaction import as_new
 from pytest_pgsandbox._engine.isolation.transaction import row_of
 from pytest_pgsandbox._engine.isolation.transaction import sequence_values
 from pytest_pgsandbox._engine.servers import provision
@@ -90,6 +92,12 @@ class ClonePool:
         self._to_connect: deque[str] = deque()
         self._connecting: set[str] = set()
         self._conns: dict[str, psycopg.Connection[Any]] = {}
+        # Each copy's object id: it is ours to drop even if a test replaced its label.
+        self._oids: dict[str, int] = {}
+        # Copies whose tests are over, to be put back by a fourth thread (with recycling),
+        # so that a test's teardown does not wait for that; and how many it is on.
+        self._to_restore: deque[CloneDatabase] = deque()
+        self._restoring = 0
 
     def take(self) -> ConnInfo:
         """A fresh copy of the template; waits for one (up to the timeout) if none is ready."""
@@ -135,35 +143,66 @@ class ClonePool:
             conn = self._conns.pop(name, None)
         return self.admin.for_db(name), conn
 
+    def oid(self, name: str) -> int | None:
+        """The object id of copy ``name`` when it was made (it keeps it through renames)."""
+        with self._cond:
+            return self._oids.get(name)
+
     def state(self, name: str) -> recycle.CopyState | None:
         """What the pool knows of copy ``name`` (None: it cannot be recycled)."""
         with self._cond:
             return self._states.get(name)
 
-    def give_back(self, name: str, unchanged: bool = False) -> None:
+    def give_back(
+        self, name: str, unchanged: bool = False, conn: psycopg.Connection[Any] | None = None
+    ) -> None:
         """The test is done with ``name``: drop it in the background.
 
         ``unchanged``: it is as the template has it (nothing was written, or what was is put
-        back), so the next test may have it as it is.
+        back), so the next test may have it as it is. ``conn``: with ``unchanged``, a
+        connection to it, cleaned as a new one would be, that the next test gets (the pool
+        closes it otherwise).
         """
         with self._cond:
             if unchanged and not self._closing:
                 self._ready.appendleft(name)
                 self.reused += 1
-                if self.connect_ahead:
+                if conn is not None:
+                    self._conns[name] = conn
+                    conn = None
+                elif self.connect_ahead:
                     self._to_connect.append(name)
             else:
                 self._to_drop.append(name)
                 self._states.pop(name, None)
             self._cond.notify_all()
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def restore_later(self, copy: CloneDatabase) -> bool:
+        """Put ``copy`` back (see ``CloneDatabase.restore``) and hand it on or drop it, in
+        the background; False if the pool does not (then the caller does it)."""
+        with self._cond:
+            if self._closing or not self.recycling or not self._threads:
+                return False
+            self._to_restore.append(copy)
+            self._cond.notify_all()
+        return True
 
     def _start(self) -> None:
         # Two workers, each on a connection of its own: copies are made while used ones are
         # dropped, so a test rarely waits for either.
         if not self._threads:
-            jobs = ("create", "drop", "connect") if self.connect_ahead else ("create", "drop")
+            jobs = ["create", "drop"]
+            if self.connect_ahead:
+                jobs.append("connect")
+            if self.recycling:
+                jobs.append("restore")
             for job in jobs:
-                work = self._connect_ahead if job == "connect" else self._work
+                work = {"connect": self._connect_ahead, "restore": self._restore_behind}.get(
+                    job, self._work
+                )
                 thread = threading.Thread(
                     target=work, args=(job,), name=f"pgsandbox-clone-{job}", daemon=True
                 )
@@ -175,7 +214,8 @@ class ClonePool:
             while True:
                 if self._closing:
                     return None
-                if job == "create" and len(self._ready) < self.size:
+                coming = len(self._ready) + len(self._to_restore) + self._restoring
+                if job == "create" and coming < self.size:
                     self._made += 1
                     return self._name_for(self._made)
                 if job == "drop" and self._to_drop:
@@ -186,6 +226,31 @@ class ClonePool:
                         self._connecting.add(name)
                         return name
                 self._cond.wait()
+
+    def _restore_behind(self, job: str) -> None:
+        """Finish each copy whose test is over (``restore_later``); when the pool closes,
+        those still waiting are dropped."""
+        while True:
+            with self._cond:
+                while not self._to_restore and not self._closing:
+                    self._cond.wait()
+                if not self._to_restore:
+                    return
+                copy = self._to_restore.popleft()
+                closing = self._closing
+                self._restoring += 1
+            try:
+                if closing:
+                    copy.finish(give_back=True, drop=True)
+                else:
+                    copy.finish()
+            except Exception:  # whatever it was, the copy is not handed on
+                with contextlib.suppress(Exception):
+                    copy.finish(give_back=True, drop=True)
+            finally:
+                with self._cond:
+                    self._restoring -= 1
+                    self._cond.notify_all()
 
     def _connect_ahead(self, job: str) -> None:
         """Open the connection a test will use to each copy that is ready (one try each:
@@ -246,15 +311,20 @@ class ClonePool:
                             self.rows = recycle.read_template(t, mark)
                 while (name := self._next(job)) is not None:
                     if job == "drop":
-                        provision.drop_database(conn, name)
+                        with self._cond:
+                            oid = self._oids.pop(name, None)
+                        provision.drop_database(conn, name, oid)
                         continue
                     provision.create_database(
                         conn, name, self._label, self.template, self.strategy, self.only_role
                     )
+                    oid = provision.database_oid(conn, name)
                     state = None
                     if keep:
                         state = recycle.CopyState(recycle.fingerprint(conn, name), mark)
                     with self._cond:
+                        if oid is not None:
+                            self._oids[name] = oid
                         if state is not None:
                             self._states[name] = state
                         self._ready.append(name)
@@ -284,7 +354,7 @@ class ClonePool:
             return
         with contextlib.suppress(psycopg.Error), connect(self.admin, timeout=self.timeout) as c:
             for name in leftovers:
-                provision.drop_database(c, name)
+                provision.drop_database(c, name, self._oids.pop(name, None))
         self._ready.clear()
         self._to_drop.clear()
         self._states.clear()
@@ -327,11 +397,8 @@ class CloneDatabase:
             if conn.closed or conn.broken:  # the test closed it: one of our own to look
                 conn = self.conn = connect(pool.admin.for_db(name), timeout=self.timeout)
             idle = conn.info.transaction_status == TransactionStatus.IDLE
-            _batch(
-                conn,
-                ("" if idle else "ROLLBACK; ")
-                + "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE",
-            )
+            _batch(conn, ("" if idle else "ROLLBACK; ") + SESSION_RESET)
+            as_new(conn)  # our queries and the check must not get the test's row factory
             conn.autocommit = True
             query = recycle.state_query(conn, pool.template, sequences)
             row = self._state_row(query)
@@ -402,15 +469,29 @@ class CloneDatabase:
         return False
 
     def end(self, give_back: bool = True, check: Check | None = None) -> list[str]:
-        """Close our connection; the copy is dropped (other sessions ended) in the background,
-        or handed to the next test once it is as the template has it (see ``restore``).
+        """The copy is dropped (other sessions ended) in the background, or handed to the
+        next test once it is as the template has it (see ``restore``), with our connection:
+        a new session would pay for its start and its first catalog reads again. Otherwise
+        our connection is closed. Where the pool recycles copies, that is done by its own
+        thread, so the test does not wait for it, unless there is a ``check``.
 
         ``give_back=False``: the copy is kept; it is no longer the pool's to drop.
         ``check``: see ``restore``; what it found is returned (the copy is then dropped).
         """
-        recycled, leaks = self.restore(check) if give_back else (False, [])
-        with contextlib.suppress(psycopg.Error):
-            self.conn.close()
+        if give_back and check is None and self.pool.restore_later(self):
+            return []
+        return self.finish(give_back, check)
+
+    def finish(
+        self, give_back: bool = True, check: Check | None = None, drop: bool = False
+    ) -> list[str]:
+        """``end``'s work, done here (``drop``: do not try to hand the copy on)."""
+        restored = self.restore(check) if give_back and not drop else (False, [])
+        recycled, leaks = restored
+        conn = self.conn if recycled and as_new(self.conn) else None
+        if conn is None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
         if give_back:
-            self.pool.give_back(self.info.dbname, recycled)
+            self.pool.give_back(self.info.dbname, recycled, conn)
         return leaks

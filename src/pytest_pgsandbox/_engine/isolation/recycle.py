@@ -279,7 +279,7 @@ def restore_sql_for(plan: str, sequences: str, oids: Iterable[int], rewritten: b
         "SELECT set_config('session_replication_role', 'replica', true), "  # noqa: S608
         "set_config('DateStyle', 'ISO', true), set_config('IntervalStyle', 'postgres', true), "
         "set_config('lock_timeout', '5s', true); "
-        f"{plan} {seqs + ';' if seqs else ''} "
+        f"{plan} {seqs + '; DISCARD SEQUENCES;' if seqs else ''} "  # setval() sets currval()
         f"SELECT {mark}, (SELECT string_agg(concat_ws(' ', c.oid, c.ins, c.upd, c.del), ',') "
         f"FROM (SELECT c.oid, {COUNTS} FROM pg_class c "
         f"WHERE c.oid = ANY('{{{listed}}}'::oid[])) c), ({_OTHERS})"

@@ -37,6 +37,7 @@ for one the database is watched and put back another way (:mod:`.reset_plain`):
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import psycopg
@@ -49,7 +50,9 @@ from pytest_pgsandbox._engine.isolation.reset_plain import LEAVES
 from pytest_pgsandbox._engine.isolation.reset_plain import RESET_PLAIN
 from pytest_pgsandbox._engine.isolation.reset_plain import fk_order
 from pytest_pgsandbox._engine.isolation.reset_plain import plain_restore
+from pytest_pgsandbox._engine.isolation.transaction import SESSION_RESET
 from pytest_pgsandbox._engine.isolation.transaction import _batch
+from pytest_pgsandbox._engine.isolation.transaction import as_new
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.templates import catalog
@@ -149,12 +152,18 @@ BEGIN
     -- Only sessions this role may end (all, for a superuser): another role's would fail it.
     -- Not pgsandbox's own (another run starting on a database used in place): they hold no
     -- test's work.
-    PERFORM {terminate}
-    FROM pg_stat_get_activity(NULL) a
-    WHERE a.datid = db
-      AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
-      AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER')
-      AND a.application_name IS DISTINCT FROM '{application_name}';
+    -- Each one ended is told (a notice): the next use of such a connection fails.
+    FOR r IN
+        SELECT a.pid, a.application_name AS app, a.state
+        FROM pg_stat_get_activity(NULL) a
+        WHERE a.datid = db
+          AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+          AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER')
+          AND a.application_name IS DISTINCT FROM '{application_name}'
+    LOOP
+        PERFORM {terminate};
+        RAISE NOTICE '{ended}%', json_build_object('application_name', r.app, 'state', r.state);
+    END LOOP;
     -- ALTER DATABASE/ROLE ... SET fires no event trigger: compare the settings themselves.
     IF (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = db AND s.setrole = 0)
            IS DISTINCT FROM (SELECT c.config FROM _pgsandbox.settings c)
@@ -227,7 +236,7 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
                 'isolation="clone" or "transaction".'
             )
     major = conn.info.server_version // 10000
-    terminate = "pg_terminate_backend(pid, wait_ms)" if major >= 14 else "pg_terminate_backend(pid)"
+    terminate = f"pg_terminate_backend(r.pid{', wait_ms' if major >= 14 else ''})"
     with conn.transaction():
         conn.execute(_SETUP)
         tables = conn.execute(_TABLES).fetchall()
@@ -292,6 +301,7 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
         )
         body = _DECLARE + (_RESET if superuser else RESET_PLAIN) + _END
         body = body.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID)
+        body = body.replace("{ended}", ENDED)
         conn.execute(body.replace("{application_name}", APPLICATION_NAME))
         if superuser:
             conn.execute(_DDL_TRIGGERS)
@@ -322,6 +332,10 @@ def make_reset_template(
             raise
 
 
+# How reset() tells of each session it ended (a notice, then JSON: application_name, state).
+ENDED = "pgsandbox reset ended a session: "
+
+
 class ResetDatabase:
     """The worker's database under reset isolation, and its connection for the tests."""
 
@@ -336,10 +350,21 @@ class ResetDatabase:
         self.info = admin.for_db(name)
         self.conn: psycopg.Connection[Any] | None = None
         self.swaps = 0
+        self.oid: int | None = None  # of the copy swapped in: ours even if relabelled
+        # The sessions the last reset ended (left inside a transaction): what reset() said.
+        self.ended: list[dict[str, str | None]] = []
         self._swap_in()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.info.conninfo(), connect_timeout=max(1, round(self.timeout)))
+        conn = psycopg.connect(self.info.conninfo(), connect_timeout=max(1, round(self.timeout)))
+        conn.add_notice_handler(self._notice)
+        return conn
+
+    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        message = diag.message_primary or ""
+        if message.startswith(ENDED):
+            with contextlib.suppress(ValueError):
+                self.ended.append(json.loads(message[len(ENDED) :]))
 
     def begin(self) -> psycopg.Connection[Any]:
         """The connection for the next test (the same one while it stays usable)."""
@@ -352,12 +377,12 @@ class ResetDatabase:
         conn = self.conn
         if conn is None or conn.closed or conn.broken:
             self.conn = conn = self._connect()
+        self.ended = []
         rollback = "" if conn.info.transaction_status == TransactionStatus.IDLE else "ROLLBACK; "
         try:
             result = _batch(
                 conn,
-                f"{rollback}RESET ALL; RESET ROLE; SELECT pg_advisory_unlock_all(); "
-                f"SELECT {SCHEMA}.reset({self.WAIT_MS:d})",
+                f"{rollback}{SESSION_RESET}; SELECT {SCHEMA}.reset({self.WAIT_MS:d})",
             )
         except psycopg.Error as exc:
             self.swap()  # whatever went wrong, the next test gets a clean copy
@@ -366,6 +391,7 @@ class ResetDatabase:
                 "database was replaced by a fresh copy of the template."
             ) from None
         if result != "ddl":
+            as_new(conn)  # the next test gets it as a new connection would be
             return "reset"
         self.swap()
         return "swapped"
@@ -378,7 +404,7 @@ class ResetDatabase:
         self._disconnect()
         with connect(self.admin, timeout=self.timeout) as admin:
             if keep_as is None:
-                provision.drop_database(admin, self.name)
+                provision.drop_database(admin, self.name, self.oid)
             else:
                 provision.end_sessions(admin, self.name)
                 admin.execute(
@@ -399,6 +425,7 @@ class ResetDatabase:
         if self.pool is None:
             return
         fresh = self.pool.take()
+        self.oid = self.pool.oid(fresh.dbname)
         with connect(self.admin, timeout=self.timeout) as admin:
             admin.execute(
                 sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
@@ -410,4 +437,4 @@ class ResetDatabase:
         self._disconnect()
         if drop:
             with connect(self.admin, timeout=self.timeout) as admin:
-                provision.drop_database(admin, self.name)
+                provision.drop_database(admin, self.name, self.oid)

@@ -22,6 +22,7 @@ from psycopg.pq import ConnStatus
 from psycopg.pq import ExecStatus
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
+from psycopg.rows import tuple_row
 
 from pytest_pgsandbox._engine.urls import APPLICATION_NAME
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -298,3 +299,32 @@ def _batch(conn: psycopg.Connection[Any], statements: str) -> str | None:
 def _first(cur: psycopg.Cursor[Any]) -> str | None:
     row = cur.fetchone()
     return None if row is None else str(row[0])
+
+
+# What a session that reset or clone hands to the next test must not carry over (after a
+# ``ROLLBACK``, when a transaction is open): settings, the role, advisory locks, LISTEN, open
+# cursors, and currval()'s memory. Temporary objects are catalog writes: they make the
+# database be replaced instead.
+SESSION_RESET = (
+    "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE; CLOSE ALL; UNLISTEN *; "
+    "DISCARD SEQUENCES; SELECT pg_advisory_unlock_all()"
+)
+
+
+def as_new(conn: psycopg.Connection[Any]) -> bool:
+    """Give ``conn`` the client-side settings of a new connection (outside a transaction);
+    False if it cannot be handed on (closed, broken, or in a transaction)."""
+    if conn.closed or conn.broken:
+        return False
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        conn.autocommit = False
+        conn.isolation_level = None
+        conn.read_only = None
+        conn.deferrable = None
+    except psycopg.Error:
+        return False
+    conn.row_factory = tuple_row
+    conn.prepare_threshold = 5  # psycopg's default
+    return True

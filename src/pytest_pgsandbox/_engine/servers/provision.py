@@ -172,11 +172,21 @@ def _create_retrying(conn: Conn, query: sql.Composed, template: str | None) -> N
             delay = min(delay * 2, 0.5)
 
 
-def drop_database(conn: Conn, name: str) -> None:
-    """Drop ``name`` after checking it carries our label; ends its sessions first."""
+def database_oid(conn: Conn, name: str) -> int | None:
+    """The object id of database ``name`` (None if there is none)."""
+    row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def drop_database(conn: Conn, name: str, oid: int | None = None) -> None:
+    """Drop ``name`` after checking it carries our label; ends its sessions first.
+
+    ``oid``: the database this process created under that name, which is dropped even if
+    its label was replaced (a test's own ``COMMENT ON DATABASE``).
+    """
     if not exists(conn, name):
         return
-    if database_label(conn, name) is None:
+    if database_label(conn, name) is None and (oid is None or database_oid(conn, name) != oid):
         raise UnsafeOperation(
             f"refusing to drop database {name!r}: it has no pgsandbox label, so pgsandbox "
             "did not create it. Nothing was changed."

@@ -33,6 +33,8 @@ from pytest_pgsandbox.errors import UnsafeOperation
 
 Conn = psycopg.Connection[Any]
 WORKER_ROLE = "worker-role"  # the label's kind: a per-worker role, dropped after its run
+# The label's kind of the role a pytest-postgresql ``user=`` asks for (pytest_pgsandbox.postgresql).
+COMPAT_ROLE = "postgresql-user"
 
 
 @dataclass(frozen=True)
@@ -224,13 +226,14 @@ def _drop(conn: Conn, name: str) -> bool:
     return True
 
 
-def worker_roles(conn: Conn) -> list[tuple[str, dict[str, Any]]]:
-    """Per-worker roles pgsandbox created on this server, with their labels."""
+def worker_roles(conn: Conn, kind: str = WORKER_ROLE) -> list[tuple[str, dict[str, Any]]]:
+    """Per-worker roles pgsandbox created on this server (or those of another ``kind``,
+    e.g. ``COMPAT_ROLE``), with their labels."""
     rows = conn.execute(
         "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles ORDER BY rolname"
     ).fetchall()
     found = [(name, provision.parse_label(comment)) for name, comment in rows]
-    return [(name, lab) for name, lab in found if lab and lab.get("kind") == WORKER_ROLE]
+    return [(name, lab) for name, lab in found if lab and lab.get("kind") == kind]
 
 
 def drop_worker_role(conn: Conn, name: str) -> bool:

@@ -87,6 +87,9 @@ class Guard:
             return None
         if any(_same_place(params, stand_in) for stand_in in _STAND_INS):
             self.redirected.append(shown)
+            for seen in _REDIRECTS:
+                if shown not in seen:
+                    seen.append(shown)
             return self.allowed.dbname
         self.refuse(shown)
         return None  # not reached: refuse raises
@@ -137,6 +140,22 @@ def _shown(params: Mapping[str, Any], driver: str = "postgresql") -> str:
     if str(host).startswith("/"):  # a socket folder, as libpq takes it in a URL
         return f"{driver}://{user}{password}@/{dbname}?host={host}"
     return f"{driver}://{user}{password}{'@' if user else ''}{where}/{dbname}"
+
+
+# Open ``redirects()`` lists: each gets every place a connection was redirected from.
+_REDIRECTS: list[list[str]] = []
+
+
+@contextlib.contextmanager
+def redirects() -> Iterator[list[str]]:
+    """The places (passwords masked) whose connections went to the template instead, while
+    inside: for the report."""
+    seen: list[str] = []
+    _REDIRECTS.append(seen)
+    try:
+        yield seen
+    finally:
+        _REDIRECTS.remove(seen)
 
 
 @contextlib.contextmanager

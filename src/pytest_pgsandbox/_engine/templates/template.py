@@ -37,6 +37,7 @@ from pytest_pgsandbox._engine.templates import alembic_source
 from pytest_pgsandbox._engine.templates import flask_source
 from pytest_pgsandbox._engine.templates import scenario
 from pytest_pgsandbox._engine.templates.guard import only_to
+from pytest_pgsandbox._engine.templates.guard import redirects
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
 from pytest_pgsandbox._version import __version__
@@ -93,11 +94,19 @@ class PgTemplate:
     fingerprint: str
     reused: bool
     build_seconds: float = 0.0
+    # Where the build's own code connected that pgsandbox sent to the template (masked).
+    redirected: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if self.reused:
             return f"template reused: {self.fingerprint[:12]} (no migrations ran)"
-        return f"template built: {self.fingerprint[:12]} in {self.build_seconds:.2f} s"
+        line = f"template built: {self.fingerprint[:12]} in {self.build_seconds:.2f} s"
+        if self.redirected:
+            line += (
+                "; the build's connections to " + ", ".join(self.redirected) + " (the "
+                "application's settings name the session's database) went to the template"
+            )
+        return line
 
 
 # -- fingerprint -------------------------------------------------------------------------
@@ -443,8 +452,11 @@ def _ensure(
             label: dict[str, object] = {"kind": "template", "hash": digest, "run": run_id}
             if family != "schema":
                 label["family"] = family
-            _build(conn, admin, name, label, source, fill, timeout, compact=me.superuser)
-            built = PgTemplate(name, digest, reused=False, build_seconds=time.monotonic() - began)
+            with redirects() as redirected:
+                _build(conn, admin, name, label, source, fill, timeout, compact=me.superuser)
+            built = PgTemplate(
+                name, digest, False, time.monotonic() - began, redirected=tuple(redirected)
+            )
             reap_old_templates(conn, keep=name, family=family)
             return built
         finally:
