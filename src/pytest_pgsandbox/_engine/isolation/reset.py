@@ -44,6 +44,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from pytest_pgsandbox._engine.isolation import recycle
 from pytest_pgsandbox._engine.isolation.clone import ClonePool
 from pytest_pgsandbox._engine.isolation.reset_plain import CATALOG_DIGEST
 from pytest_pgsandbox._engine.isolation.reset_plain import LEAVES
@@ -51,8 +52,8 @@ from pytest_pgsandbox._engine.isolation.reset_plain import RESET_PLAIN
 from pytest_pgsandbox._engine.isolation.reset_plain import fk_order
 from pytest_pgsandbox._engine.isolation.reset_plain import plain_restore
 from pytest_pgsandbox._engine.isolation.transaction import SESSION_RESET
-from pytest_pgsandbox._engine.isolation.transaction import _batch
 from pytest_pgsandbox._engine.isolation.transaction import as_new
+from pytest_pgsandbox._engine.isolation.transaction import row_of
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
 from pytest_pgsandbox._engine.templates import catalog
@@ -351,6 +352,8 @@ class ResetDatabase:
         self.conn: psycopg.Connection[Any] | None = None
         self.swaps = 0
         self.oid: int | None = None  # of the copy swapped in: ours even if relabelled
+        # Its own row as swapped in (see recycle.FINGERPRINT); None: used where it is.
+        self.fingerprint: str | None = None
         # The sessions the last reset ended (left inside a transaction): what reset() said.
         self.ended: list[dict[str, str | None]] = []
         self._swap_in()
@@ -380,17 +383,23 @@ class ResetDatabase:
         self.ended = []
         rollback = "" if conn.info.transaction_status == TransactionStatus.IDLE else "ROLLBACK; "
         try:
-            result = _batch(
+            found = row_of(
                 conn,
-                f"{rollback}{SESSION_RESET}; SELECT {SCHEMA}.reset({self.WAIT_MS:d})",
+                f"{rollback}{SESSION_RESET}; SELECT {SCHEMA}.reset({self.WAIT_MS:d}), "  # noqa: S608
+                f"(SELECT {recycle.FINGERPRINT} FROM pg_database d "
+                "WHERE d.datname = current_database())",
             )
+            result, row = (*found, None, None)[:2]
         except psycopg.Error as exc:
             self.swap()  # whatever went wrong, the next test gets a clean copy
             raise ServerError(
                 f"could not restore the tables the test wrote to ({str(exc).strip()}); the "
                 "database was replaced by a fresh copy of the template."
             ) from None
-        if result != "ddl":
+        # The database's own row (owner, connection limit, ACL, comment) fires no event
+        # trigger either: a test that changed it gets the database swapped too.
+        changed = self.fingerprint is not None and row != self.fingerprint
+        if result != "ddl" and not changed:
             as_new(conn)  # the next test gets it as a new connection would be
             return "reset"
         self.swap()
@@ -432,6 +441,7 @@ class ResetDatabase:
                     sql.Identifier(fresh.dbname), sql.Identifier(self.name)
                 )
             )
+            self.fingerprint = recycle.fingerprint(admin, self.name)
 
     def close(self, drop: bool = True) -> None:
         self._disconnect()
