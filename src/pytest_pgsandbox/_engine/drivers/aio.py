@@ -233,12 +233,13 @@ class AsyncPsycopg:
         unlock = "DISCARD SEQUENCES; DEALLOCATE ALL; SELECT pg_advisory_unlock_all()"
         check = "SELECT pg_temp.pgsandbox_sequences(); " if self._restore else ""
         if status == TransactionStatus.INTRANS:
-            # The sequences first, inside the test's transaction (as ourselves, not the
-            # test's role): a sequence the test made and moved last is still there for
-            # lastval(); after the rollback it is gone, and lastval() would say nextval()
-            # was never called, hiding the moves of the others.
+            # The sequences inside the test's transaction (as ourselves, not the test's role)
+            # and again after the rollback: a sequence the test made and moved last answers
+            # lastval() only before it (then it is gone, hiding the moves of the others); a
+            # sequence the test gave a new file (TRUNCATE ... RESTART IDENTITY) is set back
+            # only after it (the rollback brings back its old file, moved or not).
             reset_role = "RESET ROLE; " if check else ""
-            statements = f"{reset_role}{check}ROLLBACK; {unlock}"
+            statements = f"{reset_role}{check}ROLLBACK; {check}{unlock}"
         elif status == TransactionStatus.INERROR:
             statements = f"ROLLBACK; {self._restore + '; ' if self._restore else ''}{unlock}"
         else:
@@ -325,12 +326,13 @@ class AsyncPg:
         locks, in one round trip when the transaction is healthy (asyncpg does not say)."""
         asyncpg = require_asyncpg()
         unlock = "SELECT pg_advisory_unlock_all()"
-        # The sequences first, inside the transaction (see AsyncPsycopg._end), and only if
-        # this short session called nextval(): a block, not a function of its own.
-        check = f"RESET ROLE; {guard_block(self._restore)}; " if self._restore else ""
+        # The sequences inside the transaction and after it (see AsyncPsycopg._end), only
+        # if this short session called nextval(): a block, not a function of its own.
+        block = f"{guard_block(self._restore)}; " if self._restore else ""
+        check = f"RESET ROLE; {block}" if block else ""
         self._outer = None  # ended here, by SQL: asyncpg's object is not used again
         try:
-            await conn.execute(f"{check}ROLLBACK; {unlock}")
+            await conn.execute(f"{check}ROLLBACK; {block}{unlock}")
         except asyncpg.PostgresError:  # a failed transaction, or a sequence the test dropped
             rest = "; ".join(x for x in (self._restore, unlock) if x)
             await conn.execute(f"ROLLBACK; {rest}")
