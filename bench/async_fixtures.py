@@ -1,12 +1,17 @@
 """Per-test cost of each async fixture next to its sync twin.
 
     python bench/async_fixtures.py [--tests 300] [--repeat 3] [--runner asyncio|anyio]
+                                   [--before DIR]
 
 The isolation benchmark's workload (30 tables, 2,010 rows); each test reads two counts, or
 writes a row into 2 of the 30 tables and commits. Sync tests are measured against sync tests
 without a database, async ones (pytest-asyncio, a loop per test; or anyio's plugin, with a
 session-wide anyio_backend) against async tests without one, so the figure is the fixture's
 own cost. Timings on shared machines are noisy: compare the ratios within one run.
+
+With ``--before DIR`` (a checkout of an earlier version, e.g. ``git worktree add --detach
+DIR <commit>``) every figure is measured for that version too, through ``PYTHONPATH``, its
+sessions interleaved with this one's on the same server, and printed next to it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shutil
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import report
 from isolation import CLI
@@ -106,11 +112,23 @@ def main() -> int:
         help="what runs the async tests: pytest-asyncio (a loop per test) or anyio's plugin",
     )
     parser.add_argument("--out", help="also write the figures to OUT/async.json (summary.py)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier version: measure it too, interleaved, and print both",
+    )
     args = parser.parse_args()
 
     from pytest_pgsandbox._engine.servers import places
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
+    versions = {"now": base_env}
+    if args.before is not None:
+        src = args.before.resolve() / "src"
+        if not (src / "pytest_pgsandbox").is_dir():
+            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
+        path = os.pathsep.join(p for p in (str(src), base_env.get("PYTHONPATH", "")) if p)
+        versions = {"before": {**base_env, "PYTHONPATH": path}, "now": base_env}
     home = Path(tempfile.mkdtemp(prefix="pgsb-bench-async-", dir=places.ram_dir() or None))
     home.chmod(0o755)
     env = {**base_env, "PGSANDBOX_RUNTIME_DIR": str(home / "rt"), "PGSANDBOX_BIN_DIR": args.bin_dir}
@@ -133,11 +151,17 @@ def main() -> int:
                 (project / "schema.sql").write_text(schema_sql())
                 (project / "pytest.ini").write_text(INI)
                 projects[workload, name] = project
-        spans: dict[tuple[str, str], list[float]] = {key: [] for key in projects}
+        spans: dict[tuple[str, str, str], list[float]] = {
+            (label, workload, name): [] for label in versions for workload, name in projects
+        }
         for _ in range(args.repeat):
-            for key, project in projects.items():  # interleaved: the same noise for all
-                m = session(project, env, "--pg-reuse", f"--pg-isolation={args.isolation}")
-                spans[key].append((m["last"] - m["first"]) * 1000 / args.tests)
+            for (workload, name), project in projects.items():  # interleaved: the same noise
+                for label, version_env in versions.items():
+                    run_env = {**env, "PYTHONPATH": version_env.get("PYTHONPATH", "")}
+                    m = session(project, run_env, "--pg-reuse", f"--pg-isolation={args.isolation}")
+                    spans[label, workload, name].append(
+                        (m["last"] - m["first"]) * 1000 / args.tests
+                    )
     finally:
         import subprocess
 
@@ -146,9 +170,31 @@ def main() -> int:
             shutil.rmtree(project, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
 
-    per = {key: statistics.median(values) for key, values in spans.items()}
+    load = os.getloadavg()
+    for label in versions:
+        per = {
+            (workload, name): statistics.median(values)
+            for (version, workload, name), values in spans.items()
+            if version == label
+        }
+        rows = _print(args, per, label if len(versions) > 1 else "")
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    title = f"async fixtures, isolation={args.isolation}, {args.runner}, {args.tests} tests"
+    report.save(
+        args.out, f"async-{args.isolation}-{args.runner}", title, "embedded PostgreSQL", rows
+    )
+    print()
+    print(report.markdown([{**report.machine(), "title": title, "server": "", "rows": rows}]))
+    return 0
+
+
+def _print(
+    args: argparse.Namespace, per: dict[tuple[str, str], float], label: str
+) -> list[dict[str, Any]]:
+    """Print one version's figures; its rows for the report."""
+    shown = f" ({label})" if label else ""
     print(
-        f"pytest-pgsandbox async fixtures, isolation={args.isolation}, {args.runner}, "
+        f"pytest-pgsandbox async fixtures{shown}, isolation={args.isolation}, {args.runner}, "
         f"{args.tests} tests per session, medians of {args.repeat}\n"
     )
     print(f"{'':<22}{'read':>9}{'write':>9}   overhead per test (ms) over the empty test")
@@ -165,15 +211,14 @@ def main() -> int:
         twin = TWIN.get(name)
         if twin:
             twin_read = per["read", twin] - per["read", "no database (sync)"]
-            line += f"   sync twin {twin}: read {read - twin_read:+.2f} ms"
+            twin_write = per["write", twin] - per["write", "no database (sync)"]
+            line += (
+                f"   over sync twin {twin}: read {read - twin_read:+.2f}, "
+                f"write {write - twin_write:+.2f} ms"
+            )
         print(line)
-    title = f"async fixtures, isolation={args.isolation}, {args.runner}, {args.tests} tests"
-    report.save(
-        args.out, f"async-{args.isolation}-{args.runner}", title, "embedded PostgreSQL", rows
-    )
     print()
-    print(report.markdown([{**report.machine(), "title": title, "server": "", "rows": rows}]))
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ INSERT INTO users (name) VALUES ('Alice Chen'), ('Bob Okafor'), ('Carmen Ruiz');
 INSERT INTO orders (user_id) VALUES (1), (2);
 """
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# 6 tests x 3 fixtures, a savepoint block, two tasks, the app's pool
-TESTS = 6 * 3 + 3
+# 8 tests x 3 fixtures, 2 copies x 3 fixtures, a savepoint block, two tasks, the app's
+# pool, 2 copies of the kept connection
+TESTS = 8 * 3 + 2 * 3 + 3 + 2
 POOL_SKIPPED = 1  # the pool needs clone or reset isolation
 
 

@@ -122,3 +122,41 @@ async def test_app_pool_commits(own_connections, pg_asyncpg_pool):
 
     await asyncio.gather(insert("Pool One"), insert("Pool Two"))
     assert await pool.fetchval("SELECT count(*) FROM users") == 5
+
+
+async def test_sequences_with_a_table_of_its_own(db):
+    # nextval() last on a sequence the rollback removes: the earlier moves are put back too.
+    await db.run("SELECT nextval('users_id_seq')")
+    await db.run("CREATE TABLE extra (id serial, name text)")
+    await db.run("INSERT INTO extra (name) VALUES ('Eve Adams')")
+    await db.commit()
+    assert await db.val("SELECT count(*) FROM extra") == 1
+
+
+@pytest.mark.parametrize("copy", [1, 2])
+async def test_a_prepared_statement_does_not_outlive_the_test(db, copy):
+    # PREPARE is not undone by a rollback; a connection kept for the next test must not
+    # carry it over (the second copy would find the name taken).
+    await db.run("PREPARE pgsb_matrix AS SELECT count(*) FROM users")
+    assert await db.val("EXECUTE pgsb_matrix") == 3
+
+
+BACKENDS = {}  # this process's: under xdist each worker keeps its own connection
+
+
+@pytest.mark.parametrize("copy", [1, 2])
+async def test_the_connection_is_kept_from_test_to_test(pg, pg_async_conn, copy):
+    cur = await pg_async_conn.execute("SELECT pg_backend_pid()")
+    BACKENDS.setdefault(os.getpid(), set()).add((await cur.fetchone())[0])
+    if pg.isolation == "transaction":  # on a new event loop or not, the same backend
+        assert len(BACKENDS[os.getpid()]) == 1
+
+
+async def test_sequences_restarted_by_truncate(db):
+    # RESTART IDENTITY gives the sequence a new file, which the rollback throws away: the
+    # old one, moved by the first insert, is put back all the same.
+    await db.run("INSERT INTO users (name) VALUES ('Frank Moreau')")
+    await db.run("TRUNCATE orders, users RESTART IDENTITY")
+    await db.run("INSERT INTO users (name) VALUES ('Grace Lee')")
+    await db.commit()
+    assert await db.val("SELECT max(id) FROM users") == 1

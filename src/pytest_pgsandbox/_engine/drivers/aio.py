@@ -29,6 +29,8 @@ from psycopg.pq import TransactionStatus
 
 from pytest_pgsandbox._engine.isolation.transaction import SAVEPOINT
 from pytest_pgsandbox._engine.isolation.transaction import SEQUENCES
+from pytest_pgsandbox._engine.isolation.transaction import guard_block
+from pytest_pgsandbox._engine.isolation.transaction import guard_sql
 from pytest_pgsandbox._engine.isolation.transaction import restore_sql
 from pytest_pgsandbox._engine.isolation.transaction import values_of
 from pytest_pgsandbox._engine.urls import ConnInfo
@@ -86,6 +88,11 @@ class Idle:
     than the rest of the test's setup (connecting, then its first catalog reads). A test's
     connection is rolled back, its sequences and advisory locks put back, and the next test
     takes it; a connection that ended meanwhile is replaced.
+
+    A psycopg ``AsyncConnection`` is not bound to an event loop: it waits on its socket with
+    whichever loop is running when it is awaited (only its lock is the loop's, and ``take``
+    gives it a new one). So tests on loops of their own (pytest-asyncio's function-scoped
+    loops, anyio's runner per test) share it too.
     """
 
     def __init__(self) -> None:
@@ -107,11 +114,11 @@ class Idle:
             conn.pgconn.finish()  # no event loop needed; the server rolls nothing back
 
 
-_IDLE: dict[str, Idle] = {}
+_IDLE: dict[ConnInfo, Idle] = {}
 
 
 def idle_for(info: ConnInfo) -> Idle:
-    return _IDLE.setdefault(info.conninfo(), Idle())
+    return _IDLE.setdefault(info, Idle())
 
 
 def close_idle() -> None:
@@ -178,13 +185,16 @@ class AsyncPsycopg:
         conn = await AsyncSandboxConnection.connect(
             self.info.conninfo(), connect_timeout=_timeout(self.timeout)
         )
-        snapshot = await _snapshot(conn)
         if self._idle.values is None:
             # Read once, by the first test, before its body runs: between tests the
             # sequences are where it found them.
-            self._idle.values = snapshot
+            self._idle.values = await _snapshot(conn)
         self.conn = conn
-        self._restore = restore_sql(snapshot)
+        self._restore = restore_sql(self._idle.values)
+        if self._restore:
+            # As the sync connection has: after a test, the sequences are checked only if
+            # this session called nextval() (checking 30 of them costs more than the rest).
+            await conn.execute(guard_sql(self._restore))
         await conn.commit()
         await conn.execute(f"{self.set_role}SAVEPOINT {SAVEPOINT}")  # opens it too
         conn._pgsb_active = True
@@ -204,22 +214,55 @@ class AsyncPsycopg:
                     await conn.execute("SELECT pg_advisory_unlock_all()")
             else:
                 conn._pgsb_active = False
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    # psycopg's own rollback: it also forgets the statements it prepared,
-                    # which may name objects the rollback removed.
-                    await conn.rollback()
-                # Session advisory locks outlive the rollback; the next test must not inherit
-                # them (nor moved sequences). One round trip, no BEGIN of psycopg's; ends idle.
-                statements = [self._restore, "SELECT pg_advisory_unlock_all()"]
-                await _batch(conn, "; ".join(x for x in statements if x))
-                keep = self._idle is not None and conn.info.transaction_status == (
-                    TransactionStatus.IDLE
-                )
+                keep = await self._end(conn) and self._idle is not None
         finally:
             if keep and self._idle is not None and isinstance(conn, AsyncSandboxConnection):
                 self._idle.connections.append(conn)
             else:
                 await conn.close()
+
+    async def _end(self, conn: AsyncSandboxConnection) -> bool:
+        """Roll the test back, put back its sequences and session advisory locks (they
+        outlive the rollback; the next test must not inherit them), in one round trip when
+        the test ends in a healthy transaction. Whether the connection may be kept."""
+        status = conn.info.transaction_status
+        if status == TransactionStatus.ACTIVE or conn._pipeline is not None:
+            await conn.rollback()  # psycopg's own: it knows how to get out of these
+            status = conn.info.transaction_status
+        # PREPARE is not rolled back either.
+        unlock = "DISCARD SEQUENCES; DEALLOCATE ALL; SELECT pg_advisory_unlock_all()"
+        check = "SELECT pg_temp.pgsandbox_sequences(); " if self._restore else ""
+        if status == TransactionStatus.INTRANS:
+            # The sequences inside the test's transaction (as ourselves, not the test's role)
+            # and again after the rollback: a sequence the test made and moved last answers
+            # lastval() only before it (then it is gone, hiding the moves of the others); a
+            # sequence the test gave a new file (TRUNCATE ... RESTART IDENTITY) is set back
+            # only after it (the rollback brings back its old file, moved or not).
+            reset_role = "RESET ROLE; " if check else ""
+            statements = f"{reset_role}{check}ROLLBACK; {check}{unlock}"
+        elif status == TransactionStatus.INERROR:
+            statements = f"ROLLBACK; {self._restore + '; ' if self._restore else ''}{unlock}"
+        else:
+            # A COMMIT or ROLLBACK sent as SQL ended the outer transaction: what the test did
+            # after it (a SET, say) belongs to the session. Put back, then not kept.
+            statements = f"{check}{unlock}"
+        # The statements psycopg prepared may name objects the rollback removes: forgotten
+        # (and deallocated) as psycopg's own rollback does.
+        forget = conn._prepared.clear()
+        try:
+            await _batch(conn, statements)
+        except psycopg.Error:
+            # The test dropped the check (DISCARD ALL) or a sequence of the snapshot: the
+            # long way, on a connection not kept.
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                await _batch(conn, "ROLLBACK")
+            await _batch(conn, "; ".join(x for x in (self._restore, unlock) if x))
+            return False
+        if forget:  # psycopg's own bookkeeping: one round trip more, only if it prepared
+            await conn.wait(conn._prepared.maintain_gen(conn))
+        return status != TransactionStatus.IDLE and (
+            conn.info.transaction_status == TransactionStatus.IDLE
+        )
 
 
 class AsyncPg:
@@ -256,6 +299,7 @@ class AsyncPg:
         conn, self.conn = self.conn, None
         if conn is None or conn.is_closed():
             return
+        ended = False
         try:
             if self._outer is not None:
                 if not conn.is_in_transaction():
@@ -263,15 +307,35 @@ class AsyncPg:
                     # committed is already in the database; the caller repairs it.
                     self._outer = None
                     raise IsolationBroken(_BROKEN)
-                await self._outer.rollback()
-                self._outer = None
-            # As for psycopg: session locks go before close(), not as the backend exits.
-            # With the sequences, in one round trip.
-            if not conn.is_in_transaction():
-                statements = [self._restore, "SELECT pg_advisory_unlock_all()"]
-                await conn.execute("; ".join(x for x in statements if x))
+                await self._end(conn)
+                ended = True
+            elif not conn.is_in_transaction():
+                # As for psycopg: session locks go before close(), not as the backend exits.
+                await conn.execute("SELECT pg_advisory_unlock_all()")
         finally:
-            await conn.close(timeout=self.timeout)
+            if ended:
+                # Nothing of the session is left to wait for: its transaction is rolled
+                # back, its locks and sequences put back. Waiting for the backend to exit
+                # (close()) would cost more than the test's own statements.
+                conn.terminate()
+            else:
+                await conn.close(timeout=self.timeout)
+
+    async def _end(self, conn: Any) -> None:
+        """Roll the outer transaction back; put back the sequences and session advisory
+        locks, in one round trip when the transaction is healthy (asyncpg does not say)."""
+        asyncpg = require_asyncpg()
+        unlock = "SELECT pg_advisory_unlock_all()"
+        # The sequences inside the transaction and after it (see AsyncPsycopg._end), only
+        # if this short session called nextval(): a block, not a function of its own.
+        block = f"{guard_block(self._restore)}; " if self._restore else ""
+        check = f"RESET ROLE; {block}" if block else ""
+        self._outer = None  # ended here, by SQL: asyncpg's object is not used again
+        try:
+            await conn.execute(f"{check}ROLLBACK; {block}{unlock}")
+        except asyncpg.PostgresError:  # a failed transaction, or a sequence the test dropped
+            rest = "; ".join(x for x in (self._restore, unlock) if x)
+            await conn.execute(f"ROLLBACK; {rest}")
 
 
 def require_asyncpg() -> Any:

@@ -256,7 +256,23 @@ def sequence_reset(conn: psycopg.Connection[Any]) -> tuple[str, str]:
 
 def install_guard(conn: psycopg.Connection[Any], reset: str) -> None:
     """Create the session's function that runs ``reset`` if nextval() was called."""
-    conn.execute(_GUARD.replace("{restore}", "PERFORM " + reset.removeprefix("SELECT ")))
+    conn.execute(guard_sql(reset))
+
+
+def guard_sql(reset: str) -> str:
+    """``CREATE FUNCTION pg_temp.pgsandbox_sequences()``: runs ``reset`` (``restore_sql``)
+    if this session called nextval()."""
+    return _GUARD.replace("{restore}", "PERFORM " + reset.removeprefix("SELECT "))
+
+
+def guard_block(reset: str) -> str:
+    """A ``DO`` block that runs ``reset`` if this session called nextval(): for a session
+    too short to be worth a function of its own."""
+    body = "PERFORM " + reset.removeprefix("SELECT ")
+    return (
+        f"DO $pgsb$ BEGIN PERFORM lastval(); {body}; "
+        "EXCEPTION WHEN object_not_in_prerequisite_state THEN NULL; END $pgsb$"
+    )
 
 
 _GUARD = """
