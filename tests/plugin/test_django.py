@@ -227,6 +227,69 @@ def test_branch_switches_reuse_db_and_a_failing_migration(
     assert leftovers(runtime) == []
 
 
+TWO_SERVERS = """
+SECRET_KEY = "x"
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "things"]
+DATABASES = {
+    alias: {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "app",
+        "HOST": host,
+        "USER": "app",
+        "TEST": {"MIRROR": "default"} if alias == "replica" else {},
+    }
+    for alias, host in (
+        ("default", "one.invalid"),
+        ("other", "two.invalid"),  # the same NAME on another server: another database
+        ("same", "one.invalid"),  # the same NAME on the same server: the same database
+        ("replica", "three.invalid"),  # a test mirror of default
+    )
+}
+"""
+
+TWO_SERVERS_TEST = """
+import pytest
+from django.db import connections
+
+from things.models import Thing
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other", "same", "replica"])
+def test_each_server_its_own_database():
+    Thing.objects.using("default").create(name="on one")
+    Thing.objects.using("other").create(name="on two")
+
+    def seen(alias):
+        return sorted(Thing.objects.using(alias).values_list("name", flat=True))
+
+    assert seen("default") == ["on one", "seed"]
+    assert seen("other") == ["on two", "seed"]
+    assert seen("same") == ["on one", "seed"]
+    assert seen("replica") == ["on one", "seed"]
+    names = {a: connections[a].settings_dict["NAME"] for a in ("default", "other", "same")}
+    assert names == {"default": "test_app", "other": "test_app_other", "same": "test_app"}
+"""
+
+
+def test_the_same_name_on_two_servers_is_two_test_databases(
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIGRATED_LOG", str(pytester.path / "migrated.log"))
+    _project(pytester)
+    pytester.makepyfile(app_settings=TWO_SERVERS, test_servers=TWO_SERVERS_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "pgsandbox: django alias other: test database test_app_other (its NAME is "
+            "another alias's, on another server)"
+        ]
+    )
+    assert "alias same: test database" not in result.stdout.str()
+    assert leftovers(runtime) == []
+
+
 WHO = """
 def test_who(request):
     defs = request._fixturemanager.getfixturedefs(

@@ -17,7 +17,7 @@ NAME = PACKAGE.name
 
 # The engine's stages, lowest first: a module may import its own layer and those below it.
 LAYERS = [
-    {"_engine.urls", "_engine.naming", "_engine.appenv"},
+    {"_engine.urls", "_engine.naming", "_engine.appenv", "_engine.stackroom"},
     {"_engine.clock"},
     {"_engine.servers"},
     {"_engine.templates"},

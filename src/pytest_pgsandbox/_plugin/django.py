@@ -132,6 +132,17 @@ def django_db_modify_db_settings(
     admin = server.admin
     major = int(server.version.split(".")[0])
     django_source.close_all()
+    # Two aliases on two servers in the settings are two test databases on ours too.
+    postgresql = [a.name for a in django_source.aliases()]
+    for label, name in django_source.separate(settings.DATABASES, postgresql).items():
+        own = connections[label].settings_dict
+        if own is not settings.DATABASES[label]:
+            own.setdefault("TEST", {})["NAME"] = name
+        _say(
+            config,
+            f"django alias {label}: test database {name} (its NAME is another alias's, "
+            "on another server)",
+        )
     for alias, db in settings.DATABASES.items():
         if django_source.is_postgresql(alias):
             django_source.point_at(db, admin)

@@ -100,6 +100,55 @@ def test_name(db: Mapping[str, Any]) -> str:
     return str(test.get("NAME") or f"test_{db.get('NAME')}")
 
 
+# PostgreSQL cuts longer identifiers short, so two long names could meet after all.
+_MAX_NAME = 63
+
+
+def separate(databases: Mapping[str, MutableMapping[str, Any]], names: list[str]) -> dict[str, str]:
+    """Before aliases ``names`` are pointed at one server: give a distinct test database
+    name (``TEST["NAME"]``) to every alias that is a distinct database in the settings, so
+    that no two of them become one database on our server. Call it before ``point_at``.
+
+    Django folds aliases into one test database when their signature (``HOST``, ``PORT``,
+    ``ENGINE`` and test database name) is equal; two aliases with the same ``NAME`` on two
+    servers are two databases to Django, but would be one once both point at our server.
+    Aliases of one signature stay one database, as Django has them, and mirrors
+    (``TEST["MIRROR"]``, not in ``names``) are left to Django. The first alias of a name
+    keeps it; a later one gets ``<name>_<alias>``. Returns each renamed alias's new name."""
+    placed: dict[tuple[str, str, str, str], str] = {}  # a signature's test database name
+    used = {test_name(databases[alias]) for alias in names}
+    done: dict[str, str] = {}
+    for alias in names:
+        db = databases[alias]
+        name = test_name(db)
+        where = (str(db.get("HOST") or ""), str(db.get("PORT") or ""), str(db.get("ENGINE")))
+        signature = (*where, name)
+        new = placed.get(signature)
+        if new is None:
+            new = name
+            if name in placed.values():
+                new = _unique(f"{name}_{alias}", used, signature)
+                used.add(new)
+            placed[signature] = new
+        if new != name:
+            db.setdefault("TEST", {})["NAME"] = new
+            done[alias] = new
+    return done
+
+
+def _unique(name: str, used: set[str], signature: tuple[str, ...]) -> str:
+    """``name``, or a variant of it that is not in ``used`` and fits an identifier."""
+    digest = hashlib.sha256(repr(signature).encode()).hexdigest()
+    found = name
+    for n in range(len(digest)):
+        if len(found.encode()) > _MAX_NAME or found in used:
+            tail = f"_{digest[: 8 + n]}"
+            found = name.encode()[: _MAX_NAME - len(tail)].decode(errors="ignore") + tail
+            continue
+        return found
+    raise TemplateError(f"no free test database name for {name!r}")  # pragma: no cover
+
+
 # -- fingerprint -------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from psycopg import sql
 from pytest_pgsandbox._engine.clock import dbclock
 from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers import roles
+from pytest_pgsandbox._engine.stackroom import with_room
 from pytest_pgsandbox._engine.templates import alembic_source
 from pytest_pgsandbox._engine.templates import flask_source
 from pytest_pgsandbox._engine.templates import scenario
@@ -488,7 +489,8 @@ def _build(
     provision.drop_database(admin_conn, building)  # a build that was interrupted
     provision.create_database(admin_conn, building, {**label, "state": "building"}, source)
     try:
-        fill(admin.for_db(building))
+        # Migrations run deep in a session's set-up: see stackroom for why they need room.
+        with_room(fill, admin.for_db(building))
         if compact:
             # Only makes copies cheaper: a server that refuses it (a statement_timeout, a lock
             # held elsewhere) still gets its template.
