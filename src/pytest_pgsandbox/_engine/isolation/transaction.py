@@ -163,7 +163,7 @@ class TransactionIsolation:
             rollback = (
                 "" if conn.info.transaction_status == TransactionStatus.IDLE else "ROLLBACK; "
             )
-            rest = f"SELECT pg_advisory_unlock_all(); {self._sequences}"
+            rest = f"SELECT pg_advisory_unlock_all(); {DEALLOCATE_SQL}; {self._sequences}"
             status = f"SELECT txid_status({self._xid:d})"
             try:
                 state = _batch(conn, f"{rollback}{rest}{status}")
@@ -317,13 +317,21 @@ def _first(cur: psycopg.Cursor[Any]) -> str | None:
     return None if row is None else str(row[0])
 
 
+# Statements a test prepared with SQL's PREPARE outlive its transaction: deallocated, so the
+# next test on the session may PREPARE the same name. Not psycopg's own (protocol-level,
+# ``from_sql`` false): its cache of them stays true.
+DEALLOCATE_SQL = (
+    "DO $pgsb$ DECLARE s record; BEGIN FOR s IN SELECT name FROM pg_prepared_statements "
+    "WHERE from_sql LOOP EXECUTE 'DEALLOCATE ' || quote_ident(s.name); END LOOP; END $pgsb$"
+)
+
 # What a session that reset or clone hands to the next test must not carry over (after a
 # ``ROLLBACK``, when a transaction is open): settings, the role, advisory locks, LISTEN, open
-# cursors, and currval()'s memory. Temporary objects are catalog writes: they make the
-# database be replaced instead.
+# cursors, statements prepared with SQL, and currval()'s memory. Temporary objects are
+# catalog writes: they make the database be replaced instead.
 SESSION_RESET = (
     "RESET ALL; RESET SESSION AUTHORIZATION; RESET ROLE; CLOSE ALL; UNLISTEN *; "
-    "DISCARD SEQUENCES; SELECT pg_advisory_unlock_all()"
+    f"DISCARD SEQUENCES; {DEALLOCATE_SQL}; SELECT pg_advisory_unlock_all()"
 )
 
 
