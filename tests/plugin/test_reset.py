@@ -175,40 +175,6 @@ def test_the_verifier_names_what_leaked_and_repairs(
     )
 
 
-def test_a_connection_left_in_a_transaction_is_ended_and_reset_says_so(
-    project: pytest.Pytester, runtime: Path
-) -> None:
-    """A session-wide connection that keeps a transaction open past its test is ended by the
-    reset; the warning names it once, however many tests it happened after."""
-    project.makepyfile(
-        """
-        import psycopg
-        import pytest
-
-        pytestmark = pytest.mark.pg(isolation="reset")
-
-        @pytest.fixture(scope="session")
-        def app(pg_server):
-            return {}
-
-        @pytest.mark.parametrize("n", range(2))
-        def test_leaves_a_transaction_open(pg, app, n):
-            app["conn"] = psycopg.connect(pg.url, application_name="shop-api")
-            app["conn"].execute("INSERT INTO users (name) VALUES ('Carmen Ruiz')")
-
-        def test_its_next_use_fails(pg, app):
-            with pytest.raises(psycopg.OperationalError):
-                app["conn"].execute("SELECT 1")
-            assert pg.fetchval("SELECT count(*) FROM users") == 2
-        """
-    )
-    result = project.runpytest_subprocess("-p", "no:randomly")
-    result.assert_outcomes(passed=3, warnings=2)
-    out = result.stdout.str()
-    assert out.count("reset isolation ended connections") == 1, out
-    assert "application_name: 'shop-api'" in out
-
-
 def test_pg_url_under_transaction_isolation_says_what_to_do(
     pytester: pytest.Pytester, runtime: Path
 ) -> None:

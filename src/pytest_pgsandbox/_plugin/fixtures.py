@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -293,8 +292,6 @@ def _reset(
     what = "could not put the reset database back"
     if _attempt(pg_server, what, _keep, request, sandbox, handle, db) is None:
         _attempt(pg_server, what, db.end)
-        if db.ended:
-            _ended_sessions(db.ended)
     if verify:
         leaks = sandbox.verify(handle.info, db.conn)
         if leaks:
@@ -434,26 +431,6 @@ def _keep(
         return None
     info: ConnInfo = sandbox.keep(handle.info, request.node.nodeid, reset, name)
     return info
-
-
-def _ended_sessions(ended: list[dict[str, str | None]]) -> None:
-    """Say that reset ended connections left in a transaction (the same words every time,
-    so pytest's summary lists them once, with the tests)."""
-    names = sorted({str(e.get("application_name") or "") for e in ended})
-    shown = ", ".join(repr(n) if n else "(no application_name)" for n in names)
-    warnings.warn(
-        pytest.PytestWarning(
-            "pgsandbox: reset isolation ended connections to the test database that were "
-            f"left inside a transaction at the end of the test (application_name: {shown}), "
-            "because their uncommitted work could land after the tables are put back. Their "
-            "next use fails (SQLAlchemy: PendingRollbackError ... AdminShutdown; psycopg: "
-            "OperationalError ... terminating connection). A connection or session kept "
-            "across tests (session- or module-scoped) must commit or roll back before each "
-            "test ends; or give such tests a database of their own with "
-            '@pytest.mark.pg(isolation="clone").'
-        ),
-        stacklevel=1,
-    )
 
 
 def _leaked(request: pytest.FixtureRequest, leaks: list[str], how: str) -> NoReturn:

@@ -37,7 +37,6 @@ for one the database is watched and put back another way (:mod:`.reset_plain`):
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Any
 
 import psycopg
@@ -153,18 +152,12 @@ BEGIN
     -- Only sessions this role may end (all, for a superuser): another role's would fail it.
     -- Not pgsandbox's own (another run starting on a database used in place): they hold no
     -- test's work.
-    -- Each one ended is told (a notice): the next use of such a connection fails.
-    FOR r IN
-        SELECT a.pid, a.application_name AS app, a.state
-        FROM pg_stat_get_activity(NULL) a
-        WHERE a.datid = db
-          AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
-          AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER')
-          AND a.application_name IS DISTINCT FROM '{application_name}'
-    LOOP
-        PERFORM {terminate};
-        RAISE NOTICE '{ended}%', json_build_object('application_name', r.app, 'state', r.state);
-    END LOOP;
+    PERFORM {terminate}
+    FROM pg_stat_get_activity(NULL) a
+    WHERE a.datid = db
+      AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+      AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER')
+      AND a.application_name IS DISTINCT FROM '{application_name}';
     -- ALTER DATABASE/ROLE ... SET fires no event trigger: compare the settings themselves.
     IF (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = db AND s.setrole = 0)
            IS DISTINCT FROM (SELECT c.config FROM _pgsandbox.settings c)
@@ -237,7 +230,7 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
                 'isolation="clone" or "transaction".'
             )
     major = conn.info.server_version // 10000
-    terminate = f"pg_terminate_backend(r.pid{', wait_ms' if major >= 14 else ''})"
+    terminate = "pg_terminate_backend(pid, wait_ms)" if major >= 14 else "pg_terminate_backend(pid)"
     with conn.transaction():
         conn.execute(_SETUP)
         tables = conn.execute(_TABLES).fetchall()
@@ -302,7 +295,6 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
         )
         body = _DECLARE + (_RESET if superuser else RESET_PLAIN) + _END
         body = body.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID)
-        body = body.replace("{ended}", ENDED)
         conn.execute(body.replace("{application_name}", APPLICATION_NAME))
         if superuser:
             conn.execute(_DDL_TRIGGERS)
@@ -333,10 +325,6 @@ def make_reset_template(
             raise
 
 
-# How reset() tells of each session it ended (a notice, then JSON: application_name, state).
-ENDED = "pgsandbox reset ended a session: "
-
-
 class ResetDatabase:
     """The worker's database under reset isolation, and its connection for the tests."""
 
@@ -354,20 +342,10 @@ class ResetDatabase:
         self.oid: int | None = None  # of the copy swapped in: ours even if relabelled
         # Its own row as swapped in (see recycle.FINGERPRINT); None: used where it is.
         self.fingerprint: str | None = None
-        # The sessions the last reset ended (left inside a transaction): what reset() said.
-        self.ended: list[dict[str, str | None]] = []
         self._swap_in()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        conn = psycopg.connect(self.info.conninfo(), connect_timeout=max(1, round(self.timeout)))
-        conn.add_notice_handler(self._notice)
-        return conn
-
-    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
-        message = diag.message_primary or ""
-        if message.startswith(ENDED):
-            with contextlib.suppress(ValueError):
-                self.ended.append(json.loads(message[len(ENDED) :]))
+        return psycopg.connect(self.info.conninfo(), connect_timeout=max(1, round(self.timeout)))
 
     def begin(self) -> psycopg.Connection[Any]:
         """The connection for the next test (the same one while it stays usable)."""
@@ -380,7 +358,6 @@ class ResetDatabase:
         conn = self.conn
         if conn is None or conn.closed or conn.broken:
             self.conn = conn = self._connect()
-        self.ended = []
         rollback = "" if conn.info.transaction_status == TransactionStatus.IDLE else "ROLLBACK; "
         try:
             found = row_of(
