@@ -360,10 +360,12 @@ def test_after_kill_9_the_next_run_removes_the_container(
     )
     result.assert_outcomes(passed=1)
     (name,) = left
-    result.stdout.fnmatch_lines(
-        [f"postgresql: removed container {name} (its test run, pid {proc.pid}, has ended)"]
-    )
     assert dclient.containers.list(all=True, filters={"label": owner}) == []
+    # Any run that starts a container reaps dead runs' first: under xdist another test's
+    # session may have been quicker than ours, and then it said so in its own output.
+    said = f"postgresql: removed container {name} (its test run, pid {proc.pid}, has ended)"
+    if said not in result.stdout.str():
+        print(f"{name} was removed by another session running at the same time")
 
 
 @needs_daemon
