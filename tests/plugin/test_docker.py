@@ -398,7 +398,10 @@ def test_gc_removes_containers_of_ended_runs_only(
             )
         assert main(["gc"]) == 0
         out = capsys.readouterr().out
-        assert f"reaped container {made[0].name} (its test run, pid {ended.stdout.strip()}" in out
+        # Unless another xdist worker's Docker session, which reaps dead runs' containers
+        # when it starts, was quicker: then gc found nothing, and the names below still hold.
+        said = f"reaped container {made[0].name} (its test run, pid {ended.stdout.strip()}"
+        assert said in out or "nothing to reap" in out
         assert made[1].name not in out
         names = {c.name for c in dclient.containers.list(all=True)}
         assert made[0].name not in names
