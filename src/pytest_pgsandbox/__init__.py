@@ -10,6 +10,7 @@ from pytest_pgsandbox._version import __version__
 from pytest_pgsandbox.errors import BinariesNotFound
 from pytest_pgsandbox.errors import IsolationBroken
 from pytest_pgsandbox.errors import PgSandboxError
+from pytest_pgsandbox.errors import PgSandboxWarning
 from pytest_pgsandbox.errors import ScenarioError
 from pytest_pgsandbox.errors import ServerDied
 from pytest_pgsandbox.errors import ServerError
@@ -26,6 +27,7 @@ __all__ = [
     "PgBinaries",
     "PgDatabase",
     "PgSandboxError",
+    "PgSandboxWarning",
     "PgServer",
     "ScenarioError",
     "ServerDied",

@@ -111,5 +111,9 @@ class UnsafeOperation(PgSandboxError):
     """Refused to drop or change something pytest-pgsandbox did not create."""
 
 
+class PgSandboxWarning(UserWarning):
+    """Something a test did that isolation handled, but that its author should know of."""
+
+
 class IsolationBroken(PgSandboxError):
     """A test escaped its isolation, e.g. with a top-level ``COMMIT``."""

@@ -129,6 +129,63 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+LEFT_OPEN = """
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.pg(isolation="reset")
+APP = {}
+
+
+def test_leaves_a_transaction_open(pg):
+    APP["conn"] = conn = psycopg.connect(pg.url)
+    conn.execute("INSERT INTO users (name) VALUES ('Carmen Ruiz')")  # never committed
+
+
+def test_its_work_never_lands(pg):
+    assert pg.fetchval("SELECT count(*) FROM users") == 2
+    with pytest.raises(psycopg.OperationalError):
+        APP["conn"].execute("SELECT 1")  # ended by the reset
+
+
+def test_a_closed_connection_is_no_news(pg):
+    with psycopg.connect(pg.url) as conn:
+        conn.execute("INSERT INTO users (name) VALUES ('Dmitri Ivanov')")
+        conn.rollback()
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_nor_one_closed_in_its_transaction(pg, n):
+    # Its backend may still show "idle in transaction" as the test ends: it is exiting.
+    conn = psycopg.connect(pg.url)
+    conn.execute("INSERT INTO users (name) VALUES ('Emeka Eze')")
+    conn.close()
+"""
+
+
+def test_a_connection_left_in_a_transaction_is_ended_with_a_warning_naming_the_test(
+    project: pytest.Pytester, runtime: Path
+) -> None:
+    project.makepyfile(test_left_open=LEFT_OPEN)
+    result = project.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=8, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_left_open.py::test_leaves_a_transaction_open*",
+            "*PgSandboxWarning: pgsandbox: the test left 1 connection(s) to * in an open "
+            "transaction or a running query (no application_name, idle in transaction); "
+            "reset ended them*",
+        ]
+    )
+    # As an error (filterwarnings): that test fails at teardown, the database is put back.
+    strict = project.runpytest_subprocess(
+        "-p", "no:randomly", "-W", "error::pytest_pgsandbox.PgSandboxWarning"
+    )
+    strict.assert_outcomes(passed=8, errors=1)
+    strict.stdout.fnmatch_lines(["ERROR *test_leaves_a_transaction_open*"])
+    assert leftovers(runtime) == []
+
+
 @pytest.mark.parametrize("order", ["forward", "reversed"])
 def test_reset_restores_what_tests_wrote(
     project: pytest.Pytester, runtime: Path, order: str

@@ -37,6 +37,7 @@ for one the database is watched and put back another way (:mod:`.reset_plain`):
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import psycopg
@@ -59,6 +60,7 @@ from pytest_pgsandbox._engine.templates import catalog
 from pytest_pgsandbox._engine.urls import APPLICATION_NAME
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
+from pytest_pgsandbox.errors import PgSandboxWarning
 from pytest_pgsandbox.errors import ServerError
 
 SCHEMA = "_pgsandbox"
@@ -132,6 +134,13 @@ _NOT_OWNED = (  # constants only
     "WHERE NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1"
 )
 
+# The sessions on the database a reset ends: a test's work left open (see _DECLARE).
+_LEFT_OPEN = (
+    "a.datid = db AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend' "
+    "AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER') "
+    "AND a.application_name IS DISTINCT FROM '{application_name}'"
+)
+
 # A table and every table below it (inheritance and partitions): a statement on the parent
 # fires only the parent's statement triggers but may change every child.
 _DECLARE = """
@@ -144,6 +153,8 @@ DECLARE
     mark xid := (SELECT m.at FROM _pgsandbox.mark m);
     rewritten bool := false;
     n int := 0;
+    ended int := 0;
+    who text;
     phase text;
     db oid := (SELECT oid FROM pg_database WHERE datname = current_database());
 BEGIN
@@ -151,13 +162,22 @@ BEGIN
     -- function, not the pg_stat_activity view: the view costs half a millisecond more.)
     -- Only sessions this role may end (all, for a superuser): another role's would fail it.
     -- Not pgsandbox's own (another run starting on a database used in place): they hold no
-    -- test's work.
-    PERFORM {terminate}
-    FROM pg_stat_get_activity(NULL) a
-    WHERE a.datid = db
-      AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
-      AND a.state IS DISTINCT FROM 'idle' AND pg_has_role(a.usesysid, 'MEMBER')
-      AND a.application_name IS DISTINCT FROM '{application_name}';
+    -- test's work. A connection closed just now shows as it was until its backend has
+    -- exited (a millisecond or two): up to 50 ms for those to go, so that only what is
+    -- really left open is ended (and the test told).
+    IF EXISTS (SELECT FROM pg_stat_get_activity(NULL) a WHERE {left_open}) THEN
+        FOR i IN 1..50 LOOP
+            PERFORM pg_sleep(0.001);
+            PERFORM pg_stat_clear_snapshot();  -- the activity is read once per transaction
+            EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_get_activity(NULL) a WHERE {left_open});
+        END LOOP;
+        SELECT count({terminate}),
+               string_agg(DISTINCT format('%s, %s', coalesce(nullif(a.application_name, ''),
+                                                             'no application_name'), a.state),
+                          '; ')
+        INTO ended, who
+        FROM pg_stat_get_activity(NULL) a WHERE {left_open};
+    END IF;
     -- ALTER DATABASE/ROLE ... SET fires no event trigger: compare the settings themselves.
     IF (SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = db AND s.setrole = 0)
            IS DISTINCT FROM (SELECT c.config FROM _pgsandbox.settings c)
@@ -178,7 +198,8 @@ _END = """
     PERFORM setval(s.seq, coalesce(s.last_value, s.start), s.last_value IS NOT NULL)
     FROM _pgsandbox.sequences s
     WHERE pg_sequence_last_value(s.seq) IS DISTINCT FROM s.last_value;
-    RETURN n::text;
+    -- Rows put back, sessions ended, and what they were.
+    RETURN concat_ws(' ', n, ended, who);
 END $$;
 """
 
@@ -294,7 +315,8 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
             "INSERT INTO _pgsandbox.mark VALUES ((txid_current() % 4294967296)::text::xid)"
         )
         body = _DECLARE + (_RESET if superuser else RESET_PLAIN) + _END
-        body = body.replace("{terminate}", terminate).replace("{now_xid}", NOW_XID)
+        body = body.replace("{left_open}", _LEFT_OPEN).replace("{terminate}", terminate)
+        body = body.replace("{now_xid}", NOW_XID)
         conn.execute(body.replace("{application_name}", APPLICATION_NAME))
         if superuser:
             conn.execute(_DDL_TRIGGERS)
@@ -378,6 +400,7 @@ class ResetDatabase:
         changed = self.fingerprint is not None and row != self.fingerprint
         if result != "ddl" and not changed:
             as_new(conn)  # the next test gets it as a new connection would be
+            _say_ended(self.name, result)
             return "reset"
         self.swap()
         return "swapped"
@@ -425,3 +448,24 @@ class ResetDatabase:
         if drop:
             with connect(self.admin, timeout=self.timeout) as admin:
                 provision.drop_database(admin, self.name, self.oid)
+
+
+def _say_ended(name: str, result: str | None) -> None:
+    """Warn (in the test that left them) of the sessions the reset had to end, from what
+    ``reset()`` returned ("rows ended who"): code that keeps them, a pool, meets a closed
+    connection in the next test, with no word why."""
+    _rows, ended, who = [*(result or "").split(" ", 2), "", "", ""][:3]
+    count = int(ended) if ended.isdigit() else 0
+    if count:
+        who = f" ({who})" if who else ""
+        warnings.warn(
+            PgSandboxWarning(
+                f"pgsandbox: the test left {count} connection(s) to {name!r} in an open "
+                f"transaction or a running query{who}; reset ended them, so that their uncommitted "
+                "work cannot land after the tables are put back. Code that keeps such a "
+                "connection (a pool) gets an error on it in the next test: commit, roll back "
+                "or close connections before the test ends (or let the pool check them, e.g. "
+                "SQLAlchemy's pool_pre_ping)."
+            ),
+            stacklevel=3,
+        )
