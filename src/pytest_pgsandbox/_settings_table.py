@@ -347,7 +347,8 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "key=value, e.g. work_mem=64MB (repeatable)",
         "A server setting for a local server, on top of the test-tuned defaults "
-        "(fsync, synchronous_commit and full_page_writes off).",
+        "(fsync, synchronous_commit and full_page_writes off; plpgsql preloaded, also when "
+        "shared_preload_libraries is given).",
         metavar="KEY=VALUE",
         repeatable=True,
         aliases=("--pg-conf-opt",),

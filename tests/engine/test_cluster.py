@@ -29,6 +29,9 @@ def test_start_connect_stop_leaves_nothing(settings: Settings, bin_dir: Path) ->
         assert cluster.process is not None
         with connect(cluster.admin.for_db("pgsandbox")) as conn:
             assert conn.execute("SELECT current_setting('fsync')").fetchone() == ("off",)
+            # Loaded by the server once, not by every backend that runs PL/pgSQL.
+            preload = conn.execute("SHOW shared_preload_libraries").fetchone()
+            assert preload == ("plpgsql",)
             version = conn.info.server_version // 10000
         assert str(version) == cluster.version.split(".")[0]
         assert cluster.admin.is_socket
@@ -205,3 +208,19 @@ def test_a_killed_server_leaves_no_shared_memory(settings: Settings) -> None:
     cluster.stop()
     segments = subprocess.run(["ipcs", "-m"], capture_output=True, text=True, check=True)
     assert f" {shmid} " not in segments.stdout
+
+
+def test_libraries_asked_for_are_loaded_beside_plpgsql(settings: Settings, bin_dir: Path) -> None:
+    """A pg_conf ``shared_preload_libraries`` keeps its libraries; plpgsql is added once."""
+    conf = (("shared_preload_libraries", "plpgsql, auto_explain"),)
+    cluster = local_cluster(settings.with_values(bin_dir=bin_dir, conf=conf))
+    cluster.start()
+    try:
+        with connect(cluster.admin.for_db("pgsandbox")) as conn:
+            preload = conn.execute("SHOW shared_preload_libraries").fetchone()
+            # auto_explain is loaded: its settings exist.
+            explain = conn.execute("SHOW auto_explain.log_min_duration").fetchone()
+        assert preload == ("plpgsql,auto_explain",)
+        assert explain == ("-1",)
+    finally:
+        cluster.stop()

@@ -116,6 +116,7 @@ def write_and_check(pg, other):
 @pytest.mark.parametrize("n", range(2))
 def test_transaction(pg, pg_server, n):
     assert pg.fetchval("SHOW server_version").startswith("16.")
+    assert pg.fetchval("SHOW shared_preload_libraries") == "plpgsql"
     assert pg_server.admin.host == "127.0.0.1"
     record(pg_server)
     write_and_check(pg, other=False)
@@ -279,8 +280,16 @@ def test_without_the_reaper_image_it_says_so_once_and_cleans_up_itself(
     dclient: Any,
 ) -> None:
     monkeypatch.setenv("RYUK_CONTAINER_IMAGE", ABSENT_RYUK)
+    seen = pytester.path / "seen.txt"
+    monkeypatch.setenv("SEEN", str(seen))
     before = of_our_image(dclient)
-    pytester.makepyfile("def test_a(pg):\n    pass\n\ndef test_b(pg):\n    pass\n")
+    pytester.makepyfile(
+        "import os\n\n"
+        "def test_a(pg, pg_server):\n"
+        "    with open(os.environ['SEEN'], 'a') as f:\n"
+        "        f.write(pg_server.network_host + '\\n')\n\n"
+        "def test_b(pg):\n    pass\n"
+    )
     result = pytester.runpytest_subprocess(
         "--pg-server=docker", f"--pg-image={IMAGE}", "--pg-start-timeout=120", "-q"
     )
@@ -290,8 +299,13 @@ def test_without_the_reaper_image_it_says_so_once_and_cleans_up_itself(
     assert out.count(note) == 1, out
     assert "removed by the next run or by pgsandbox gc" in out
     assert "Check the image name" not in out
-    left = of_our_image(dclient) - before
-    assert left == set(), (labels_of(dclient, left), out, result.stderr.str())
+    # The session's own container is gone, and no other one of an ended run is left (one
+    # whose owner still runs is another xdist worker's session that started meanwhile).
+    (name,) = set(seen.read_text().split())
+    assert name not in {c.name for c in dclient.containers.list(all=True)}, out
+    new = of_our_image(dclient) - before
+    left = {n for n, labels in labels_of(dclient, new).items() if pgdocker._owner_gone(labels)}
+    assert left == set(), (labels_of(dclient, left), out)
 
 
 @needs_daemon

@@ -33,6 +33,7 @@ from pytest_pgsandbox._engine.servers.options import ClusterOptions
 from pytest_pgsandbox._engine.servers.options import DataSource
 from pytest_pgsandbox._engine.servers.options import new_password
 from pytest_pgsandbox._engine.servers.options import read_tail
+from pytest_pgsandbox._engine.servers.options import with_preload
 from pytest_pgsandbox._engine.servers.places import RunAs
 from pytest_pgsandbox._engine.servers.places import copy_tree
 from pytest_pgsandbox._engine.servers.places import make_server_dir
@@ -223,7 +224,7 @@ class LocalCluster:
         )
         settings.update(dict(self.options.conf))
         argv = [str(self.binaries.exe("postgres")), "-D", str(data)]
-        for key, value in settings.items():
+        for key, value in with_preload(settings).items():
             argv += ["-c", f"{key}={value}"]
         deadline = time.monotonic() + self.options.start_timeout
         # Ours alone: statements the server logs may hold data that is not for others.

@@ -41,6 +41,7 @@ from pytest_pgsandbox._engine.servers import provision
 from pytest_pgsandbox._engine.servers.base import version_text
 from pytest_pgsandbox._engine.servers.cache import create_session_db
 from pytest_pgsandbox._engine.servers.janitor import cmdline
+from pytest_pgsandbox._engine.servers.options import PRELOAD
 from pytest_pgsandbox._engine.servers.options import SESSION_DB
 from pytest_pgsandbox._engine.urls import ConnInfo
 from pytest_pgsandbox._engine.urls import connect
@@ -336,7 +337,7 @@ class DockerServer:
         env = {"POSTGRES_USER": USER, "POSTGRES_PASSWORD": password, "POSTGRES_DB": "postgres"}
         # Test-tuned, as a local server: durability is not wanted here.
         command = ["postgres", "-c", "fsync=off", "-c", "synchronous_commit=off"]
-        command += ["-c", "full_page_writes=off"]
+        command += ["-c", "full_page_writes=off", "-c", f"shared_preload_libraries={PRELOAD}"]
         labels = self._labels()
         self._ensure_image()
         network = self._network()

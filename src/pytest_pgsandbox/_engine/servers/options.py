@@ -37,6 +37,20 @@ TEST_SETTINGS: Mapping[str, str] = {
     # killed (SIGKILL, OOM killer) then leaves nothing behind once its folder is removed.
     "dynamic_shared_memory_type": "mmap",
 }
+# Loaded once by the server, not by each new backend that runs PL/pgSQL: reset's write
+# tracking, the end of a short-lived async connection and many applications' triggers run it,
+# and a backend that loads it itself pays about a millisecond (bench/async_fixtures.py).
+PRELOAD = "plpgsql"
+
+
+def with_preload(settings: dict[str, str]) -> dict[str, str]:
+    """``settings`` with ``PRELOAD`` added to ``shared_preload_libraries`` (kept first: the
+    libraries a user asks for with ``pg_conf`` stay as given)."""
+    given = [x.strip() for x in settings.get("shared_preload_libraries", "").split(",")]
+    libraries = [x for x in given if x]
+    if PRELOAD not in (x.strip("'\"") for x in libraries):
+        libraries.append(PRELOAD)
+    return {**settings, "shared_preload_libraries": ",".join(libraries)}
 
 
 @dataclass
