@@ -1,13 +1,15 @@
 """Per-test cost of each async fixture next to its sync twin.
 
     python bench/async_fixtures.py [--tests 300] [--repeat 3] [--runner asyncio|anyio]
-                                   [--before DIR]
+                                   [--loop-scope function|module|session] [--before DIR]
 
 The isolation benchmark's workload (30 tables, 2,010 rows); each test reads two counts, or
 writes a row into 2 of the 30 tables and commits. Sync tests are measured against sync tests
 without a database, async ones (pytest-asyncio, a loop per test; or anyio's plugin, with a
 session-wide anyio_backend) against async tests without one, so the figure is the fixture's
-own cost. Timings on shared machines are noisy: compare the ratios within one run.
+own cost. ``--loop-scope`` gives pytest-asyncio's tests a wider loop (there ``pg_asyncpg``'s
+connection is handed from test to test). Timings on shared machines are noisy: compare the
+ratios within one run.
 
 With ``--before DIR`` (a checkout of an earlier version, e.g. ``git worktree add --detach
 DIR <commit>``) every figure is measured for that version too, through ``PYTHONPATH``, its
@@ -28,6 +30,8 @@ import report
 from isolation import CLI
 from isolation import _start
 from isolation import schema_sql
+from run import add_before
+from run import before_env
 from run import project_with
 from run import session
 
@@ -95,7 +99,7 @@ ANYIO = (
 )
 INI = (
     "[pytest]\npg_schema = sql:schema.sql\nasyncio_default_fixture_loop_scope = function\n"
-    "asyncio_default_test_loop_scope = function\n"
+    "asyncio_default_test_loop_scope = {loop_scope}\n"
 )
 
 
@@ -111,24 +115,23 @@ def main() -> int:
         choices=("asyncio", "anyio"),
         help="what runs the async tests: pytest-asyncio (a loop per test) or anyio's plugin",
     )
-    parser.add_argument("--out", help="also write the figures to OUT/async.json (summary.py)")
     parser.add_argument(
-        "--before",
-        type=Path,
-        help="a checkout of an earlier version: measure it too, interleaved, and print both",
+        "--loop-scope",
+        default="function",
+        choices=("function", "module", "session"),
+        help="pytest-asyncio's loop scope for the tests (default: a loop per test)",
     )
+    parser.add_argument("--out", help="also write the figures to OUT/async.json (summary.py)")
+    add_before(parser, "measure it too, interleaved, and print both")
     args = parser.parse_args()
 
     from pytest_pgsandbox._engine.servers import places
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
     versions = {"now": base_env}
-    if args.before is not None:
-        src = args.before.resolve() / "src"
-        if not (src / "pytest_pgsandbox").is_dir():
-            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
-        path = os.pathsep.join(p for p in (str(src), base_env.get("PYTHONPATH", "")) if p)
-        versions = {"before": {**base_env, "PYTHONPATH": path}, "now": base_env}
+    earlier = before_env(args.before, base_env, parser)
+    if earlier is not None:
+        versions = {"before": earlier, "now": base_env}
     home = Path(tempfile.mkdtemp(prefix="pgsb-bench-async-", dir=places.ram_dir() or None))
     home.chmod(0o755)
     env = {**base_env, "PGSANDBOX_RUNTIME_DIR": str(home / "rt"), "PGSANDBOX_BIN_DIR": args.bin_dir}
@@ -149,7 +152,7 @@ def main() -> int:
                     with (project / "conftest.py").open("a") as conftest:
                         conftest.write(ANYIO)
                 (project / "schema.sql").write_text(schema_sql())
-                (project / "pytest.ini").write_text(INI)
+                (project / "pytest.ini").write_text(INI.format(loop_scope=args.loop_scope))
                 projects[workload, name] = project
         spans: dict[tuple[str, str, str], list[float]] = {
             (label, workload, name): [] for label in versions for workload, name in projects
@@ -179,9 +182,16 @@ def main() -> int:
         }
         rows = _print(args, per, label if len(versions) > 1 else "")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    title = f"async fixtures, isolation={args.isolation}, {args.runner}, {args.tests} tests"
+    runner = args.runner
+    if runner == "asyncio" and args.loop_scope != "function":
+        runner = f"asyncio loop_scope={args.loop_scope}"
+    title = f"async fixtures, isolation={args.isolation}, {runner}, {args.tests} tests"
     report.save(
-        args.out, f"async-{args.isolation}-{args.runner}", title, "embedded PostgreSQL", rows
+        args.out,
+        f"async-{args.isolation}-{runner.replace(' loop_scope=', '-')}",
+        title,
+        "embedded PostgreSQL",
+        rows,
     )
     print()
     print(report.markdown([{**report.machine(), "title": title, "server": "", "rows": rows}]))

@@ -92,6 +92,107 @@ def test_a_sync_test_is_told_what_to_do(pytester: pytest.Pytester, runtime: Path
     result.stdout.fnmatch_lines(["*pg_async_conn needs an async test*@pytest.mark.asyncio*"])
 
 
+def test_pg_conn_begins_only_when_a_test_uses_it(pytester: pytest.Pytester, runtime: Path) -> None:
+    """An async test's own connection is all it needs: pg's psycopg connection starts no
+    transaction until the test touches pg.conn (then it isolates as always)."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        OPEN = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgsandbox test' "
+            "AND state LIKE 'idle in transaction%'"
+        )
+
+        @pytest.mark.asyncio
+        async def test_async_only(pg, pg_async_conn):
+            await pg_async_conn.execute("CREATE TABLE a (id int)")
+            cur = await pg_async_conn.execute(OPEN)
+            assert await cur.fetchone() == (0,)
+
+        @pytest.mark.asyncio
+        async def test_both(pg, pg_async_conn):
+            pg.execute("CREATE TABLE b (id int)")
+            cur = await pg_async_conn.execute(OPEN)
+            assert await cur.fetchone() == (1,)
+
+        def test_nothing_left(pg):
+            assert pg.fetchval("SELECT to_regclass('a') IS NULL AND to_regclass('b') IS NULL")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "-o", "asyncio_default_fixture_loop_scope=function"
+    )
+    result.assert_outcomes(passed=3)
+
+
+KEPT_ASYNCPG = """
+import pytest
+
+seen = {{}}
+
+
+async def state(conn):
+    return {{
+        "locks": await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "table": await conn.fetchval("SELECT to_regclass('t')::text"),
+    }}
+
+
+@pytest.mark.asyncio(loop_scope="{scope}")
+async def test_one(pg_asyncpg):
+    seen["pid"] = pg_asyncpg.get_server_pid()
+    await pg_asyncpg.execute("CREATE TABLE t (a int); INSERT INTO t VALUES (1)")
+    assert await pg_asyncpg.fetch("SELECT * FROM t") == [(1,)]
+    await pg_asyncpg.execute("SELECT pg_advisory_lock(7)")
+    await pg_asyncpg.add_listener("news", lambda *args: None)
+    seen["statements"] = {{
+        r[0] for r in await pg_asyncpg.fetch("SELECT name FROM pg_prepared_statements")
+    }}
+    assert seen["statements"]
+
+
+@pytest.mark.asyncio(loop_scope="{scope}")
+async def test_two(pg_asyncpg):
+    # The same session, as a new one would be: the same query on a table of another shape.
+    assert pg_asyncpg.get_server_pid() {same} seen["pid"]
+    assert await state(pg_asyncpg) == {{"locks": 0, "table": None}}
+    names = {{r[0] for r in await pg_asyncpg.fetch("SELECT name FROM pg_prepared_statements")}}
+    assert not names & seen["statements"]
+    assert await pg_asyncpg.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+    await pg_asyncpg.execute("CREATE TABLE t (a text, b int); INSERT INTO t VALUES ('x', 2)")
+    assert await pg_asyncpg.fetch("SELECT * FROM t") == [("x", 2)]
+    async with pg_asyncpg.transaction():  # a savepoint inside the test's transaction
+        await pg_asyncpg.execute("INSERT INTO t VALUES ('y', 3)")
+    assert await pg_asyncpg.fetchval("SELECT count(*) FROM t") == 2
+
+
+@pytest.mark.asyncio(loop_scope="{scope}")
+async def test_three(pg_asyncpg, pg):
+    assert await pg_asyncpg.fetchval("SELECT to_regclass('t')") is None
+    assert pg.fetchval("SELECT to_regclass('t')") is None
+"""
+
+
+@pytest.mark.parametrize(("scope", "same"), [("module", "=="), ("function", "!=")])
+def test_asyncpg_connection_is_handed_on_within_its_event_loop(
+    pytester: pytest.Pytester, runtime: Path, scope: str, same: str
+) -> None:
+    """On a loop wider than a test the next test takes the connection over, clean; with a
+    loop per test each test has a new backend. Either way nothing is left open (-W error)."""
+    pytester.makepyfile(KEPT_ASYNCPG.format(scope=scope, same=same))
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:randomly",
+        "--pg-verify-isolation",
+        "-W",
+        "error",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+    )
+    result.assert_outcomes(passed=3)
+
+
 def test_pool_under_transaction_isolation_says_what_to_do(
     pytester: pytest.Pytester, runtime: Path
 ) -> None:

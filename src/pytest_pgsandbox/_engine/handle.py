@@ -39,7 +39,7 @@ class PgDatabase(DatabaseHelpers):
 
     def __init__(
         self,
-        conn: psycopg.Connection[Any],
+        conn: psycopg.Connection[Any] | Callable[[], psycopg.Connection[Any]],
         info: ConnInfo,
         isolation: str = "transaction",
         restart: Callable[[], psycopg.Connection[Any]] | None = None,
@@ -48,7 +48,14 @@ class PgDatabase(DatabaseHelpers):
         local_role: str = "",
         committed: Callable[[], bool] | None = None,
     ) -> None:
-        self.conn = conn
+        # A callable: the connection is opened (its transaction begun) when first used. Tests
+        # that only use another driver's connection (the async fixtures) do not pay for it.
+        self._conn: psycopg.Connection[Any] | None = None
+        self._open: Callable[[], psycopg.Connection[Any]] | None = None
+        if callable(conn):
+            self._open = conn
+        else:
+            self._conn = conn
         # Whether a COMMIT sent as SQL ended the test's transaction (transaction isolation),
         # and whether the test was told so already (then its end only repairs, quietly).
         self._committed = committed
@@ -63,6 +70,22 @@ class PgDatabase(DatabaseHelpers):
         self._restart = restart
         self._baseline = baseline
         self._time: FrozenTime | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            assert self._open is not None
+            self._conn = self._open()
+        return self._conn
+
+    @conn.setter
+    def conn(self, value: psycopg.Connection[Any]) -> None:
+        self._conn = value
+
+    @property
+    def conn_used(self) -> bool:
+        """Whether ``conn`` was opened (always, unless it opens when first used)."""
+        return self._conn is not None
 
     # -- time ------------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ import contextlib
 from collections.abc import AsyncGenerator
 from collections.abc import AsyncIterator
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import cast
 
 import pytest
 
@@ -60,11 +62,11 @@ def _psycopg_owner(pg: PgDatabase) -> AsyncPsycopg:
     return AsyncPsycopg(info, isolated=isolated, set_role=set_role)
 
 
-def _asyncpg(pg: PgDatabase) -> AsyncGenerator[Any, None]:
+def _asyncpg(pg: PgDatabase, kept: Any = None) -> AsyncGenerator[Any, None]:
     from pytest_pgsandbox._engine.drivers.aio import AsyncPg
 
     info, isolated, set_role = pg.driver_target()
-    return _owned(AsyncPg(info, isolated=isolated, set_role=set_role))
+    return _owned(AsyncPg(info, isolated=isolated, set_role=set_role, kept=kept))
 
 
 async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
@@ -85,10 +87,20 @@ async def _async_session(pg: PgDatabase) -> AsyncGenerator[Any, None]:
             try:
                 yield session
             finally:
-                await session.close()
+                await _end_session(session, pg.isolation)
     finally:
         SHARED_ASYNC.conn = None
         await owner.close()
+
+
+async def _end_session(session: Any, isolation: str) -> None:
+    """Close the test's session. Under transaction isolation the test's rollback undoes all
+    it did: invalidated, its connection is let go without two rollbacks of its own first
+    (its savepoint's, then the connection's), which would cost two round trips."""
+    if isolation == "transaction":
+        await session.invalidate()
+    else:
+        await session.close()
 
 
 async def _asyncpg_pool(pg: PgDatabase) -> AsyncGenerator[Callable[..., Any], None]:
@@ -128,15 +140,16 @@ _DRIVER = {
 # -- one hidden fixture per plugin (and loop scope), one public fixture that routes ---------
 
 
-async def _clean_failures(kind: str, pg: PgDatabase) -> AsyncGenerator[Any, None]:
+async def _clean_failures(kind: str, pg: PgDatabase, kept: Any = None) -> AsyncGenerator[Any, None]:
     """The work of ``kind``; a missing driver or a database error fails the test with the
-    message alone (no traceback from inside the driver)."""
+    message alone (no traceback from inside the driver). ``kept``: where asyncpg
+    connections wait for the next test on the same event loop (loops wider than a test)."""
     __tracebackhide__ = True
     import psycopg
 
     from pytest_pgsandbox.errors import PgSandboxError
 
-    work: AsyncGenerator[Any, None] = _WORK[kind](pg)
+    work: AsyncGenerator[Any, None] = _asyncpg(pg, kept) if kind == "asyncpg" else _WORK[kind](pg)
     try:
         value = await work.__anext__()
     except (PgSandboxError, psycopg.Error) as exc:
@@ -168,17 +181,31 @@ def _make_anyio(kind: str) -> Any:
 def _make_asyncio(kind: str, scope: str) -> Any:
     import pytest_asyncio
 
-    def work(pg: PgDatabase) -> AsyncIterator[Any]:
-        return _clean_failures(kind, pg)
+    keeps = kind == "asyncpg" and scope != "function"
 
-    async def fixture(pg: PgDatabase) -> AsyncIterator[Any]:
-        async for value in work(pg):
+    async def fixture(pg: PgDatabase, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+        # An asyncpg connection belongs to its event loop: on a loop that outlives the test
+        # the next test of that loop takes it over, instead of a new backend of its own.
+        # Asked for here, on the loop: set up after it, so closed before it is.
+        kept = request.getfixturevalue(f"_pgsb_asyncpg_kept_{scope}") if keeps else None
+        async for value in _clean_failures(kind, pg, kept):
             yield value
 
     loop_scope: Any = scope
     return pytest_asyncio.fixture(
         fixture, loop_scope=loop_scope, name=f"_pgsb_{kind}_asyncio_{scope}"
     )
+
+
+def _make_kept(scope: str) -> Any:
+    def kept() -> Iterator[Any]:
+        from pytest_pgsandbox._engine.drivers.aio import KeptAsyncpg
+
+        found = KeptAsyncpg()
+        yield found
+        found.close()  # before the loop of the scope closes: nothing of it is left open
+
+    return pytest.fixture(scope=cast(Any, scope), name=f"_pgsb_asyncpg_kept_{scope}")(kept)
 
 
 def _asyncio_loop_scope(request: pytest.FixtureRequest) -> str | None:
@@ -261,3 +288,5 @@ else:
     for _kind in KINDS:
         for _scope in SCOPES:
             globals()[f"_pgsb_{_kind}_asyncio_{_scope}"] = _make_asyncio(_kind, _scope)
+    for _scope in SCOPES[1:]:
+        globals()[f"_pgsb_asyncpg_kept_{_scope}"] = _make_kept(_scope)

@@ -211,7 +211,9 @@ class AsyncPsycopg:
                 # exits, after close() returns: the next test could still find them.
                 with contextlib.suppress(psycopg.Error):
                     await conn.rollback()
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
+                    # Outside a transaction (psycopg would open one): a backend that exits
+                    # idle in a transaction looks to a reset like work left open.
+                    await _batch(conn, "SELECT pg_advisory_unlock_all()")
             else:
                 conn._pgsb_active = False
                 keep = await self._end(conn) and self._idle is not None
@@ -265,23 +267,82 @@ class AsyncPsycopg:
         )
 
 
+class KeptAsyncpg:
+    """asyncpg connections of ended tests, kept for the next tests on the same event loop
+    (transaction isolation, a loop wider than one test: pytest-asyncio's ``loop_scope``).
+
+    An asyncpg connection belongs to the loop that made it, so with a loop per test each test
+    connects anew (a new backend: most of its cost); a loop that outlives the test lets the
+    next one take the connection over. It is handed on as a new one would be: rolled back,
+    its sequences, advisory locks, prepared statements (asyncpg's cache too), cursors,
+    listeners and type cache put back or emptied. ``close()`` ends them while their loop is
+    still open (the scope's own fixture, torn down before the loop).
+    """
+
+    def __init__(self) -> None:
+        self.connections: list[tuple[ConnInfo, Any, Any]] = []  # (info, loop, connection)
+
+    def take(self, info: ConnInfo) -> Any:
+        loop = asyncio.get_running_loop()
+        for i, (kept_info, kept_loop, conn) in enumerate(self.connections):
+            if kept_info == info and kept_loop is loop:
+                del self.connections[i]
+                if not conn.is_closed():
+                    return conn
+                break
+        return None
+
+    def put(self, info: ConnInfo, conn: Any) -> None:
+        self.connections.append((info, asyncio.get_running_loop(), conn))
+
+    def close(self) -> None:
+        connections, self.connections = self.connections, []
+        for _info, loop, conn in connections:
+            with contextlib.suppress(Exception):
+                conn.terminate()  # its transport closes as the loop runs its last callbacks
+                if not loop.is_closed() and not loop.is_running():
+                    loop.run_until_complete(asyncio.sleep(0))
+
+
+# The parts of an asyncpg connection that its own state lives in: without one of them (another
+# asyncpg version), a connection is not handed on.
+_ASYNCPG_STATE = ("_mark_stmts_as_closed", "_drop_local_type_cache", "_listeners", "_log_listeners")
+
+
 class AsyncPg:
     """The asyncpg connection of a test (``isolated``: in an outer transaction)."""
 
     def __init__(
-        self, info: ConnInfo, isolated: bool, timeout: float = 60.0, set_role: str = ""
+        self,
+        info: ConnInfo,
+        isolated: bool,
+        timeout: float = 60.0,
+        set_role: str = "",
+        kept: KeptAsyncpg | None = None,
     ) -> None:
         self.info = info
         self.isolated = isolated
         self.timeout = timeout
         self.set_role = set_role
+        self.kept = kept if isolated else None  # only the worker's one database is the same
         self.conn: Any = None
         self._outer: Any = None
         self._restore = ""
 
     async def open(self) -> Any:
         asyncpg = require_asyncpg()
+        conn = self.kept.take(self.info) if self.kept is not None else None
+        if conn is not None:
+            try:
+                await self._begin(conn)
+                return conn
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                conn.terminate()  # ended since (the database was replaced): a new one
         conn = await asyncpg.connect(dsn=self.info.url(), timeout=self.timeout)
+        await self._begin(conn)
+        return conn
+
+    async def _begin(self, conn: Any) -> None:
         self.conn = conn
         if self.isolated:
             # Between tests the sequences are where the worker's first test found them.
@@ -293,13 +354,12 @@ class AsyncPg:
             await self._outer.start()
             if self.set_role:
                 await conn.execute(self.set_role)
-        return conn
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is None or conn.is_closed():
             return
-        ended = False
+        ended = handed_on = False
         try:
             if self._outer is not None:
                 if not conn.is_in_transaction():
@@ -307,19 +367,52 @@ class AsyncPg:
                     # committed is already in the database; the caller repairs it.
                     self._outer = None
                     raise IsolationBroken(_BROKEN)
-                await self._end(conn)
+                if self.kept is not None and all(hasattr(conn, a) for a in _ASYNCPG_STATE):
+                    handed_on = await self._hand_on(conn)
+                else:
+                    await self._end(conn)
                 ended = True
             elif not conn.is_in_transaction():
                 # As for psycopg: session locks go before close(), not as the backend exits.
                 await conn.execute("SELECT pg_advisory_unlock_all()")
         finally:
-            if ended:
+            if handed_on and self.kept is not None:
+                self.kept.put(self.info, conn)
+            elif ended:
                 # Nothing of the session is left to wait for: its transaction is rolled
                 # back, its locks and sequences put back. Waiting for the backend to exit
                 # (close()) would cost more than the test's own statements.
                 conn.terminate()
             else:
                 await conn.close(timeout=self.timeout)
+
+    async def _hand_on(self, conn: Any) -> bool:
+        """Roll back as ``_end`` does, through asyncpg's own transaction (it must know the
+        connection is out of it), and leave the session as a new one: whether that worked."""
+        asyncpg = require_asyncpg()
+        block = f"{guard_block(self._restore)}; " if self._restore else ""
+        outer, self._outer = self._outer, None
+        try:
+            if block:
+                await conn.execute(f"RESET ROLE; {block}")
+            await outer.rollback()
+            # Session state a rollback leaves: sequences' currval, prepared statements
+            # (asyncpg's among them), cursors WITH HOLD, advisory locks.
+            await conn.execute(
+                f"{block}DISCARD SEQUENCES; DEALLOCATE ALL; CLOSE ALL; "
+                "SELECT pg_advisory_unlock_all()"
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError):
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+            rest = "; ".join(x for x in (self._restore, "SELECT pg_advisory_unlock_all()") if x)
+            await conn.execute(rest)
+            return False
+        conn._mark_stmts_as_closed()  # deallocated above
+        conn._drop_local_type_cache()  # types the test made are gone
+        conn._listeners.clear()  # UNLISTEN: the rollback undid the test's LISTEN
+        conn._log_listeners.clear()
+        return True
 
     async def _end(self, conn: Any) -> None:
         """Roll the outer transaction back; put back the sequences and session advisory
