@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import time
 from pathlib import Path
 
+from filelock import FileLock
+
 from pytest_pgsandbox._engine.servers import provision
+from pytest_pgsandbox._engine.servers.cache import KEEP_TEMPLATES
+from pytest_pgsandbox._engine.servers.cache import MARKS
+from pytest_pgsandbox._engine.servers.cache import RECENT_SECONDS
+from pytest_pgsandbox._engine.servers.cache import InitdbCache
 from pytest_pgsandbox._engine.servers.cache import TemplateClusterCache
+from pytest_pgsandbox._engine.servers.cache import marks
+from pytest_pgsandbox._engine.servers.cache import project_mark
+from pytest_pgsandbox._engine.servers.cache import prune
 from pytest_pgsandbox._engine.servers.choice import local_cluster
 from pytest_pgsandbox._engine.servers.cluster import LocalCluster
 from pytest_pgsandbox._engine.templates.template import KEEP_OLD
@@ -51,44 +63,86 @@ def test_found_again_and_old_ones_reaped(existing: LocalCluster, tmp_path: Path)
         assert not provision.exists(conn, built[-1].name)
 
 
-def test_template_cluster_cache_keeps_the_newest_entries(
+def test_template_cluster_cache_keeps_the_newest_entries_per_project(
     settings: Settings, tmp_path: Path
 ) -> None:
-    cluster = local_cluster(settings.with_values(bin_dir=Path("embedded")))
+    cluster = local_cluster(
+        settings.with_values(bin_dir=Path("embedded"), cache_dir=tmp_path / "cache")
+    )
     base = cluster.data_source
-    assert base is not None
-    made = []
-    for n in range(5):
+    assert isinstance(base, InitdbCache)
+
+    def cache(project: str, n: int) -> TemplateClusterCache:
         spec = spec_with(tmp_path, n)
-        cache = TemplateClusterCache(
-            base,  # type: ignore[arg-type]
+        return TemplateClusterCache(
+            base,
             fingerprint(spec, 18),
-            lambda admin, spec=spec: ensure_template(admin, spec, 18, "run"),  # type: ignore[misc]
+            lambda admin: ensure_template(admin, spec, 18, "run"),
+            project=project,
         )
-        data, _password, built = cache.get()
-        assert built
-        assert (data / "PG_VERSION").exists()
-        made.append(cache.entry)
-    left = [entry for entry in made if entry.exists()]
-    assert left == made[-TemplateClusterCache.KEEP :]
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    shared = cache(a, 0)
+    data, _password, built = shared.get()
+    assert built
+    assert (data / "PG_VERSION").exists()
+    assert cache(b, 0).get()[2] is False  # the same inputs: the same entry, shared
+    assert set(marks(shared.entry)) == {project_mark(a), project_mark(b)}
+    made = [cache(b, n) for n in range(1, 5)]
+    for entry in made:
+        assert entry.get()[2]
+    # b's fourth and fifth templates took its two oldest out: the one it shared with a stays
+    # (a still uses it), only without b's mark; the other, b's alone, is gone.
+    assert set(marks(shared.entry)) == {project_mark(a)}
+    assert [c.entry.exists() for c in made] == [False, True, True, True]
+    assert all(set(marks(c.entry)) == {project_mark(b)} for c in made[1:])
+    assert cache(a, 0).get()[2] is False
+    marked = shared.entry / MARKS / project_mark(a)
+    assert stat.S_IMODE(marked.stat().st_mode) == 0o600
+    assert stat.S_IMODE(marked.parent.stat().st_mode) == 0o700
+    assert a not in " ".join(p.name for p in shared.entry.rglob("*"))
 
 
-def test_the_cache_forgets_the_least_recently_used_entries(tmp_path: Path) -> None:
-    import os
+def fake_entry(root: Path, name: str, used: float, **projects: float) -> Path:
+    """A template cache entry as far as prune looks: its folder, its marks and their times."""
+    entry = root / "templates" / name
+    (entry / "data").mkdir(parents=True)
+    for project, when in projects.items():
+        (entry / MARKS).mkdir(exist_ok=True)
+        (entry / MARKS / project_mark(project)).touch()
+        os.utime(entry / MARKS / project_mark(project), (when, when))
+    os.utime(entry, (used, used))
+    return entry
 
-    from pytest_pgsandbox._engine.servers.cache import KEEP_INITDB
-    from pytest_pgsandbox._engine.servers.cache import prune
 
-    folder = tmp_path / "initdb"
-    for n in range(KEEP_INITDB + 3):
-        entry = folder / f"pg18-{n}"
-        (entry / "data").mkdir(parents=True)
-        os.utime(entry, (1000 + n, 1000 + n))
-    removed = prune(tmp_path)
-    assert removed == [f"initdb/pg18-{n}" for n in (2, 1, 0)]
-    assert sorted(p.name for p in folder.iterdir()) == [
-        f"pg18-{n}" for n in range(3, KEEP_INITDB + 3)
+def test_prune_keeps_every_recent_projects_newest_templates_longest(tmp_path: Path) -> None:
+    now = time.time()
+    # One busy project fills the cache beyond its limit with entries of its own newest three
+    # and older ones it no longer marks as its newest (marked, but beyond KEEP).
+    for n in range(KEEP_TEMPLATES):
+        fake_entry(tmp_path, f"pg18-v3-busy{n:02d}", now - n, busy=now - n)
+    quiet = fake_entry(tmp_path, "pg18-v3-quiet0", now - 9000, quiet=now - 9000)
+    gone = now - 2 * RECENT_SECONDS
+    stale = fake_entry(tmp_path, "pg18-v3-stale", now - 100, stale=gone)
+    unowned = fake_entry(tmp_path, "pg18-v3-unowned", now)  # made by an older version
+    building = fake_entry(tmp_path, "pg18-v3-building", now - 99999)
+    with FileLock(str(building) + ".lock", timeout=0):
+        removed = prune(tmp_path)
+    assert building.exists()  # never while another process builds it
+    left = {p.name for p in (tmp_path / "templates").iterdir() if p.is_dir()}
+    assert len(left) == KEEP_TEMPLATES + 1
+    # Unowned first, then the least recently used of those that are neither among a
+    # project's newest three nor a recently active project's; the quiet project's only
+    # template, used longest ago of the rest, stays, as do the busy project's newest three.
+    assert removed == [
+        "templates/pg18-v3-unowned",
+        "templates/pg18-v3-stale",
+        "templates/pg18-v3-busy23",
     ]
+    assert not unowned.exists()
+    assert not stale.exists()
+    assert quiet.exists()
+    assert {f"pg18-v3-busy{n:02d}" for n in range(3)} <= left
 
 
 _FREE_SPACE_MAPS = """

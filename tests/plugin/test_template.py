@@ -315,3 +315,40 @@ def test_throwaway_servers_start_with_the_template_already_built(
     third = pytester.runpytest_subprocess()
     third.stdout.fnmatch_lines(["postgresql: template built: * in *"])
     assert leftovers(runtime) == []
+
+
+def test_the_cluster_cache_keeps_templates_per_project(
+    pytester: pytest.Pytester, runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache of its own: what other tests leave in the shared one does not count here.
+    cache = runtime.parent / "cache"
+    monkeypatch.setenv("PGSANDBOX_CACHE_DIR", str(cache))
+    for project in ("a", "b"):
+        folder = pytester.mkdir(project)
+        (folder / "pytest.ini").write_text("[pytest]\npg_schema = sql:schema.sql\n")
+        (folder / "test_it.py").write_text(
+            "def test_it(pg):\n    assert pg.execute('SELECT count(*) FROM t').fetchone()\n"
+        )
+
+    def run(project: str, version: int) -> pytest.RunResult:
+        schema = f"CREATE TABLE t (id int);\nCREATE TABLE {project}{version} (id int);\n"
+        (pytester.path / project / "schema.sql").write_text(schema)
+        result = pytester.runpytest_subprocess(project)
+        result.assert_outcomes(passed=1)
+        return result
+
+    built = "*ready in * s, its cluster cache was prepared*"
+    run("a", 1).stdout.fnmatch_lines([built, "postgresql: template built: * in *"])
+    [entry] = [p for p in (cache / "templates").iterdir() if p.is_dir()]
+    made = (entry / "meta.json").stat().st_mtime_ns
+    for version in range(1, 5):  # another project's four templates (a branch switch or so)
+        run("b", version).stdout.fnmatch_lines([built])
+    # Project a's next run finds its template in the cache: no migrations, no staging server.
+    again = run("a", 1)
+    again.stdout.fnmatch_lines(["postgresql: template reused: * (no migrations ran)"])
+    again.stdout.no_fnmatch_line(built)
+    assert (entry / "meta.json").stat().st_mtime_ns == made  # the same entry, not rebuilt
+    assert len([p for p in (cache / "templates").iterdir() if p.is_dir()]) == 1 + 3
+    # b's fourth template took b's own oldest out of the cache: b builds that one again.
+    run("b", 1).stdout.fnmatch_lines([built, "postgresql: template built: * in *"])
+    assert leftovers(runtime) == []

@@ -5,15 +5,18 @@
   that a throw-away server starts with its template already in place.
 
 Each entry is made in a staging server under a file lock, stopped cleanly, and moved into
-the cache; ``meta.json`` (mode 0600, written last) marks it complete.
+the cache; ``meta.json`` (mode 0600, written last) marks it complete. A template entry also
+holds a mark per project that used it (``projects/``, 0700, one empty 0600 file each).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,23 +102,40 @@ class TemplateClusterCache:
 
     Copied instead of the plain initdb cache, it gives a private server whose template is
     there from the start: an unchanged schema is not built again, even across runs whose
-    servers are thrown away. The newest ``KEEP`` entries per set of binaries are kept.
+    servers are thrown away.
+
+    Kept per project (the folder a run starts from): every ``get`` marks the entry as used
+    by its project (``projects/<hash of the project's path>``, an empty file whose mtime is
+    the last use). Projects with the same inputs share one entry. After a build, a project's
+    entries beyond its newest ``KEEP`` (per set of binaries) lose its mark, and an entry no
+    project marks any more is removed: one project's builds never push out another's.
     """
 
     base: InitdbCache
     digest: str
     build: Callable[[ConnInfo], object]
+    project: str | None = None  # None: runs that name no project share one anonymous mark
 
     KEEP = 3
 
     @property
     def entry(self) -> Path:
-        name = f"{self.base.binaries.key}-v{CACHE_LAYOUT}-{self.digest[:16]}"
-        return self.base.root / "templates" / name
+        return self.base.root / "templates" / f"{self.prefix}{self.digest[:16]}"
+
+    @property
+    def prefix(self) -> str:
+        """The start of the names of every entry for these binaries."""
+        return f"{self.base.binaries.key}-v{CACHE_LAYOUT}-"
+
+    @property
+    def mark(self) -> str:
+        return project_mark(self.project)
 
     def get(self) -> tuple[Path, str, bool]:
         entry = self.entry
-        got = _cached(entry, LOCK_SECONDS, self._build)
+        # Marked before the copy starts (an evicting run then sees it) and, when built now,
+        # before the cache is pruned.
+        got = _cached(entry, LOCK_SECONDS, self._build, lambda e: _touch_mark(e, self.mark))
         if got[2]:
             self._evict(entry)
         return got
@@ -133,61 +153,142 @@ class TemplateClusterCache:
         return _snapshot(self.base, entry, copy, prepare)
 
     def _evict(self, keep: Path) -> None:
-        prefix = f"{self.base.binaries.key}-v{CACHE_LAYOUT}-"
-        entries = sorted(
-            (p for p in keep.parent.glob(prefix + "*") if p.is_dir() and p != keep),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for old in entries[self.KEEP - 1 :]:
-            remove_tree(old)
+        """Unmark this project's entries beyond its newest ``KEEP``; remove the unmarked."""
+        mine = []
+        for path in keep.parent.glob(self.prefix + "*"):
+            used = marks(path).get(self.mark) if path.is_dir() and path != keep else None
+            if used is not None:
+                mine.append((used, path))
+        mine.sort(reverse=True)
+        for _used, old in mine[self.KEEP - 1 :]:
+            with contextlib.suppress(FileNotFoundError):
+                (old / MARKS / self.mark).unlink()
+            if not marks(old):  # no other project uses it
+                _remove_unless_building(old)
 
 
 LOCK_SECONDS = 900.0  # building a template may take a while: migrations
 # A cache in RAM must not grow without bound: binaries that were reinstalled (a new virtualenv)
 # get new entries, and old ones are never asked for again. Least recently used go first.
 KEEP_INITDB = 4
-KEEP_TEMPLATES = 8
+# Room for several projects' few templates each (TemplateClusterCache.KEEP per project).
+KEEP_TEMPLATES = 24
+# A project that has not used the cache for this long no longer shields its entries in prune.
+RECENT_SECONDS = 30 * 24 * 3600.0
+MARKS = "projects"  # in a template entry: one empty file per project that used it
+
+
+def project_mark(project: str | None) -> str:
+    """The name of a project's mark: a hash of its folder, not the path in clear."""
+    return hashlib.sha256((project or "").encode()).hexdigest()[:16]
+
+
+def marks(entry: Path) -> dict[str, float]:
+    """The projects that marked a template entry: {mark: when it last used it}."""
+    found = {}
+    with contextlib.suppress(OSError):
+        for mark in (entry / MARKS).iterdir():
+            with contextlib.suppress(OSError):
+                found[mark.name] = mark.stat().st_mtime
+    return found
+
+
+def _touch_mark(entry: Path, mark: str) -> None:
+    folder = entry / MARKS
+    with contextlib.suppress(OSError):  # a mark is a hint for clean-up: never worth failing
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.close(os.open(folder / mark, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.utime(folder / mark)
+
+
+def _shielded(entries: list[Path], now: float) -> set[Path]:
+    """Template entries among the newest ``KEEP`` of some project (per set of binaries)
+    that used the cache within ``RECENT_SECONDS``."""
+    by_owner: dict[tuple[str, str], list[tuple[float, Path]]] = {}
+    for entry in entries:
+        binaries = entry.name.rsplit("-", 1)[0]
+        for mark, used in marks(entry).items():
+            by_owner.setdefault((binaries, mark), []).append((used, entry))
+    shielded: set[Path] = set()
+    for owned in by_owner.values():
+        owned.sort(reverse=True)
+        if now - owned[0][0] <= RECENT_SECONDS:
+            shielded.update(entry for _used, entry in owned[: TemplateClusterCache.KEEP])
+    return shielded
 
 
 def prune(root: Path) -> list[str]:
-    """Remove the least recently used cache entries beyond the limits; returns their names."""
+    """Remove the least recently used cache entries beyond the limits; returns their names.
+
+    Template entries go in this order: those no project marks (made by older versions),
+    then those that are not among the newest few of a recently active project, then the
+    rest; least recently used first within each.
+    """
     removed = []
+    now = time.time()
     for kind, keep in (("initdb", KEEP_INITDB), ("templates", KEEP_TEMPLATES)):
         folder = root / kind
         if not folder.is_dir():
             continue
-        entries = sorted(
-            (p for p in folder.iterdir() if p.is_dir()),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for old in entries[keep:]:
-            lock = FileLock(str(old) + ".lock", timeout=0)
+        entries = [p for p in folder.iterdir() if p.is_dir()]
+        # initdb entries have no owners: they go by their last use alone.
+        shielded = _shielded(entries, now) if kind == "templates" else set(entries)
+        ranked = []
+        for entry in entries:
             try:
-                with lock:  # not while another process is building it
-                    remove_tree(old)
-            except Timeout:
+                used = entry.stat().st_mtime
+            except FileNotFoundError:  # removed by another process meanwhile
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                Path(lock.lock_file).unlink()
-            removed.append(f"{kind}/{old.name}")
+            tier = 2 if entry in shielded else 1 if marks(entry) else 0
+            ranked.append((tier, used, entry))
+        ranked.sort(reverse=True)  # the ones to keep first
+        for _tier, _used, old in reversed(ranked[keep:]):  # the least worth keeping first
+            if _remove_unless_building(old):
+                removed.append(f"{kind}/{old.name}")
     return removed
 
 
-def _cached(entry: Path, timeout: float, build: Callable[[Path], str]) -> tuple[Path, str, bool]:
-    """An entry of a cluster cache: (data folder, password, built now?), built under a lock."""
+def _remove_unless_building(entry: Path) -> bool:
+    """Remove a cache entry unless another process holds its lock (is building it)."""
+    lock = FileLock(str(entry) + ".lock", timeout=0)
+    try:
+        with lock:
+            remove_tree(entry)
+    except Timeout:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        Path(lock.lock_file).unlink()
+    return True
+
+
+def _cached(
+    entry: Path,
+    timeout: float,
+    build: Callable[[Path], str],
+    used: Callable[[Path], None] | None = None,
+) -> tuple[Path, str, bool]:
+    """An entry of a cluster cache: (data folder, password, built now?), built under a lock.
+
+    ``used(entry)`` is called once the entry is complete (and before pruning, when it was
+    built now).
+    """
     meta = entry / "meta.json"
     if meta.exists():
         with contextlib.suppress(OSError):
             os.utime(entry)  # recently used: pruned last
+        if used is not None:
+            used(entry)
         return entry / "data", json.loads(meta.read_text())["password"], False
     entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         with FileLock(str(entry) + ".lock", timeout=timeout):
             if meta.exists():  # built by another process while we waited
+                if used is not None:
+                    used(entry)
                 return entry / "data", json.loads(meta.read_text())["password"], False
             password = build(entry)
+            if used is not None:
+                used(entry)
         prune(entry.parent.parent)
     except Timeout:
         raise ServerStartError(

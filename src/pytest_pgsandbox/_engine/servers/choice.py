@@ -63,6 +63,7 @@ class ExternalServer:
     # Set when it is a reusable server this run attached to: which, for the report.
     attached: str = ""
     _died: ServerDied | None = field(default=None, init=False, repr=False)
+    _looked_at: float = field(default=-1.0, init=False, repr=False)
 
     owns_cluster = False
     outlives_session = True
@@ -101,11 +102,18 @@ class ExternalServer:
 
     def check_alive(self, recheck: bool = False) -> None:
         """For a local server of ours that another process started (an xdist worker of this
-        run, or a reusable one): raise ServerDied if its postmaster is gone."""
+        run, or a reusable one): raise ServerDied if its postmaster is gone.
+
+        Looks at most once a second unless ``recheck`` (after an error): each look reads
+        two files, and it is called before every step of every test."""
         if self._died is not None:
             raise self._died.with_traceback(None)  # not a traceback that grows
         if self.folder is None:
             return
+        now = time.monotonic()
+        if not recheck and 0 <= now - self._looked_at < 1.0:
+            return
+        self._looked_at = now
         pid = janitor.postmaster_pid(self.folder / "data")
         if pid is None or janitor.is_our_postmaster(pid, self.folder):
             return
@@ -184,7 +192,11 @@ def local_cluster(
     project: str | None = None,
     by: str = "a test run",
 ) -> LocalCluster:
-    """A LocalCluster (not started yet), with its binaries made reachable by the server user."""
+    """A LocalCluster (not started yet), with its binaries made reachable by the server user.
+
+    ``project``: the folder the run starts from. The template cache keeps its entries per
+    project; the server itself records it only when reusable (only that project attaches).
+    """
     binaries = binaries or find_binaries(settings.bin_dir)
     run_as = places.server_user()
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
@@ -202,7 +214,10 @@ def local_cluster(
     if prebuild is not None:
         major = binaries.major
         cache = TemplateClusterCache(
-            initdb, prebuild.digest(major), lambda admin: prebuild.build(admin, major)
+            initdb,
+            prebuild.digest(major),
+            lambda admin: prebuild.build(admin, major),
+            project=project,  # its entries are kept per project
         )
     options = ClusterOptions(
         tcp=settings.tcp or settings.port != 0,
@@ -383,7 +398,7 @@ def open_server(
         if attached is not None:
             return attached
     if run is None:
-        cluster = local_cluster(settings, binaries, prebuild=prebuild)
+        cluster = local_cluster(settings, binaries, prebuild=prebuild, project=project)
         cluster.start()
         return cluster
     runtime = places.runtime_dir(settings.runtime_dir, settings.tmpfs)
@@ -393,7 +408,12 @@ def open_server(
             if attached is not None:
                 return attached
             cluster = local_cluster(
-                settings, binaries, run=run, owner_pid=owner_pid, prebuild=prebuild
+                settings,
+                binaries,
+                run=run,
+                owner_pid=owner_pid,
+                prebuild=prebuild,
+                project=project,
             )
             cluster.start()
             return cluster
