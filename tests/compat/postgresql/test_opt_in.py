@@ -4,10 +4,14 @@ with pytest-postgresql installed too, nothing breaks and the header says who pro
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
 UPSTREAM = importlib.util.find_spec("pytest_postgresql") is not None
+if not UPSTREAM and os.environ.get("PGSB_TESTS_NEED_PYTEST_POSTGRESQL"):
+    # CI installed it for this module: the test with both installed must run, not skip.
+    raise RuntimeError("PGSB_TESTS_NEED_PYTEST_POSTGRESQL is set, and pytest-postgresql is absent")
 DEFAULTS = """
 def test_defaults(postgresql_proc, postgresql):
     assert type(postgresql_proc).__module__.startswith("pytest_pgsandbox")
