@@ -44,6 +44,8 @@ from pathlib import Path
 
 import report
 from pytest_pgsandbox._engine.servers import places
+from run import add_before
+from run import before_env
 from run import project_with
 from run import session
 
@@ -164,12 +166,7 @@ def main() -> int:
         help="also measure server=docker with this image (e.g. postgres:18, same major)",
     )
     parser.add_argument("--out", help="also write the figures to OUT/isolation.json (summary.py)")
-    parser.add_argument(
-        "--before",
-        type=Path,
-        metavar="DIR",
-        help="a checkout of an earlier version: measure its pgsandbox variants too, interleaved",
-    )
+    add_before(parser, "measure its pgsandbox variants too, interleaved")
     parser.add_argument(
         "--only",
         metavar="WORDS",
@@ -182,10 +179,7 @@ def main() -> int:
         for name in list(VARIANTS):
             if name != "no database" and not any(w in name for w in words):
                 del VARIANTS[name]
-    if args.before is not None:
-        src = args.before.resolve() / "src"
-        if not (src / "pytest_pgsandbox").is_dir():
-            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
+    if before_env(args.before, {}, parser) is not None:  # checks the folder
         for name in [n for n in VARIANTS if n.startswith("pgsandbox")]:
             VARIANTS[f"{name} (before)"] = VARIANTS[name]
             BEFORE.add(f"{name} (before)")
@@ -310,10 +304,7 @@ def _measure(
         "BENCH_DISK_PORT": str(disk.port or 5432),
         "BENCH_DISK_PASSWORD": disk.password or "",
     }
-    before_env = dict(run_env)
-    if args.before is not None:
-        path = [str(args.before.resolve() / "src"), run_env.get("PYTHONPATH", "")]
-        before_env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+    earlier = before_env(args.before, run_env) or run_env
     projects = {}
     for workload, body in (("read", READ), ("write", WRITE)):
         for name, (fixture, conn, commit, _) in VARIANTS.items():
@@ -333,7 +324,7 @@ def _measure(
                     "--pg-reuse",
                     *(a.format(app_url=app_url, image=image) for a in VARIANTS[name][3]),
                 ]
-                m = session(project, before_env if name in BEFORE else run_env, *extra)
+                m = session(project, earlier if name in BEFORE else run_env, *extra)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":
                     starts[name].append(m["first"] - m["launched"])

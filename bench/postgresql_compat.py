@@ -43,6 +43,8 @@ from isolation import WRITE
 from isolation import _start
 from isolation import schema_sql
 from pytest_pgsandbox._engine.servers import places
+from run import add_before
+from run import before_env
 from run import project_with
 from run import session
 
@@ -90,16 +92,9 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=300, help="tests per session")
     parser.add_argument("--repeat", type=int, default=3, help="sessions per figure (median)")
     parser.add_argument("--bin-dir", default="embedded", help="PostgreSQL binaries to use")
-    parser.add_argument(
-        "--before",
-        type=Path,
-        metavar="DIR",
-        help="a checkout of an earlier version: measure its changed-import variants too",
-    )
+    add_before(parser, "measure its changed-import variants too")
     args = parser.parse_args()
-    if args.before is not None:
-        if not (args.before.resolve() / "src" / "pytest_pgsandbox").is_dir():
-            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
+    if before_env(args.before, {}, parser) is not None:  # checks the folder
         for name in [n for n in VARIANTS if n.startswith("import changed")]:
             VARIANTS[f"{name} (before)"] = VARIANTS[name]
 
@@ -135,10 +130,7 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str) -> int:
         "BENCH_USER": admin.user,
         "BENCH_PASSWORD": admin.password or "",
     }
-    before_env = dict(run_env)
-    if args.before is not None:
-        path = [str(args.before.resolve() / "src"), run_env.get("PYTHONPATH", "")]
-        before_env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+    earlier = before_env(args.before, run_env) or run_env
     projects = {}
     for workload, body in (("read", READ), ("write", WRITE)):
         for name, (module, extra) in VARIANTS.items():
@@ -166,7 +158,7 @@ def _measure(args: argparse.Namespace, env: dict[str, str], url: str) -> int:
         for _ in range(args.repeat):
             for (workload, name), project in projects.items():  # interleaved: same noise
                 extra_args = ["--pg-reuse"] if VARIANTS[name][0] == "proc" else []
-                chosen = before_env if name.endswith("(before)") else run_env
+                chosen = earlier if name.endswith("(before)") else run_env
                 m = session(project, chosen, *extra_args)
                 spans[workload, name].append((m["last"] - m["first"]) * 1000 / args.tests)
                 if workload == "read":

@@ -78,6 +78,33 @@ MANY = {
 }
 
 
+def add_before(parser: argparse.ArgumentParser, what: str) -> None:
+    """The ``--before DIR`` option every benchmark has: an earlier checkout, measured too."""
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help=f"a checkout of an earlier version (git worktree add --detach DIR REV): {what}",
+    )
+
+
+def before_env(
+    before: Path | None, env: dict[str, str], parser: argparse.ArgumentParser | None = None
+) -> dict[str, str] | None:
+    """``env`` with ``--before``'s source first on ``PYTHONPATH`` (that version's plugin,
+    through the same virtualenv), or None without ``--before``; a bad folder is an error."""
+    if before is None:
+        return None
+    src = before.resolve() / "src"
+    if not (src / "pytest_pgsandbox").is_dir():
+        message = f"--before {before}: no src/pytest_pgsandbox there"
+        if parser is not None:
+            parser.error(message)
+        raise SystemExit(message)
+    path = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path}
+
+
 def session(project: Path, env: dict[str, str], *args: str) -> dict[str, float]:
     out = project / "marks.json"
     for old in project.glob("marks.json.*"):
@@ -349,21 +376,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="sessions per figure (median)")
     parser.add_argument("--tests", type=int, default=2000, help="tests per per-test session")
-    parser.add_argument(
-        "--before",
-        type=Path,
-        help="a checkout of an earlier version: measure it too, interleaved, and print both",
-    )
+    add_before(parser, "measure it too, interleaved, and print both")
     args = parser.parse_args()
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("PGSANDBOX_")}
     variants: Variants = {"now": base_env}
-    if args.before is not None:
-        src = args.before.resolve() / "src"
-        if not (src / "pytest_pgsandbox").is_dir():
-            parser.error(f"--before {args.before}: no src/pytest_pgsandbox there")
-        path = os.pathsep.join(p for p in (str(src), base_env.get("PYTHONPATH", "")) if p)
-        variants = {"before": {**base_env, "PYTHONPATH": path}, "now": base_env}
+    earlier = before_env(args.before, base_env, parser)
+    if earlier is not None:
+        variants = {"before": earlier, "now": base_env}
     labels = list(variants)
     kinds = ["embedded"]
     try:
