@@ -27,6 +27,17 @@ from pytest_pgsandbox._engine.servers.choice import ExternalServer
 
 
 def test_kills_the_server(pg, pg_server):
+    me = os.environ.get("PYTEST_XDIST_WORKER")
+    if me is not None:
+        # Not before the other worker uses the server: one that starts after the kill finds
+        # the run's server gone and starts one of its own, whose tests rightly pass.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with open({ran!r}, "a+") as f:
+                f.seek(0)
+                if any(line.split()[1] != me for line in f.read().splitlines()):
+                    break
+            time.sleep(0.01)
     pid = pg_server.process.pid if hasattr(pg_server, "process") else None
     if pid is None:  # an xdist worker attached to the run's server
         from pytest_pgsandbox._engine.servers import janitor
@@ -41,7 +52,7 @@ def test_kills_the_server(pg, pg_server):
 def test_after(pg, n):
     pg.execute("SELECT 1")  # meets the server: a test that does not may pass after the kill
     with open({ran!r}, "a") as f:
-        f.write(f"{{time.time()}}\\n")
+        f.write(f"{{time.time()}} {{os.environ.get('PYTEST_XDIST_WORKER', 'main')}}\\n")
 """
 N = 200
 
@@ -74,11 +85,22 @@ def test_a_killed_server_ends_the_rest_quickly_with_one_full_message(
     outcomes = result.parseoutcomes()
     # Under xdist the other worker may pass many tests before the kill; after it, none that
     # reached the server (but the one in flight as the kill lands).
-    ran_at = [float(line) for line in ran.read_text().split()] if ran.exists() else []
-    after_kill = sum(1 for t in ran_at if t > float(stamp.read_text()))
-    assert after_kill <= (2 if xdist else 0), f"{after_kill} tests passed after the kill"
+    lines = ran.read_text().splitlines() if ran.exists() else []
+    killed = float(stamp.read_text())
+    after_kill = [float(line.split()[0]) - killed for line in lines]
+    after_kill = [round(t, 3) for t in after_kill if t > 0]
+    if xdist:
+        # The other worker's backend lives on for a few milliseconds after its postmaster
+        # (until it notices): a test or two in flight then may pass, none a second later.
+        assert all(t < 1.0 for t in after_kill), (
+            f"tests passed this long after the kill: {after_kill}"
+        )
+    else:
+        assert after_kill == [], f"tests passed this long after the kill: {after_kill}"
     assert outcomes.get("passed", 0) < N
-    assert 1 <= outcomes.get("errors", 0) + outcomes.get("failed", 0) <= 2
+    # The killing test's teardown; under xdist also the other worker's test in flight (its
+    # call and its teardown).
+    assert 1 <= outcomes.get("errors", 0) + outcomes.get("failed", 0) <= (3 if xdist else 1)
     assert output.count("last lines of the server log") == 1, output
     assert output.count("stopped while tests were running; why is in the report of") == 1
     assert "The tests after it were not run." in output
@@ -87,6 +109,8 @@ def test_a_killed_server_ends_the_rest_quickly_with_one_full_message(
         assert "report of test_kill.py::test_kills_the_server." in output
     assert "checkpoint" not in output
     assert "cleanup after the session failed" not in output + result.stderr.str()
-    assert len(output.splitlines()) < 80
+    # Short: no traceback from inside pgsandbox (a test whose own query met the dead server
+    # shows the driver's, about 30 lines).
+    assert len(output.splitlines()) < 110
     # xdist's controller also waits for its workers to exit.
     assert took < (10 if xdist else 5), f"the session took {took:.1f} s to end after the kill"

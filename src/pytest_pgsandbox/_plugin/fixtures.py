@@ -489,11 +489,34 @@ def _fail_after_error(server: PgServer, exc: BaseException, what: str) -> NoRetu
         room = room_problem(folder) if isinstance(folder, Path) else ""
         _fail(f"{what}: {str(exc).strip()}" + (f"\n  {room}" if room else ""))
     here = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0] or "an earlier test"
-    first = died.reported_in
-    if first is None or first == here:
+    first = died.reported_in or _first_to_report(server, here)
+    if first is None:
         died.reported_in = here
         _fail(died)
+    died.reported_in = first
+    if first == here:  # its call met it, now its teardown: said in full once is enough
+        _fail("the PostgreSQL server is gone; why is in this test's first report, above.")
     _fail(f"the PostgreSQL server is gone; why is in the report of {first}.")
+
+
+def _first_to_report(server: PgServer, here: str) -> str | None:
+    """Which test of another xdist worker explained the death of the run's shared local
+    server already, or None if ``here`` is the first: one report in full per run."""
+    folder = getattr(server, "folder", None)
+    if not isinstance(folder, Path):
+        return None
+    mark = folder / "death-reported"  # in the server's folder: gone with it
+    try:
+        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            return mark.read_text() or "another worker's test"
+        return "another worker's test"
+    except OSError:
+        return None  # the folder is gone or closed to us: say it here
+    with os.fdopen(fd, "w") as f:
+        f.write(here)
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -500,10 +500,12 @@ def _stop_if_server_died(item: pytest.Item) -> None:
         return
     try:
         server.check_alive(recheck=True)
-    except ServerDied:
+    except ServerDied as died:
+        # The test that explained it (under xdist perhaps another worker's), else this one.
+        where = died.reported_in or item.nodeid
         message = (
             f"pgsandbox: the PostgreSQL server stopped while tests were running; why is in the "
-            f"report of {item.nodeid}. The tests after it were not run."
+            f"report of {where}. The tests after it were not run."
         )
         if getattr(item.config, "workeroutput", None) is None:
             item.session.shouldfail = message
