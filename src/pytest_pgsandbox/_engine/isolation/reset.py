@@ -155,6 +155,7 @@ DECLARE
     n int := 0;
     ended int := 0;
     who text;
+    waited timestamptz;
     phase text;
     db oid := (SELECT oid FROM pg_database WHERE datname = current_database());
 BEGIN
@@ -163,13 +164,17 @@ BEGIN
     -- Only sessions this role may end (all, for a superuser): another role's would fail it.
     -- Not pgsandbox's own (another run starting on a database used in place): they hold no
     -- test's work. A connection closed just now shows as it was until its backend has
-    -- exited (a millisecond or two): up to 50 ms for those to go, so that only what is
-    -- really left open is ended (and the test told).
+    -- exited (a millisecond or two, more on a loaded machine): up to 250 ms for those to go,
+    -- so that only what is really left open is ended (and the test told).
     IF EXISTS (SELECT FROM pg_stat_get_activity(NULL) a WHERE {left_open}) THEN
-        FOR i IN 1..50 LOOP
-            PERFORM pg_sleep(0.001);
+        waited := clock_timestamp();
+        LOOP
+            -- Short naps first: most exiting backends are gone within a few milliseconds.
+            PERFORM pg_sleep(CASE WHEN clock_timestamp() - waited < interval '20 ms'
+                                  THEN 0.001 ELSE 0.005 END);
             PERFORM pg_stat_clear_snapshot();  -- the activity is read once per transaction
-            EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_get_activity(NULL) a WHERE {left_open});
+            EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_get_activity(NULL) a WHERE {left_open})
+                   OR clock_timestamp() - waited > interval '250 ms';
         END LOOP;
         SELECT count({terminate}),
                string_agg(DISTINCT format('%s, %s', coalesce(nullif(a.application_name, ''),
