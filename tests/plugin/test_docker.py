@@ -71,15 +71,37 @@ def ours(dclient: Any, **labels: str) -> set[str]:
     return {c.name for c in dclient.containers.list(all=True, filters={"label": wanted})}
 
 
-def of_our_image(dclient: Any) -> set[str]:
-    """Our containers of IMAGE: a session elsewhere in the suite that falls back to Docker
-    (server=auto) runs the default image, and may be running while a test here counts."""
-    return ours(dclient, **{pgdocker.IMAGE_LABEL: IMAGE})
+RECORD_PID = """
+import os
 
 
-def labels_of(dclient: Any, names: set[str]) -> dict[str, Any]:
-    """What a container left behind carries (who made it), for the failure's message."""
-    return {c.name: c.labels for c in dclient.containers.list(all=True) if c.name in names}
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        with open(os.environ["SESSION_PIDS"], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+"""
+
+
+@pytest.fixture
+def session_pids(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file that the test's pytester sessions write their pids to: the owners of the
+    containers they make (other tests' sessions, on another xdist worker, make and leave
+    containers of their own meanwhile, some on purpose)."""
+    pids = pytester.path / "session-pids.txt"
+    monkeypatch.setenv("SESSION_PIDS", str(pids))
+    pytester.makeconftest(RECORD_PID)
+    return pids
+
+
+def left_by(dclient: Any, pids: Path) -> dict[str, Any]:
+    """The containers still there (running or not) that these sessions made: {name: labels}."""
+    owners = {f"{socket.gethostname()} {pid}" for pid in pids.read_text().split()}
+    assert owners, "no session recorded its pid"
+    return {
+        c.name: c.labels
+        for c in dclient.containers.list(all=True, filters={"label": f"{pgdocker.LABEL}=1"})
+        if (c.labels or {}).get(pgdocker.OWNER_LABEL) in owners
+    }
 
 
 @pytest.fixture
@@ -164,11 +186,11 @@ def test_each_isolation_runs_in_one_container_that_goes_away(
     monkeypatch: pytest.MonkeyPatch,
     docker_env: Path,
     dclient: Any,
+    session_pids: Path,
     workers: list[str],
 ) -> None:
     seen = pytester.path / "seen.txt"
     monkeypatch.setenv("SEEN", str(seen))
-    before = of_our_image(dclient)
     pytester.makepyfile(ISOLATIONS)
     result = pytester.runpytest_subprocess(
         "--pg-server=docker", f"--pg-image={IMAGE}", "--pg-start-timeout=120", *workers
@@ -178,11 +200,7 @@ def test_each_isolation_runs_in_one_container_that_goes_away(
         result.stdout.fnmatch_lines(["postgresql: PostgreSQL 16.* in Docker (postgres:16*"])
     # One container served every test (and every worker); it is gone afterwards.
     assert len(set(seen.read_text().split())) == 1
-    # Not counted: a container whose owner still runs, another test's session on another
-    # xdist worker that started meanwhile.
-    new = of_our_image(dclient) - before
-    left = {n for n, labels in labels_of(dclient, new).items() if pgdocker._owner_gone(labels)}
-    assert left == set(), labels_of(dclient, left)
+    assert left_by(dclient, session_pids) == {}
     assert not list(docker_env.glob("run-*.docker"))
 
 
@@ -278,11 +296,11 @@ def test_without_the_reaper_image_it_says_so_once_and_cleans_up_itself(
     monkeypatch: pytest.MonkeyPatch,
     docker_env: Path,
     dclient: Any,
+    session_pids: Path,
 ) -> None:
     monkeypatch.setenv("RYUK_CONTAINER_IMAGE", ABSENT_RYUK)
     seen = pytester.path / "seen.txt"
     monkeypatch.setenv("SEEN", str(seen))
-    before = of_our_image(dclient)
     pytester.makepyfile(
         "import os\n\n"
         "def test_a(pg, pg_server):\n"
@@ -299,13 +317,10 @@ def test_without_the_reaper_image_it_says_so_once_and_cleans_up_itself(
     assert out.count(note) == 1, out
     assert "removed by the next run or by pgsandbox gc" in out
     assert "Check the image name" not in out
-    # The session's own container is gone, and no other one of an ended run is left (one
-    # whose owner still runs is another xdist worker's session that started meanwhile).
+    # The session's own container is gone, and no other one it made is left.
     (name,) = set(seen.read_text().split())
     assert name not in {c.name for c in dclient.containers.list(all=True)}, out
-    new = of_our_image(dclient) - before
-    left = {n for n, labels in labels_of(dclient, new).items() if pgdocker._owner_gone(labels)}
-    assert left == set(), (labels_of(dclient, left), out)
+    assert left_by(dclient, session_pids) == {}, out
 
 
 @needs_daemon
@@ -432,13 +447,13 @@ def test_a_daemon_speaking_api_1_41_is_used_at_its_version(
     monkeypatch: pytest.MonkeyPatch,
     docker_env: Path,
     dclient: Any,
+    session_pids: Path,
 ) -> None:
     import docker
 
     from docker_api import api_1_41_daemon
 
     monkeypatch.setenv("RYUK_CONTAINER_IMAGE", ABSENT_RYUK)
-    before = of_our_image(dclient)
     with api_1_41_daemon(pytester.path) as host:
         monkeypatch.setenv("DOCKER_HOST", host)
         pinned = docker.DockerClient(
@@ -463,5 +478,4 @@ def test_a_daemon_speaking_api_1_41_is_used_at_its_version(
             "--pg-server=docker", f"--pg-image={IMAGE}", "--pg-start-timeout=120"
         )
         result.assert_outcomes(passed=2)
-    left = of_our_image(dclient) - before
-    assert left == set(), labels_of(dclient, left)
+    assert left_by(dclient, session_pids) == {}
