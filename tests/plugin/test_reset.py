@@ -24,6 +24,12 @@ CREATE FUNCTION audit_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO audit VALUES ('deleted ' || OLD.name); RETURN OLD; END $$;
 CREATE TRIGGER users_audit AFTER DELETE ON users FOR EACH ROW EXECUTE FUNCTION audit_delete();
 
+-- Referenced by nothing, but a trigger fires on its DELETE: its restore needs triggers off.
+CREATE TABLE logins (who text);
+CREATE FUNCTION login_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO audit VALUES ('login of ' || OLD.who || ' deleted'); RETURN OLD; END $$;
+CREATE TRIGGER logins_gone AFTER DELETE ON logins FOR EACH ROW EXECUTE FUNCTION login_gone();
+
 CREATE TABLE events (day date NOT NULL, what text) PARTITION BY RANGE (day);
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE TABLE events_2027 PARTITION OF events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
@@ -47,6 +53,7 @@ def starts_from_the_template(pg):
     assert pg.fetchall("SELECT id, name, name_upper, manager_id FROM users ORDER BY id") == [
         (1, "Alice Chen", "ALICE CHEN", None), (2, "Bob Okafor", "BOB OKAFOR", 1)]
     assert pg.fetchval("SELECT count(*) FROM audit") == 0
+    assert pg.fetchval("SELECT count(*) FROM logins") == 0
     assert pg.fetchall("SELECT tableoid::regclass::text, what FROM events ORDER BY day") == [
         ("events_2026", "launch"), ("events_2027", "anniversary")]
     assert pg.fetchall("SELECT tableoid::regclass::text, name FROM animals") == [("cats", "Tom")]
@@ -74,6 +81,18 @@ def test_rows_only_added_are_removed_alone(pg):
     pg.execute("INSERT INTO cats VALUES ('Felix', 7)")
     pg.execute("SAVEPOINT s; INSERT INTO audit VALUES ('kept'); RELEASE s")
     pg.execute("SAVEPOINT t; INSERT INTO audit VALUES ('rolled back'); ROLLBACK TO t")
+    pg.conn.commit()
+
+
+def test_rows_added_where_nothing_fires_on_delete(pg):
+    # Put back with triggers and foreign keys left on: no setting of the session changes.
+    pg.execute("INSERT INTO audit VALUES ('only here')")
+    pg.conn.commit()
+
+
+def test_rows_added_where_a_trigger_fires_on_delete(pg):
+    # Put back with triggers off: the audit trigger must not see the restore.
+    pg.execute("INSERT INTO logins VALUES ('Alice Chen')")
     pg.conn.commit()
 
 
@@ -195,9 +214,9 @@ def test_reset_restores_what_tests_wrote(
         project.makeconftest("def pytest_collection_modifyitems(items):\n    items.reverse()\n")
     result = project.runpytest_subprocess("--pg-verify-isolation", "-p", "no:randomly")
     if order == "reversed":  # the pooled connection is made after it is looked for
-        result.assert_outcomes(passed=9, failed=1)
+        result.assert_outcomes(passed=11, failed=1)
     else:
-        result.assert_outcomes(passed=10)
+        result.assert_outcomes(passed=12)
     assert leftovers(runtime) == []
 
 

@@ -42,3 +42,18 @@ def test_what_rows_cannot_undo_drops_the_copy() -> None:
     assert restore_plan(ROWS, copy, {2613: (1, 0, 0)}) is None  # a large object
     assert restore_plan(ROWS, copy, {16500: (1, 0, 0)}) is None  # not a template table
     assert restore_plan(ROWS, copy, {16400: (0, 0, 1)}) is None  # too large to keep rows
+
+
+def test_replica_mode_only_where_a_delete_of_added_rows_could_fire_something() -> None:
+    from pytest_pgsandbox._engine.isolation.recycle import needs_replica
+    from pytest_pgsandbox._engine.isolation.recycle import restore_sql_for
+
+    rows = TemplateRows(
+        tables=ROWS.tables, rewrite=ROWS.rewrite, mark="812", plain=frozenset({16400})
+    )
+    assert not needs_replica(rows, [16400], rewritten=False)  # added to a plain table only
+    assert needs_replica(rows, [16400, 16390], rewritten=False)  # users has a trigger or a key
+    assert needs_replica(rows, [16400], rewritten=True)  # a rewrite puts back every row
+    off = restore_sql_for("DELETE ...;", "", [16400], rewritten=False, replica=False)
+    assert "session_replication_role" not in off
+    assert "session_replication_role" in restore_sql_for("DELETE ...;", "", [16390], False)

@@ -423,10 +423,11 @@ class CloneDatabase:
                     return False, []
                 statements, rewritten = plan
                 restored = [o for o in wrote if o >= recycle.FIRST_USER_OID]
+                replica = recycle.needs_replica(pool.rows, wrote, rewritten)
                 mark, own, still = row_of(
                     conn,
                     recycle.restore_sql_for(
-                        statements, sequences if moved == "t" else "", restored, rewritten
+                        statements, sequences if moved == "t" else "", restored, rewritten, replica
                     ),
                 )
                 if still:

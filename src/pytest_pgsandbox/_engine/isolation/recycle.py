@@ -59,13 +59,27 @@ _TABLES = """
 SELECT c.oid, format('%I.%I', n.nspname, c.relname), pg_table_size(c.oid),
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-               AND a.attgenerated = '' ORDER BY a.attnum)
+               AND a.attgenerated = '' ORDER BY a.attnum),
+       {plain}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND c.oid >= 16384 AND NOT c.relisshared
   AND n.nspname NOT LIKE 'pg\\_temp%' AND n.nspname NOT LIKE 'pg\\_toast%'
   AND NOT EXISTS (SELECT FROM pg_rewrite r WHERE r.ev_class = c.oid)
   AND NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgenabled IN ('A', 'R'))
 ORDER BY c.oid
+"""
+
+# Whether rows added to table ``c`` can be deleted with triggers and foreign keys left on:
+# nothing fires on such a DELETE (no trigger of the user's, no rule, no foreign key that
+# points at the table; a partition's may be one on its parent). Then the restore needs no
+# session_replication_role = replica, whose every change throws away all cached plans of
+# the session: the next test would plan its statements (and its triggers') again.
+PLAIN_DELETE = """
+(NOT c.relispartition
+ AND NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal
+                 AND t.tgenabled <> 'D' AND t.tgname <> '_pgsandbox_wrote')
+ AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.contype = 'f' AND k.confrelid = c.oid)
+ AND NOT EXISTS (SELECT FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN'))
 """
 
 # Values as their types' text output reads them back, whatever the session's style.
@@ -130,6 +144,7 @@ class TemplateRows:
     tables: dict[int, str]  # oid -> qualified name: every table a restore may write to
     rewrite: dict[int, str]  # oid -> SQL that gives it all of the template's rows again
     mark: str  # a transaction id no older than any row of the template
+    plain: frozenset[int] = frozenset()  # tables whose added rows go without replica mode
 
 
 @dataclass
@@ -151,11 +166,16 @@ def read_template(conn: psycopg.Connection[Any], mark: str) -> TemplateRows:
     """
     conn.execute(_STYLE)
     tables: dict[int, str] = {}
+    plain: set[int] = set()
     selects: list[sql.Composable] = []
     columns: dict[int, str] = {}
     total = 0
-    for oid, name, size, cols in conn.execute(_TABLES).fetchall():
+    for oid, name, size, cols, deletes_plainly in conn.execute(
+        _TABLES.replace("{plain}", PLAIN_DELETE)
+    ).fetchall():
         tables[oid] = name
+        if deletes_plainly:
+            plain.add(oid)
         total += size
         if size > TABLE_LIMIT or total > TOTAL_LIMIT:
             continue
@@ -184,7 +204,7 @@ def read_template(conn: psycopg.Connection[Any], mark: str) -> TemplateRows:
             elif count:  # rows without columns: nothing to write them back with
                 continue
             rewrite[oid] = statement.as_string(conn)
-    return TemplateRows(tables, rewrite, mark)
+    return TemplateRows(tables, rewrite, mark, frozenset(plain))
 
 
 def superuser(conn: psycopg.Connection[Any]) -> bool:
@@ -268,15 +288,24 @@ def restore_plan(rows: TemplateRows, copy: CopyState, wrote: Counts) -> tuple[st
     return " ".join(statements), rewritten
 
 
-def restore_sql_for(plan: str, sequences: str, oids: Iterable[int], rewritten: bool) -> str:
+def needs_replica(rows: TemplateRows, wrote: Iterable[int], rewritten: bool) -> bool:
+    """Whether the restore must run with triggers and foreign keys off (see PLAIN_DELETE)."""
+    return rewritten or not set(wrote) <= rows.plain
+
+
+def restore_sql_for(
+    plan: str, sequences: str, oids: Iterable[int], rewritten: bool, replica: bool = True
+) -> str:
     """One implicit transaction: the restore, the sequences, then (last result) the new mark
     if a table was rewritten, the counts of the tables put back (``COUNTS``: the restore's
-    own included), and the other sessions on the copy."""
+    own included), and the other sessions on the copy. ``replica``: with triggers and
+    foreign keys off (see ``needs_replica``)."""
     listed = ",".join(str(int(o)) for o in oids)
     seqs = restore_sql(sequences)
     mark = "(txid_current() % 4294967296)::text" if rewritten else "NULL"
+    role = "set_config('session_replication_role', 'replica', true), " if replica else ""
     return (
-        "SELECT set_config('session_replication_role', 'replica', true), "  # noqa: S608
+        f"SELECT {role}"  # noqa: S608
         "set_config('DateStyle', 'ISO', true), set_config('IntervalStyle', 'postgres', true), "
         "set_config('lock_timeout', '5s', true); "
         f"{plan} {seqs + '; DISCARD SEQUENCES;' if seqs else ''} "  # setval() sets currval()

@@ -76,7 +76,9 @@ CREATE UNLOGGED TABLE _pgsandbox.touched (relid oid NOT NULL, changed bool NOT N
 CREATE TABLE _pgsandbox.leaves (relid oid NOT NULL, leaf oid NOT NULL);
 -- statements: put every row back; inserted: delete only rows newer than the mark (NULL when
 -- the template's table is empty: then both are the same).
-CREATE TABLE _pgsandbox.restore (relid oid PRIMARY KEY, statements text NOT NULL, inserted text);
+-- plain: rows added to it can be deleted with triggers and foreign keys on (PLAIN_DELETE).
+CREATE TABLE _pgsandbox.restore (
+    relid oid PRIMARY KEY, statements text NOT NULL, inserted text, plain bool NOT NULL);
 -- A transaction id no older than any row the template's tables hold: rows whose xmin is
 -- newer were written since.
 CREATE TABLE _pgsandbox.mark (at xid NOT NULL);
@@ -214,7 +216,18 @@ _RESET = """
         IF 0 = ANY(wrote) THEN
             RETURN 'ddl';
         END IF;
-        PERFORM set_config('session_replication_role', 'replica', true);
+        -- Triggers and foreign keys off, unless only rows were added, to tables where
+        -- nothing fires on their DELETE: every change of the setting throws away the
+        -- session's cached plans (the next test's statements and triggers would be planned
+        -- again).
+        IF EXISTS (SELECT FROM _pgsandbox.restore s
+                   WHERE s.relid IN (SELECT l.leaf FROM _pgsandbox.leaves l
+                                     WHERE l.relid = ANY(wrote))
+                     AND (NOT s.plain OR s.relid IN (SELECT l.leaf FROM _pgsandbox.leaves l
+                                                     WHERE l.relid = ANY(changed))))
+        THEN
+            PERFORM set_config('session_replication_role', 'replica', true);
+        END IF;
         FOR r IN
             SELECT s.statements, s.inserted,
                    s.relid IN (SELECT l.leaf FROM _pgsandbox.leaves l
@@ -294,9 +307,18 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
                 ).format(table=table, cols=cols, copy=copy)
                 # Both ages in one statement: measured from the same point.
                 inserted = sql.SQL("DELETE FROM ONLY {} WHERE age(xmin) < age($1)").format(table)
+            plain = conn.execute(
+                f"SELECT {recycle.PLAIN_DELETE} FROM pg_class c WHERE c.oid = %s",  # noqa: S608
+                (oid,),
+            ).fetchone()
             conn.execute(
-                "INSERT INTO _pgsandbox.restore VALUES (%s, %s, %s)",
-                (oid, statements.as_string(conn), inserted and inserted.as_string(conn)),
+                "INSERT INTO _pgsandbox.restore VALUES (%s, %s, %s, %s)",
+                (
+                    oid,
+                    statements.as_string(conn),
+                    inserted and inserted.as_string(conn),
+                    bool(plain and plain[0]),
+                ),
             )
             if not superuser:
                 plan = plain_restore(conn, oid, table, columns, copy if filled else None)
