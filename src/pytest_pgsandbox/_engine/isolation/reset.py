@@ -286,6 +286,13 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
             {"oids": oids},
         )
         order = fk_order(conn, oids) if not superuser else {}
+        plain = {  # see recycle.PLAIN_DELETE; our own trigger is left out there
+            row[0]
+            for row in conn.execute(
+                f"SELECT c.oid FROM pg_class c WHERE c.oid = ANY(%s) AND {recycle.PLAIN_DELETE}",  # noqa: S608
+                (oids,),
+            ).fetchall()
+        }
         for oid, kind, name in tables:
             if kind != "r":
                 continue
@@ -307,17 +314,13 @@ def instrument(conn: psycopg.Connection[Any]) -> int:
                 ).format(table=table, cols=cols, copy=copy)
                 # Both ages in one statement: measured from the same point.
                 inserted = sql.SQL("DELETE FROM ONLY {} WHERE age(xmin) < age($1)").format(table)
-            plain = conn.execute(
-                f"SELECT {recycle.PLAIN_DELETE} FROM pg_class c WHERE c.oid = %s",  # noqa: S608
-                (oid,),
-            ).fetchone()
             conn.execute(
                 "INSERT INTO _pgsandbox.restore VALUES (%s, %s, %s, %s)",
                 (
                     oid,
                     statements.as_string(conn),
                     inserted and inserted.as_string(conn),
-                    bool(plain and plain[0]),
+                    oid in plain,
                 ),
             )
             if not superuser:
